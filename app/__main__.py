@@ -1,0 +1,5 @@
+import sys
+
+from bnnkws.app.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""The `kws` command line. It reaches every layer, so it lives in the top one.
+
+Each subcommand lives in its own module ``bnnkws.app.cmd_<name>`` exposing
+``register(subparsers)`` (builds its argparse parser, sets ``func``) and keeps heavy imports
+(TensorFlow, Larq) inside the function that runs it, so ``kws --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TensorFlow's C++ start-up chatter buries the output users came for.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Order is the order shown in `kws --help`.
+COMMAND_MODULES = [
+    "cmd_listen",
+    "cmd_features",
+    "cmd_data",
+    "cmd_synth",
+    "cmd_train",
+    "cmd_eval",
+    "cmd_export",
+    "cmd_bench",
+    "cmd_bench_stream",
+    "cmd_deploy",
+    "cmd_enroll",
+    "cmd_cl_eval",
+]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kws",
+        description=(
+            "Keyword spotting with early-exit binary neural networks: train with Bop, "
+            "export to Larq Compute Engine, listen live, and enrol new words with CWR*."
+        ),
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"bnnkws.app.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"bnnkws.app.{name}":
+                continue  # subcommand not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import version
+
+        print(version("bnn-kws"))
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        rc = args.func(args)
+    except CLIError as exc:
+        print(f"kws {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""Datasets, early-exit BNNs, Bop training, evaluation, the exit policy and CWR*.
+
+Package import stays light (no TensorFlow): the policy and CWR* run on numpy alone.
+"""
+import os
+
+# Larq needs Keras 2; set before TensorFlow is first imported (no-op if already set).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
