@@ -1,0 +1,179 @@
+"""The one model configuration object: it travels from training into the exported bundle.
+
+Labels, exits, temperatures, the exit threshold and the log-mel normalisation live here and
+nowhere else; the frontend parameters are nested as a :class:`FrontendConfig`. numpy-free and
+TensorFlow-free so the deployed runtime can read it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from bnnkws.frontend.config import DEFAULT_FRONTEND, FrontendConfig
+
+ARCHS = ("quicknet", "birealnet", "meliusnet", "binarydensenet")
+
+# Speech Commands 12-class task order (10 words + silence + unknown), the default label set.
+SPEECH_COMMANDS_12 = [
+    "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
+    "_silence_", "_unknown_",
+]
+
+CONFIG_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value (or file) is invalid; the message names it."""
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model and interpret its outputs.
+
+    Exits are numbered from 1. ``temperatures`` and ``exit_loss_weights`` always have
+    ``num_exits`` entries indexed by exit number - 1, also for a single-exit (E_s) model, whose
+    only exit is exit ``single_exit`` (named ``f"exit{single_exit}"``).
+    """
+
+    arch: str = "quicknet"
+    width: float = 1.0
+    labels: list = field(default_factory=lambda: list(SPEECH_COMMANDS_12))
+    num_exits: int = 5
+    single_exit: Optional[int] = None
+    binary: bool = True
+    temperatures: Optional[list] = None  # None -> [1.0] * num_exits
+    delta: float = 0.3  # exit threshold on the (normalised) entropy
+    entropy_normalized: bool = True
+    min_exit: int = 1
+    norm_mean: float = 0.0  # log-mel normalisation applied inside stage 1: (x - mean) / std
+    norm_std: float = 1.0
+    exit_loss_weights: Optional[list] = None  # None -> [1.0] * num_exits
+    frontend: FrontendConfig = field(default_factory=lambda: DEFAULT_FRONTEND)
+
+    def __post_init__(self):
+        if isinstance(self.frontend, dict):
+            self.frontend = FrontendConfig.from_dict(self.frontend)
+        self.labels = [str(x) for x in self.labels]
+        if self.temperatures is None:
+            self.temperatures = [1.0] * int(self.num_exits)
+        if self.exit_loss_weights is None:
+            self.exit_loss_weights = [1.0] * int(self.num_exits)
+        self.temperatures = [float(t) for t in self.temperatures]
+        self.exit_loss_weights = [float(w) for w in self.exit_loss_weights]
+        self.validate()
+
+    # -- checks -------------------------------------------------------------------------------
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ConfigError(f"arch {self.arch!r} is not one of {list(ARCHS)}")
+        if not self.width > 0:
+            raise ConfigError(f"width must be > 0, got {self.width}")
+        if len(self.labels) < 2:
+            raise ConfigError(f"need at least 2 labels, got {self.labels}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"duplicate labels in {self.labels}")
+        if not isinstance(self.num_exits, int) or self.num_exits < 1:
+            raise ConfigError(f"num_exits must be a positive int, got {self.num_exits!r}")
+        if self.single_exit is not None and not 1 <= self.single_exit <= self.num_exits:
+            raise ConfigError(f"single_exit must be in 1..{self.num_exits}, got {self.single_exit}")
+        if len(self.temperatures) != self.num_exits:
+            raise ConfigError(
+                f"temperatures has {len(self.temperatures)} entries, need num_exits={self.num_exits}")
+        if any(not t > 0 for t in self.temperatures):
+            raise ConfigError(f"temperatures must be > 0, got {self.temperatures}")
+        if len(self.exit_loss_weights) != self.num_exits:
+            raise ConfigError(f"exit_loss_weights has {len(self.exit_loss_weights)} entries, "
+                              f"need num_exits={self.num_exits}")
+        if any(w < 0 for w in self.exit_loss_weights):
+            raise ConfigError(f"exit_loss_weights must be >= 0, got {self.exit_loss_weights}")
+        if not 1 <= self.min_exit <= self.num_exits:
+            raise ConfigError(f"min_exit must be in 1..{self.num_exits}, got {self.min_exit}")
+        if not self.norm_std > 0:
+            raise ConfigError(f"norm_std must be > 0, got {self.norm_std}")
+        if self.delta < 0:
+            raise ConfigError(f"delta must be >= 0, got {self.delta}")
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def active_exits(self) -> list:
+        """1-based numbers of the exits the built model has (one for an E_s baseline)."""
+        if self.single_exit is not None:
+            return [self.single_exit]
+        return list(range(1, self.num_exits + 1))
+
+    @property
+    def num_stages(self) -> int:
+        """Stages the built model runs: all of them, or 1..single_exit for an E_s baseline."""
+        return self.single_exit if self.single_exit is not None else self.num_exits
+
+    @property
+    def exit_names(self) -> list:
+        """Output names of the built model, e.g. ``["exit1", ..., "exit5"]`` or ``["exit3"]``."""
+        return [f"exit{k}" for k in self.active_exits]
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["frontend"] = self.frontend.to_dict()
+        d["version"] = CONFIG_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        version = d.pop("version", CONFIG_VERSION)
+        if version > CONFIG_VERSION:
+            raise ConfigError(f"model config version {version} is newer than supported "
+                              f"({CONFIG_VERSION})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path) -> Path:
+        """Write atomically (temp file + rename) so an interrupted save never leaves half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.to_json() + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path) -> "ModelConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model config not found: {path}")
+        try:
+            return cls.from_json(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+    def replace(self, **changes) -> "ModelConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
