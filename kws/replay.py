@@ -1,0 +1,273 @@
+"""Latent replay with a 1-bit packed memory (thesis "Binary Neural Networks at the Edge", 4.2).
+
+Latent replay stores, instead of raw clips, the activations at a chosen stage boundary (the
+``fmap`` that stage ``k`` hands to stage ``k + 1``). Replaying them lets the stages after the
+boundary and the heads learn new words while rehearsing the old ones, without running the
+frozen stages before it again. In a binary network the next stage binarises its input anyway,
+so the memory keeps only the sign of each activation, bit-packed with :func:`numpy.packbits`:
+one bit instead of 32 per value. Optionally one float16 magnitude per channel (the mean
+``|x|``, the XNOR-Net scaling) is kept so the real-valued shortcut paths see a signal of the
+right size; that costs ``2 * channels`` bytes per sample.
+
+The memory is filled with class-balanced reservoir sampling (thesis Algorithm 4, after
+Chrysakis & Moens 2020): while there is room every sample is stored; once full, a sample of a
+class that is not among the largest ones replaces a random sample of a largest class, and a
+sample of a largest class replaces one of its own class with probability ``m_c / n_c``
+(stored / seen). Every class therefore ends with an (almost) equal share, whatever the order
+and imbalance of the stream.
+
+New samples are mixed with replayed ones at a configurable ratio (thesis 1:4: each minibatch
+holds ``b`` new and ``4 b`` replayed samples).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------------------------
+# 1-bit packing
+# ---------------------------------------------------------------------------------------------
+def pack_bits(x: np.ndarray) -> np.ndarray:
+    """Binarise ``x (n, ...)`` to ``x >= 0`` and pack each sample to bytes: ``(n, ceil(size/8))``."""
+    x = np.asarray(x)
+    n = x.shape[0]
+    return np.packbits((x >= 0).reshape(n, -1), axis=1)
+
+
+def unpack_bits(packed: np.ndarray, shape: tuple, dtype=np.float32) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: ``(n, bytes)`` -> ``(n, *shape)`` with values in {-1, +1}."""
+    packed = np.asarray(packed, np.uint8)
+    size = int(np.prod(shape))
+    bits = np.unpackbits(packed, axis=1, count=size)
+    return (bits.astype(dtype) * 2 - 1).reshape((packed.shape[0],) + tuple(shape))
+
+
+def channel_scales(x: np.ndarray) -> np.ndarray:
+    """Mean ``|x|`` per sample and channel (last axis) as float16: ``(n, channels)``."""
+    x = np.asarray(x, np.float32)
+    axes = tuple(range(1, x.ndim - 1))
+    return np.mean(np.abs(x), axis=axes).astype(np.float16)
+
+
+# ---------------------------------------------------------------------------------------------
+# class-balanced reservoir memory
+# ---------------------------------------------------------------------------------------------
+class ReplayMemory:
+    """Fixed-size memory of 1-bit packed latent activations, class-balanced reservoir.
+
+    ``shape`` is the shape of one activation (e.g. ``(h, w, c)`` of a stage's ``fmap``).
+    ``with_scales`` keeps a float16 magnitude per channel beside the bits.
+    """
+
+    def __init__(self, capacity: int, shape: tuple, *, with_scales: bool = False, seed: int = 0):
+        if capacity < 1:
+            raise ValueError(f"replay memory capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.shape = tuple(int(s) for s in shape)
+        self.with_scales = with_scales
+        self.bytes_per_row = (int(np.prod(self.shape)) + 7) // 8
+        self.bits = np.zeros((self.capacity, self.bytes_per_row), np.uint8)
+        self.scales = (np.zeros((self.capacity, self.shape[-1]), np.float16)
+                       if with_scales else None)
+        self.labels = np.full(self.capacity, -1, np.int32)
+        self.size = 0
+        self.seen: dict = {}  # class -> samples seen in the stream (n_c)
+        self._rng = np.random.default_rng(seed)
+
+    # -- sizes ------------------------------------------------------------------------------
+    @property
+    def bytes_per_sample(self) -> int:
+        """Memory per stored sample: packed bits (+ channel scales) + a 2-byte label."""
+        return self.bytes_per_row + (2 * self.shape[-1] if self.with_scales else 0) + 2
+
+    @property
+    def float32_bytes_per_sample(self) -> int:
+        """The same sample stored as float32 activations (+ the 2-byte label)."""
+        return 4 * int(np.prod(self.shape)) + 2
+
+    def counts(self) -> dict:
+        labels, n = np.unique(self.labels[:self.size], return_counts=True)
+        return {int(c): int(k) for c, k in zip(labels, n)}
+
+    def __len__(self) -> int:
+        return self.size
+
+    # -- filling (Algorithm 4) ----------------------------------------------------------------
+    def _write(self, slot: int, bits_row, scale_row, label: int) -> None:
+        self.bits[slot] = bits_row
+        if self.with_scales:
+            self.scales[slot] = scale_row
+        self.labels[slot] = label
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Offer a batch ``x (n, *shape)`` with labels ``y (n,)`` to the reservoir."""
+        x = np.asarray(x)
+        y = np.asarray(y).reshape(-1)
+        if x.shape[1:] != self.shape:
+            raise ValueError(f"activations {x.shape[1:]} do not match the memory's {self.shape}")
+        packed = pack_bits(x)
+        scales = channel_scales(x) if self.with_scales else [None] * len(y)
+        for row, sc, label in zip(packed, scales, y):
+            self.offer(row, sc, int(label))
+
+    def offer(self, bits_row, scale_row, label: int) -> bool:
+        """One step of class-balanced reservoir sampling; True if the sample was stored."""
+        self.seen[label] = self.seen.get(label, 0) + 1
+        if self.size < self.capacity:
+            self._write(self.size, bits_row, scale_row, label)
+            self.size += 1
+            return True
+        counts = self.counts()
+        largest = max(counts.values())
+        full_classes = [c for c, k in counts.items() if k == largest]
+        if label not in full_classes:
+            # Replace a random instance of a (random) largest class.
+            victim_class = full_classes[self._rng.integers(len(full_classes))]
+            slots = np.flatnonzero(self.labels[:self.size] == victim_class)
+            self._write(int(self._rng.choice(slots)), bits_row, scale_row, label)
+            return True
+        m_c, n_c = counts.get(label, 0), self.seen[label]
+        if self._rng.random() <= m_c / n_c:
+            slots = np.flatnonzero(self.labels[:self.size] == label)
+            self._write(int(self._rng.choice(slots)), bits_row, scale_row, label)
+            return True
+        return False
+
+    # -- reading ----------------------------------------------------------------------------
+    def get(self, idx=None, dtype=np.float32):
+        """Unpacked activations ``(k, *shape)`` (values ±1, times the channel scale if kept)."""
+        idx = np.arange(self.size) if idx is None else np.asarray(idx)
+        x = unpack_bits(self.bits[idx], self.shape, dtype)
+        if self.with_scales:
+            x = x * self.scales[idx].astype(dtype).reshape((len(idx),) + (1,) * (len(self.shape) - 1) + (-1,))
+        return x, self.labels[idx].astype(np.int64)
+
+    def sample(self, k: int):
+        if self.size == 0:
+            raise ValueError("the replay memory is empty")
+        return self.get(self._rng.integers(0, self.size, size=k))
+
+    def save(self, path) -> None:
+        np.savez(path, bits=self.bits[:self.size], labels=self.labels[:self.size],
+                 scales=(self.scales[:self.size] if self.with_scales else np.zeros(0)),
+                 shape=np.array(self.shape), capacity=self.capacity,
+                 seen=np.array(sorted(self.seen.items()), dtype=np.int64).reshape(-1, 2))
+
+    @classmethod
+    def load(cls, path) -> "ReplayMemory":
+        z = np.load(path)
+        with_scales = z["scales"].size > 0
+        mem = cls(int(z["capacity"]), tuple(z["shape"].tolist()), with_scales=with_scales)
+        n = len(z["labels"])
+        mem.bits[:n], mem.labels[:n], mem.size = z["bits"], z["labels"], n
+        if with_scales:
+            mem.scales[:n] = z["scales"]
+        mem.seen = {int(c): int(k) for c, k in z["seen"]}
+        return mem
+
+
+# ---------------------------------------------------------------------------------------------
+# mixing new and replayed samples
+# ---------------------------------------------------------------------------------------------
+def mixed_batches(x_new: np.ndarray, y_new: np.ndarray, memory: ReplayMemory, *,
+                  ratio: float = 4.0, batch_new: int = 8, epochs: int = 1,
+                  seed: int = 0) -> Iterator[tuple]:
+    """Minibatches of ``batch_new`` new samples plus ``round(ratio * batch_new)`` replayed ones.
+
+    ``x_new`` are latent activations at the memory's boundary (float, as produced by the frozen
+    stages); the replayed ones come back from 1 bit. Yields ``(x, y)`` float32 / int64.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(y_new)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for s in range(0, n, batch_new):
+            idx = order[s:s + batch_new]
+            k = int(round(ratio * len(idx))) if len(memory) else 0
+            if k:
+                xr, yr = memory.sample(k)
+                yield (np.concatenate([np.asarray(x_new[idx], np.float32), xr]),
+                       np.concatenate([np.asarray(y_new[idx], np.int64), yr]))
+            else:
+                yield np.asarray(x_new[idx], np.float32), np.asarray(y_new[idx], np.int64)
+
+
+@dataclass
+class ReplayReport:
+    capacity: int
+    stored: int
+    bytes_per_sample: int
+    float32_bytes_per_sample: int
+
+    @property
+    def compression(self) -> float:
+        return self.float32_bytes_per_sample / self.bytes_per_sample
+
+
+def report(memory: ReplayMemory) -> ReplayReport:
+    return ReplayReport(memory.capacity, len(memory), memory.bytes_per_sample,
+                        memory.float32_bytes_per_sample)
+
+
+# ---------------------------------------------------------------------------------------------
+# training the heads with replay (numpy; the stages after the boundary stay frozen)
+# ---------------------------------------------------------------------------------------------
+def train_heads_with_replay(heads: list, to_features: Callable, x_new, y_new,
+                            memory: ReplayMemory, *, ratio: float = 4.0, batch_new: int = 8,
+                            epochs: int = 30, lr: float = 0.05, seed: int = 0) -> None:
+    """SGD of every head on new + replayed latents (all units trained, replay keeps old ones).
+
+    ``heads`` are :class:`bnnkws.kws.cwr.CWRStar` (their ``cw``/``cb`` are updated in place);
+    ``to_features(latents) -> list of (n, D_k)`` runs the frozen stages after the boundary and
+    each head's input transform. Features of the new samples are computed once; replayed
+    latents are re-run per minibatch (they are few and stored packed).
+    """
+    from bnnkws.kws.cwr import cross_entropy_grad, softmax
+
+    feats_new = to_features(np.asarray(x_new, np.float32))
+    mem_x, mem_y = memory.get()
+    feats_mem = to_features(mem_x) if len(memory) else [np.zeros((0, h.dim)) for h in heads]
+    rng = np.random.default_rng(seed)
+    n = len(y_new)
+    y_new = np.asarray(y_new, np.int64)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for s in range(0, n, batch_new):
+            idx = order[s:s + batch_new]
+            k = int(round(ratio * len(idx))) if len(memory) else 0
+            ridx = rng.integers(0, len(memory), size=k) if k else np.zeros(0, int)
+            y = np.concatenate([y_new[idx], mem_y[ridx]])
+            for h, fn, fm in zip(heads, feats_new, feats_mem):
+                x = np.concatenate([fn[idx], fm[ridx]]).astype(np.float32)
+                probs = softmax(h._forward(x, h.cw, h.cb))
+                dw, db = cross_entropy_grad(x, probs, y)
+                h.cw, h.cb = h._store(h.cw - lr * dw, h.cb - lr * db)
+
+
+def retrain_last_stage(stage, head_layers_trainable: bool, x_new, y_new, memory: ReplayMemory,
+                       *, ratio: float = 4.0, batch_new: int = 8, epochs: int = 5,
+                       learning_rate: float = 1e-3, exit_name: str = "logits",
+                       seed: int = 0):  # pragma: no cover - exercised by cl-eval with a run
+    """Retrain a Keras stage (and its head) on new + replayed latents (TensorFlow).
+
+    ``stage`` maps the boundary activations to a dict with ``"logits"``; its last layer must
+    already have one unit per class. Binary layers train through their latent weights with
+    Adam here (Bop needs the whole training set's statistics to be stable; a few hundred
+    steps of Adam on the latent weights are the practical choice on a device).
+    """
+    import tensorflow as tf
+
+    opt = tf.keras.optimizers.Adam(learning_rate)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for x, y in mixed_batches(x_new, y_new, memory, ratio=ratio, batch_new=batch_new,
+                              epochs=epochs, seed=seed):
+        with tf.GradientTape() as tape:
+            out = stage(x, training=True)
+            loss = loss_fn(y, out[exit_name] if isinstance(out, dict) else out)
+        grads = tape.gradient(loss, stage.trainable_variables)
+        opt.apply_gradients([(g, v) for g, v in zip(grads, stage.trainable_variables)
+                             if g is not None])
+    return stage
