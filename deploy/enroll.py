@@ -1,0 +1,387 @@
+"""Enrolment: add, update or forget words in a deployed bundle with CWR* (numpy + interpreter).
+
+The bundle's TFLite stages stay untouched: only ``heads.npz`` (one linear head per exit) and the
+manifest's ``labels`` / ``enrolment`` history / CWR* past counts change. Every change is made
+on a *copy*: a new bundle directory is written next to the old one (TFLite files hard-linked,
+so it costs no space), its heads and manifest are rewritten with :mod:`bnnkws.deploy.bundle`'s
+helpers and verified with :meth:`Bundle.load`, and only then does it take the old one's place
+(one atomic ``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames, with the previous
+bundle kept as ``<name>.old-*`` until the second one succeeds and restored by
+:func:`recover` if it did not). An enrolment interrupted at any point leaves the old bundle
+loadable and verified.
+
+Head arithmetic (see :mod:`bnnkws.kws.models.head_math`): ``logits = f(embedding) @ kernel +
+bias`` where ``f`` is the sign for a binary model (the exported binary dense binarises its
+input) and the identity for the real-valued twin; the exported ``kernel`` already carries the
+learned scale. CWR* learns new columns of ``kernel``/``bias`` on ``f(embedding)``.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .bundle import HEADS, MANIFEST, Bundle, BundleError, heads_to_bytes, now_iso, read_heads
+
+MIN_EXAMPLES = 3  # per word: CWR* on fewer clips learns the speaker, not the word
+SILENCE_DBFS = -50.0  # loudest 50 ms of a usable recording is above this
+DEFAULT_PAST = 100  # CWR* past count assumed for exported classes without a recorded count
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aif", ".aiff")
+
+
+class EnrolmentError(ValueError):
+    """A user error in enrolment; the message names the file, word or value at fault."""
+
+
+# ---------------------------------------------------------------------------------------------
+# audio checks
+# ---------------------------------------------------------------------------------------------
+def peak_dbfs(y: np.ndarray, sr: int = 16000, win_s: float = 0.05) -> float:
+    """Level (dBFS) of the loudest ``win_s`` window: what tells speech from a silent take."""
+    y = np.asarray(y, np.float64)
+    n = max(1, int(win_s * sr))
+    if len(y) < n:
+        y = np.pad(y, (0, n - len(y)))
+    k = len(y) // n
+    rms = np.sqrt(np.mean(y[:k * n].reshape(k, n) ** 2, axis=1))
+    return float(20 * np.log10(max(rms.max(), 1e-10)))
+
+
+def loudest_window(y: np.ndarray, length: int, hop: int = 160) -> np.ndarray:
+    """The ``length``-sample window with the most energy (pads short clips, centred)."""
+    y = np.asarray(y, np.float32)
+    if len(y) <= length:
+        out = np.zeros(length, np.float32)
+        off = (length - len(y)) // 2
+        out[off:off + len(y)] = y
+        return out
+    e = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
+    starts = np.arange(0, len(y) - length + 1, hop)
+    best = int(starts[np.argmax(e[starts + length] - e[starts])])
+    return y[best:best + length].copy()
+
+
+def list_clips(folder) -> list:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EnrolmentError(f"{folder}: not a directory of recordings")
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.name.lower().endswith(AUDIO_EXTENSIONS)
+                   and not p.name.startswith("."))
+    return files
+
+
+def load_clips(paths: Sequence, sr: int = 16000, length: int = 16000,
+               min_examples: int = MIN_EXAMPLES, floor_dbfs: float = SILENCE_DBFS):
+    """Read recordings for enrolment: ``(n, length)`` float32, loudest second of each file.
+
+    Raises :class:`EnrolmentError` for too few files or silent recordings (naming them).
+    """
+    from bnnkws.frontend.audio import load_audio
+
+    paths = [Path(p) for p in paths]
+    if len(paths) < min_examples:
+        raise EnrolmentError(f"{len(paths)} recording(s) given; enrolment needs at least "
+                             f"{min_examples} examples of the word")
+    clips, silent = [], []
+    for p in paths:
+        y = load_audio(p, sr=sr)
+        level = peak_dbfs(y, sr)
+        if level < floor_dbfs:
+            silent.append(f"{p} ({level:.0f} dBFS)")
+        clips.append(loudest_window(y, length))
+    if silent:
+        raise EnrolmentError(f"silent recording(s), loudest 50 ms below {floor_dbfs:.0f} dBFS: "
+                             + ", ".join(silent) + "; record again closer to the microphone")
+    return np.stack(clips)
+
+
+def check_audio(clips: np.ndarray, names: Sequence[str], sr: int = 16000,
+                min_examples: int = MIN_EXAMPLES, floor_dbfs: float = SILENCE_DBFS) -> None:
+    """The same checks for recordings already in memory (microphone takes)."""
+    if len(clips) < min_examples:
+        raise EnrolmentError(f"{len(clips)} recording(s); enrolment needs at least "
+                             f"{min_examples} examples of the word")
+    silent = [f"{n} ({peak_dbfs(c, sr):.0f} dBFS)" for c, n in zip(clips, names)
+              if peak_dbfs(c, sr) < floor_dbfs]
+    if silent:
+        raise EnrolmentError(f"silent recording(s), loudest 50 ms below {floor_dbfs:.0f} dBFS: "
+                             + ", ".join(silent))
+
+
+# ---------------------------------------------------------------------------------------------
+# bundle support and head arithmetic
+# ---------------------------------------------------------------------------------------------
+def is_binary_head(bundle: Bundle) -> bool:
+    """Whether the heads binarise their input (binary models) - read from the manifest."""
+    m = bundle.manifest
+    for where in (m.get("heads_info"), m.get("model"), m.get("model_config"), m.get("config"), m):
+        if isinstance(where, dict):
+            for key in ("head_input_sign", "binary"):
+                if key in where:
+                    return bool(where[key])
+    return True
+
+
+def head_input(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
+    if is_binary_head(bundle):
+        return lambda e: np.where(np.asarray(e) >= 0, 1.0, -1.0).astype(np.float32)
+    return lambda e: np.asarray(e, np.float32)
+
+
+def check_enrolment_support(bundle_path) -> Bundle:
+    """Load and verify a bundle, refusing one exported without enrolment support."""
+    path = Path(bundle_path)
+    recover(path)
+    bundle = Bundle.load(path)
+    hname = bundle.manifest.get("heads_file", HEADS)
+    if hname not in bundle.manifest["files"] or not (path / hname).is_file():
+        raise EnrolmentError(f"{path}: bundle has no {hname}; it was exported without "
+                             f"enrolment support - re-export it with `kws export`")
+    for st in bundle.stages:
+        if st.exit is None:
+            continue
+        _, outs = bundle.io(st.file)
+        if "embedding" not in {o.name for o in outs}:
+            raise EnrolmentError(f"{path / st.file}: stage {st.index} has no 'embedding' output; "
+                                 f"the bundle was exported without enrolment support - "
+                                 f"re-export it with `kws export`")
+    return bundle
+
+
+def past_counts(bundle: Bundle) -> np.ndarray:
+    """CWR* past sample counts per label, from the manifest (exported classes: DEFAULT_PAST)."""
+    rec = bundle.manifest.get("cwr_past", {})
+    return np.array([int(rec.get(lab, DEFAULT_PAST)) for lab in bundle.labels], np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# embeddings through the deployed stages
+# ---------------------------------------------------------------------------------------------
+class Embedder:
+    """Per-exit embeddings of 1 s clips through the bundle's interpreter (no TensorFlow)."""
+
+    def __init__(self, bundle: Bundle, detector=None, backend: str = "auto"):
+        self.bundle = bundle
+        if detector is None:
+            from .runtime import Detector
+
+            detector = Detector(bundle, backend=backend)
+        self.detector = detector
+        self.exits = bundle.exits
+
+    def one(self, audio: np.ndarray) -> list:
+        out = self.detector.embeddings(audio=np.asarray(audio, np.float32))
+        if isinstance(out, dict):
+            return [np.asarray(out[k], np.float32).reshape(-1) for k in sorted(out)]
+        return [np.asarray(e, np.float32).reshape(-1) for e in out]
+
+    def __call__(self, clips: np.ndarray, progress: bool = False) -> list:
+        """``(n, samples)`` -> list per exit of ``(n, D_k)`` embeddings."""
+        it = clips
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(clips, desc="embedding", unit="clip", leave=False)
+        rows = [self.one(c) for c in it]
+        return [np.stack([r[i] for r in rows]) for i in range(len(self.exits))]
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic bundle replacement
+# ---------------------------------------------------------------------------------------------
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def recover(path) -> None:
+    """Finish or undo an interrupted swap and drop abandoned work directories."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return
+    olds = sorted(parent.glob(f".{path.name}.old-*"))
+    if not path.exists() and olds:
+        os.rename(olds[-1], path)  # the second rename never happened: put the old one back
+        olds = olds[:-1]
+    for d in olds + sorted(parent.glob(f".{path.name}.new-*")):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_bundle(src: Path, dst: Path) -> None:
+    """A copy of a bundle directory; immutable TFLite files are hard links, the rest copies."""
+    for root, dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            s, d = Path(root) / f, dst / rel / f
+            if f.endswith(".tflite"):
+                _link_or_copy(s, d)
+            else:
+                shutil.copy2(s, d)
+
+
+def _write_heads(new_dir: Path, manifest: dict, heads: dict, labels: list,
+                 past: dict, event: dict) -> None:
+    """heads.npz + manifest in ``new_dir`` with their hashes (uses Bundle.write_heads)."""
+    b = Bundle(new_dir, manifest, read_heads(new_dir / manifest.get("heads_file", HEADS)))
+    b.manifest["cwr_past"] = {str(k): int(v) for k, v in past.items()}
+    b.write_heads(heads, labels, event)
+
+
+def commit(bundle_path, heads: dict, labels: list, past: dict, event: dict) -> Bundle:
+    """Write a new bundle next to the old one, verify it, swap it into place atomically."""
+    path = Path(bundle_path).resolve()
+    recover(path)
+    tag = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    new_dir = path.parent / f".{path.name}.new-{tag}"
+    old_dir = path.parent / f".{path.name}.old-{tag}"
+    try:
+        copy_bundle(path, new_dir)
+        manifest = json.loads((new_dir / MANIFEST).read_text())
+        _write_heads(new_dir, manifest, heads, labels, past, event)
+        Bundle.load(new_dir)  # verify before it replaces anything
+        if _exchange(new_dir, path):
+            shutil.rmtree(new_dir, ignore_errors=True)  # now holds the old bundle
+        else:
+            os.rename(path, old_dir)
+            os.rename(new_dir, path)
+            shutil.rmtree(old_dir, ignore_errors=True)
+    except BaseException:
+        if not path.exists() and old_dir.exists():
+            os.rename(old_dir, path)
+        shutil.rmtree(new_dir, ignore_errors=True)
+        raise
+    return Bundle.load(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the operations
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class EnrolResult:
+    word: str
+    labels: list
+    examples: int
+    updated: bool
+    seconds_embed: float
+    seconds_update: float
+    train_accuracy: float
+    history: list = field(default_factory=list)
+
+
+def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
+           names: Optional[Sequence[str]] = None, source: str = "", lr: float = 0.05,
+           epochs: int = 30, lp=None, hp=None, detector=None, progress: bool = False,
+           seed: int = 0) -> EnrolResult:
+    """Add (or with ``update=True`` refine) ``word`` from ``clips (n, samples)`` with CWR*."""
+    from bnnkws.kws.cwr import CWRStar, Precision
+
+    word = str(word).strip()
+    if not word:
+        raise EnrolmentError("the word to enrol is empty")
+    bundle = check_enrolment_support(bundle_path)
+    labels = bundle.labels
+    if word in labels and not update:
+        raise EnrolmentError(f"{bundle.path}: the word {word!r} already exists; use --update to "
+                             f"add these examples to it, or `kws forget` it first")
+    if word not in labels and update:
+        raise EnrolmentError(f"{bundle.path}: the word {word!r} is not known, nothing to "
+                             f"--update; known words: {', '.join(labels)}")
+    fe = bundle.frontend
+    clips = np.asarray(clips, np.float32)
+    check_audio(clips, names or [f"take {i + 1}" for i in range(len(clips))], fe.sample_rate)
+
+    t0 = time.perf_counter()
+    feats = Embedder(bundle, detector)(clips, progress=progress)
+    t1 = time.perf_counter()
+    f = head_input(bundle)
+    past = past_counts(bundle)
+    heads, accs = {}, []
+    new_labels = list(labels) if word in labels else list(labels) + [word]
+    target = new_labels.index(word)
+    for k, x in zip(bundle.exits, feats):
+        w, b = bundle.heads[k]
+        h = CWRStar(w, b, past=past.copy(), lr=lr, epochs=epochs,
+                    precision=Precision(lp, hp), seed=seed)
+        if target == h.num_classes:
+            h.add_class()
+        xin = f(x)
+        h.fit_batch(xin, np.full(len(xin), target))
+        accs.append(float(np.mean(h.predict(xin) == target)))
+        heads[k] = (h.cw, h.cb)
+        new_past = h.past
+    t2 = time.perf_counter()
+    event = {"action": "update" if update else "enroll", "word": word,
+             "examples": int(len(clips)), "source": str(source), "method": "cwr*",
+             "lr": lr, "epochs": epochs}
+    committed = commit(bundle.path, heads, new_labels,
+                       dict(zip(new_labels, new_past.tolist())), event)
+    return EnrolResult(word, committed.labels, len(clips), update, t1 - t0, t2 - t1,
+                       float(np.mean(accs)), committed.manifest.get("enrolment", []))
+
+
+def forget(bundle_path, word: str) -> Bundle:
+    """Remove ``word``'s unit from every head (atomic, recorded in the history)."""
+    bundle = check_enrolment_support(bundle_path)
+    labels = bundle.labels
+    if word not in labels:
+        raise EnrolmentError(f"{bundle.path}: no word {word!r}; known words: {', '.join(labels)}")
+    if len(labels) <= 2:
+        raise EnrolmentError(f"{bundle.path}: cannot forget {word!r}, a detector needs at "
+                             f"least 2 labels")
+    i = labels.index(word)
+    keep = [j for j in range(len(labels)) if j != i]
+    heads = {k: (w[:, keep], b[keep]) for k, (w, b) in bundle.heads.items()}
+    new_labels = [labels[j] for j in keep]
+    past = past_counts(bundle)
+    return commit(bundle.path, heads, new_labels,
+                  {lab: int(past[j]) for lab, j in zip(new_labels, keep)},
+                  {"action": "forget", "word": word})
+
+
+def words(bundle_path) -> dict:
+    """``{"labels": [...], "enrolled": {word: last event}, "history": [...]}`` of a bundle."""
+    path = Path(bundle_path)
+    recover(path)
+    bundle = Bundle.load(path)
+    hist = bundle.manifest.get("enrolment", [])
+    enrolled = {}
+    for e in hist:
+        if e.get("action") in ("enroll", "update"):
+            enrolled[e.get("word")] = e
+        elif e.get("action") == "forget":
+            enrolled.pop(e.get("word"), None)
+    return {"labels": bundle.labels, "enrolled": enrolled, "history": hist}
+
+
+__all__ = ["EnrolmentError", "MIN_EXAMPLES", "SILENCE_DBFS", "Embedder", "enroll", "forget",
+           "words", "commit", "recover", "load_clips", "list_clips", "check_audio",
+           "check_enrolment_support", "head_input", "peak_dbfs", "loudest_window"]
