@@ -1,0 +1,313 @@
+"""The streaming detection path shared by `kws listen` (microphone or file) and `kws bench-stream`.
+
+audio blocks -> StreamingLogMel -> ring of the last ``num_frames`` (98) log-mel frames
+-> Detector.classify(features=...) every hop -> RecognizeCommands -> detections.
+
+Everything downstream of the audio source is driven by *stream time* (samples seen), never by
+the wall clock, and hops are placed on frame boundaries independent of how the audio was cut
+into blocks. So a file streamed in real time, the same file streamed with ``--fast`` and the same
+audio captured from a microphone in any block size give identical detections.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, List, Optional
+
+import numpy as np
+
+from bnnkws.app.smoothing import RecognizeCommands
+from bnnkws.frontend.config import DEFAULT_FRONTEND, FrontendConfig
+
+DEFAULT_HOP_MS = 100.0
+LEVEL_FLOOR_DB = -100.0
+
+
+class FrameRing:
+    """The last ``num_frames`` feature frames, readable as one contiguous array without copying.
+
+    Every frame is written twice, at ``i`` and ``i + num_frames`` of a buffer twice as long, so
+    the window ``[pos, pos + num_frames)`` is always one contiguous slice in time order.
+    """
+
+    def __init__(self, num_frames: int, n_features: int):
+        if num_frames < 1:
+            raise ValueError(f"ring needs at least one frame, got {num_frames}")
+        self.num_frames = int(num_frames)
+        self._buf = np.zeros((2 * self.num_frames, int(n_features)), dtype=np.float32)
+        self._pos = 0  # index of the oldest frame == next write position
+        self.total = 0  # frames pushed since reset
+
+    def reset(self) -> None:
+        self._buf[:] = 0.0
+        self._pos = 0
+        self.total = 0
+
+    @property
+    def full(self) -> bool:
+        return self.total >= self.num_frames
+
+    def push(self, frame: np.ndarray) -> None:
+        self._buf[self._pos] = frame
+        self._buf[self._pos + self.num_frames] = frame
+        self._pos = (self._pos + 1) % self.num_frames
+        self.total += 1
+
+    def window(self) -> np.ndarray:
+        """The last ``num_frames`` frames, oldest first (a read-only view; valid until the next push)."""
+        view = self._buf[self._pos : self._pos + self.num_frames]
+        view = view.view()
+        view.setflags(write=False)
+        return view
+
+
+@dataclass
+class Detection:
+    """A keyword detection: what `--json` prints, one object per line."""
+
+    time_s: float  # stream time at the end of the second that triggered it
+    label: str
+    probability: float  # averaged probability over the smoothing window
+    exit: int  # exit used by the hop that triggered the detection (1-based)
+    latency_ms: float  # processing time of that hop (frontend share + all stages run)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["time_s"] = round(self.time_s, 3)
+        d["probability"] = round(self.probability, 4)
+        d["latency_ms"] = round(self.latency_ms, 3)
+        return d
+
+
+@dataclass
+class HopResult:
+    """One classification of the last second, plus the smoother's verdict after it."""
+
+    time_s: float  # stream time at the end of the classified second
+    label: str  # top label of this hop alone
+    label_index: int
+    probability: float
+    exit: int
+    entropy: float
+    latency_ms: float  # frontend share + classification of this hop
+    classify_ms: float
+    level_db: float  # RMS level (dBFS) of the audio that arrived since the previous hop
+    smoothed_label: str
+    smoothed_score: float
+    detection: Optional[Detection] = None
+
+
+@dataclass
+class ListenSummary:
+    """What a stream did, printed when it ends (end of file, --duration, Ctrl-C)."""
+
+    stream_s: float = 0.0
+    wall_s: float = 0.0
+    hops: int = 0
+    detections: List[Detection] = field(default_factory=list)
+    latencies_ms: List[float] = field(default_factory=list)
+    exits: Counter = field(default_factory=Counter)
+    overflows: int = 0
+    interrupted: bool = False
+
+    @property
+    def mean_latency_ms(self) -> float:
+        return float(np.mean(self.latencies_ms)) if self.latencies_ms else float("nan")
+
+    @property
+    def p95_latency_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 95)) if self.latencies_ms else float("nan")
+
+    @property
+    def processing_s(self) -> float:
+        return float(np.sum(self.latencies_ms)) / 1000.0 if self.latencies_ms else 0.0
+
+    @property
+    def real_time_factor(self) -> float:
+        """Processing time / audio time of the detection path (< 1 keeps up with a microphone)."""
+        return self.processing_s / self.stream_s if self.stream_s > 0 else float("nan")
+
+    def text(self) -> str:
+        exits = ", ".join(f"exit {k}: {v}" for k, v in sorted(self.exits.items())) or "none"
+        lines = [
+            f"{'interrupted' if self.interrupted else 'stopped'} after {self.stream_s:.1f} s of audio "
+            f"({self.hops} hops, {len(self.detections)} detection(s))",
+            f"per-hop latency: mean {self.mean_latency_ms:.2f} ms, p95 {self.p95_latency_ms:.2f} ms; "
+            f"real-time factor {self.real_time_factor:.3f}",
+            f"exits used: {exits}",
+        ]
+        if self.overflows:
+            lines.append(f"input overflows: {self.overflows} (audio was dropped; the machine "
+                         f"could not keep up or the block size is too small)")
+        if self.detections:
+            words = Counter(d.label for d in self.detections)
+            lines.append("detected: " + ", ".join(f"{w} x{n}" for w, n in words.most_common()))
+        return "\n".join(lines)
+
+
+def _frontend_config(detector) -> FrontendConfig:
+    """The frontend the bundle was trained with (falls back to the default parameter set)."""
+    for path in ("bundle.frontend", "config.frontend", "bundle.config.frontend", "bundle.model_config.frontend",
+                 "model_config.frontend", "frontend"):
+        obj = detector
+        try:
+            for attr in path.split("."):
+                obj = getattr(obj, attr)
+        except AttributeError:
+            continue
+        if callable(obj) and not isinstance(obj, type):
+            continue
+        if isinstance(obj, FrontendConfig):
+            return obj
+        if isinstance(obj, dict):
+            return FrontendConfig.from_dict(obj)
+    return DEFAULT_FRONTEND
+
+
+class StreamingDetector:
+    """Audio blocks in, per-hop results and detections out.
+
+    ``detector`` is anything with ``classify(features=(frames, n_mels)) -> Result`` and
+    ``labels`` (normally :class:`bnnkws.deploy.runtime.Detector`). A hop is placed every
+    ``hop_ms`` of audio once a full window (one second) has arrived.
+    """
+
+    def __init__(
+        self,
+        detector,
+        smoother: Optional[RecognizeCommands] = None,
+        hop_ms: float = DEFAULT_HOP_MS,
+        frontend: Optional[FrontendConfig] = None,
+    ):
+        from bnnkws.frontend.streaming import StreamingLogMel
+
+        self.detector = detector
+        self.cfg = frontend or _frontend_config(detector)
+        self.labels = list(detector.labels)
+        self.smoother = smoother or RecognizeCommands(self.labels)
+        if list(self.smoother.labels) != self.labels:
+            raise ValueError("smoother labels differ from the detector's labels")
+        frame_ms = 1000.0 * self.cfg.hop_length / self.cfg.sample_rate
+        hop_frames = hop_ms / frame_ms
+        if hop_ms <= 0 or abs(hop_frames - round(hop_frames)) > 1e-6:
+            raise ValueError(
+                f"hop {hop_ms:g} ms must be a positive multiple of the {frame_ms:g} ms frame hop")
+        self.hop_frames = int(round(hop_frames))
+        self.hop_ms = float(hop_ms)
+        self.frontend = StreamingLogMel(self.cfg)
+        self.ring = FrameRing(self.cfg.num_frames, self.cfg.n_mels)
+        self.reset()
+
+    def reset(self) -> None:
+        self.frontend.reset()
+        self.ring.reset()
+        self.smoother.reset()
+        self.samples_seen = 0
+        self._sumsq = 0.0
+        self._nsq = 0
+        self._level = LEVEL_FLOOR_DB
+
+    @property
+    def stream_s(self) -> float:
+        return self.samples_seen / self.cfg.sample_rate
+
+    def _window_end_s(self, frames_total: int) -> float:
+        last_start = (frames_total - 1) * self.cfg.hop_length
+        return (last_start + self.cfg.win_length) / self.cfg.sample_rate
+
+    def push(self, chunk) -> List[HopResult]:
+        """Feed the next block of 16 kHz mono float audio; returns the hops it completed."""
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        t0 = time.perf_counter()
+        frames = self.frontend.push(chunk)
+        frontend_ms = (time.perf_counter() - t0) * 1000.0
+        self.samples_seen += chunk.size
+        if chunk.size:
+            self._sumsq += float(np.dot(chunk, chunk))
+            self._nsq += chunk.size
+        out: List[HopResult] = []
+        if len(frames) == 0:
+            return out
+        # The frontend cost of this block, shared out over the frames it completed.
+        per_frame_ms = frontend_ms / len(frames)
+        pending_ms = 0.0
+        for frame in frames:
+            self.ring.push(frame)
+            pending_ms += per_frame_ms
+            total = self.ring.total
+            if total < self.ring.num_frames or (total - self.ring.num_frames) % self.hop_frames:
+                continue
+            out.append(self._hop(total, pending_ms))
+            pending_ms = 0.0
+        return out
+
+    def _level_db(self) -> float:
+        # Several hops completed by one large block share that block's level.
+        if self._nsq:
+            ms = self._sumsq / self._nsq
+            self._sumsq, self._nsq = 0.0, 0
+            self._level = max(LEVEL_FLOOR_DB, 10.0 * math.log10(ms)) if ms > 0 else LEVEL_FLOOR_DB
+        return self._level
+
+    def _hop(self, frames_total: int, frontend_ms: float) -> HopResult:
+        t0 = time.perf_counter()
+        res = self.detector.classify(features=self.ring.window())
+        classify_ms = (time.perf_counter() - t0) * 1000.0
+        t_s = self._window_end_s(frames_total)
+        probs = np.asarray(res.probs, dtype=np.float64).reshape(-1)
+        idx = int(res.label_index)
+        rec = self.smoother.process(probs, t_s * 1000.0)
+        latency = frontend_ms + classify_ms
+        det = None
+        if rec.is_new:
+            det = Detection(time_s=t_s, label=rec.label, probability=rec.score,
+                            exit=int(res.exit), latency_ms=latency)
+        return HopResult(
+            time_s=t_s, label=self.labels[idx], label_index=idx, probability=float(probs[idx]),
+            exit=int(res.exit), entropy=float(res.entropy), latency_ms=latency,
+            classify_ms=classify_ms, level_db=self._level_db(), smoothed_label=rec.label,
+            smoothed_score=rec.score, detection=det,
+        )
+
+
+def run_stream(
+    blocks: Iterable[np.ndarray],
+    streamer: StreamingDetector,
+    on_hop: Optional[Callable[[HopResult], None]] = None,
+    duration_s: Optional[float] = None,
+    overflows: Optional[Callable[[], int]] = None,
+) -> ListenSummary:
+    """Drive ``streamer`` with ``blocks`` until they end, ``duration_s`` of audio, or Ctrl-C.
+
+    Ctrl-C is caught here and reported in the summary (``interrupted``) so callers can always
+    print what the stream did.
+    """
+    summary = ListenSummary()
+    start = time.perf_counter()
+    limit = None if duration_s is None else int(round(duration_s * streamer.cfg.sample_rate))
+    try:
+        for block in blocks:
+            if limit is not None:
+                room = limit - streamer.samples_seen
+                if room <= 0:
+                    break
+                block = np.asarray(block).reshape(-1)[:room]
+            for hop in streamer.push(block):
+                summary.hops += 1
+                summary.latencies_ms.append(hop.latency_ms)
+                summary.exits[hop.exit] += 1
+                if hop.detection is not None:
+                    summary.detections.append(hop.detection)
+                if on_hop is not None:
+                    on_hop(hop)
+            if limit is not None and streamer.samples_seen >= limit:
+                break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.stream_s = streamer.stream_s
+    summary.wall_s = time.perf_counter() - start
+    if overflows is not None:
+        summary.overflows = int(overflows())
+    return summary

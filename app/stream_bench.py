@@ -1,0 +1,329 @@
+"""Streaming accuracy: a long synthetic stream with ground truth, through the live detection path.
+
+The counterpart of TensorFlow's ``generate_streaming_test_wav.py`` + ``test_streaming_accuracy``:
+
+* :func:`build_stream` lays real test-split keyword clips (and some ``_unknown_`` words as
+  distractors) end to end, separated by random gaps, over a continuous bed of the dataset's
+  silence/background noise, and records where every clip sits;
+* the stream goes through :func:`bnnkws.app.listen.run_stream` - the same frontend, ring buffer,
+  runtime and smoother as ``kws listen`` - as fast as the machine allows;
+* :func:`match_detections` scores the detections against the ground truth the way
+  ``test_streaming_accuracy`` does: a detection whose time is within ``tolerance_ms`` of a clip's
+  ground-truth time matches that clip (correct if the label agrees, wrong otherwise); a keyword
+  no detection matched is missed; a detection near no keyword is a false detection.
+
+Ground-truth time is the *end* of the one-second clip, and a detection's time is the end of the
+second it classified, so a detection lands at ground truth + (smoothing delay) and the default
+tolerance of 750 ms (TensorFlow's) absorbs the averaging window.
+
+Counting beyond TensorFlow's: detections on an ``_unknown_`` distractor and repeated detections of
+one keyword count as false detections (each is a spurious trigger a user would see), so the false
+accepts per hour include them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+DEFAULT_TOLERANCE_MS = 750.0
+IGNORED = ("_silence_", "_unknown_")
+
+
+@dataclass
+class Event:
+    """A clip placed in the stream. ``time_s`` (clip end) is what detections are matched to."""
+
+    label: str
+    start_s: float
+    end_s: float
+    path: str
+    keyword: bool  # False for an _unknown_ distractor
+
+    @property
+    def time_s(self) -> float:
+        return self.end_s
+
+
+@dataclass
+class Stream:
+    audio: np.ndarray
+    sample_rate: int
+    events: List[Event]
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[0] / self.sample_rate
+
+    @property
+    def keywords(self) -> List[Event]:
+        return [e for e in self.events if e.keyword]
+
+    def labels_text(self) -> str:
+        """TensorFlow's ground-truth file format: ``label, time_ms`` per line."""
+        return "".join(f"{e.label}, {e.time_s * 1000:.0f}\n" for e in self.events)
+
+
+def _clip_audio(clip, sr: int, length: int) -> np.ndarray:
+    """The clip's samples (a window of a noise file for generated silence), padded/cropped."""
+    from bnnkws.frontend.audio import load_audio, pad_or_crop
+
+    y = load_audio(clip.path, sr=sr)
+    start = int(getattr(clip, "start", 0) or 0)
+    if start or getattr(clip, "is_segment", False):
+        y = y[start : start + length]
+    y = y * float(getattr(clip, "gain", 1.0) or 1.0)
+    return pad_or_crop(np.asarray(y, np.float32), length, crop="start")
+
+
+def build_stream(
+    clips: Sequence,
+    minutes: float = 5.0,
+    seed: int = 0,
+    sample_rate: int = 16000,
+    clip_samples: int = 16000,
+    gap_s: tuple = (1.0, 2.5),
+    unknown_fraction: float = 0.15,
+    bed_gain: float = 1.0,
+    keyword_labels: Optional[Sequence[str]] = None,
+) -> Stream:
+    """A ``minutes`` long stream of ``clips`` (objects with path, label, ...) and its ground truth.
+
+    Keyword clips are those whose label is not ``_silence_``/``_unknown_`` (or in
+    ``keyword_labels`` when given); ``unknown_fraction`` of the events are ``_unknown_`` words.
+    ``_silence_`` clips (background noise) are tiled end to end, times ``bed_gain``, under the
+    whole stream so the gaps are never digital silence. Each clip is used at most once while
+    enough remain.
+    """
+    rng = np.random.default_rng(seed)
+    if keyword_labels is not None:
+        keywords = [c for c in clips if c.label in set(keyword_labels)]
+    else:
+        keywords = [c for c in clips if c.label not in IGNORED]
+    unknowns = [c for c in clips if c.label == "_unknown_"]
+    silences = [c for c in clips if c.label == "_silence_"]
+    if not keywords:
+        raise ValueError("no keyword clips to build a stream from (the split holds only "
+                         "_silence_/_unknown_ clips?)")
+    n = int(round(minutes * 60 * sample_rate))
+    audio = np.zeros(n, dtype=np.float32)
+
+    if silences and bed_gain > 0:
+        order = rng.permutation(len(silences))
+        pos, i = 0, 0
+        fade = int(0.01 * sample_rate)
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        while pos < n:
+            y = _clip_audio(silences[order[i % len(order)]], sample_rate, clip_samples)
+            y = y.copy()
+            y[:fade] *= ramp  # short fades so tiling leaves no clicks the model could hear
+            y[-fade:] *= ramp[::-1]
+            m = min(clip_samples, n - pos)
+            audio[pos : pos + m] += bed_gain * y[:m]
+            pos += clip_samples
+            i += 1
+
+    kw_order = list(rng.permutation(len(keywords)))
+    unk_order = list(rng.permutation(len(unknowns))) if unknowns else []
+    events: List[Event] = []
+    t = int(rng.uniform(*gap_s) * sample_rate)
+    k = u = 0
+    while t + clip_samples <= n:
+        use_unknown = bool(unknowns) and rng.random() < unknown_fraction
+        if use_unknown:
+            clip = unknowns[unk_order[u % len(unk_order)]]
+            u += 1
+        else:
+            clip = keywords[kw_order[k % len(kw_order)]]
+            k += 1
+        y = _clip_audio(clip, sample_rate, clip_samples)
+        audio[t : t + clip_samples] += y
+        events.append(Event(label=clip.label, start_s=t / sample_rate,
+                            end_s=(t + clip_samples) / sample_rate, path=str(clip.path),
+                            keyword=not use_unknown))
+        t += clip_samples + int(rng.uniform(*gap_s) * sample_rate)
+    np.clip(audio, -1.0, 1.0, out=audio)
+    return Stream(audio, sample_rate, events)
+
+
+@dataclass
+class MatchStats:
+    keywords: int = 0
+    distractors: int = 0
+    correct: int = 0
+    wrong: int = 0
+    missed: int = 0
+    false_detections: int = 0  # near no keyword, on a distractor, or a repeat
+    on_distractor: int = 0
+    repeats: int = 0
+    detections: int = 0
+    stream_s: float = 0.0
+    # per detection: (time_s, label, verdict, ground truth label or None)
+    verdicts: list = field(default_factory=list)
+
+    @property
+    def matched(self) -> int:
+        return self.correct + self.wrong
+
+    def rate(self, n: int) -> float:
+        return 100.0 * n / self.keywords if self.keywords else float("nan")
+
+    @property
+    def false_accepts_per_hour(self) -> float:
+        return self.false_detections / (self.stream_s / 3600.0) if self.stream_s else float("nan")
+
+
+def match_detections(detections, events: Sequence[Event], stream_s: float,
+                     tolerance_ms: float = DEFAULT_TOLERANCE_MS) -> MatchStats:
+    """Score ``detections`` (objects with ``time_s`` and ``label``) against ``events``.
+
+    Each detection is matched to the nearest event whose ground-truth time lies within
+    ``tolerance_ms``; an event is matched at most once (the first detection that reaches it
+    decides correct/wrong, later ones are repeats).
+    """
+    tol = tolerance_ms / 1000.0
+    stats = MatchStats(keywords=sum(e.keyword for e in events),
+                       distractors=sum(not e.keyword for e in events), stream_s=stream_s)
+    times = np.array([e.time_s for e in events], dtype=np.float64)
+    taken = set()
+    for d in sorted(detections, key=lambda d: d.time_s):
+        stats.detections += 1
+        gt = None
+        if times.size:
+            diff = np.abs(times - d.time_s)
+            j = int(np.argmin(diff))
+            if diff[j] <= tol:
+                gt = j
+        if gt is None:
+            stats.false_detections += 1
+            stats.verdicts.append((d.time_s, d.label, "false", None))
+            continue
+        ev = events[gt]
+        if not ev.keyword:
+            stats.false_detections += 1
+            stats.on_distractor += 1
+            stats.verdicts.append((d.time_s, d.label, "on_unknown", ev.label))
+        elif gt in taken:
+            stats.false_detections += 1
+            stats.repeats += 1
+            stats.verdicts.append((d.time_s, d.label, "repeat", ev.label))
+        else:
+            taken.add(gt)
+            ok = d.label == ev.label
+            stats.correct += ok
+            stats.wrong += not ok
+            stats.verdicts.append((d.time_s, d.label, "correct" if ok else "wrong", ev.label))
+    stats.missed = stats.keywords - stats.matched
+    return stats
+
+
+def report_dict(stats: MatchStats, summary, settings: dict) -> dict:
+    """Everything a results note needs, JSON-ready."""
+    lat = np.asarray(summary.latencies_ms, dtype=np.float64)
+    return {
+        "settings": settings,
+        "stream_s": round(stats.stream_s, 3),
+        "keywords": stats.keywords,
+        "distractors": stats.distractors,
+        "detections": stats.detections,
+        "matched": stats.matched,
+        "correct": stats.correct,
+        "wrong": stats.wrong,
+        "missed": stats.missed,
+        "false_detections": stats.false_detections,
+        "false_on_unknown": stats.on_distractor,
+        "false_repeats": stats.repeats,
+        "matched_pct": round(stats.rate(stats.matched), 2),
+        "correct_pct": round(stats.rate(stats.correct), 2),
+        "wrong_pct": round(stats.rate(stats.wrong), 2),
+        "missed_pct": round(stats.rate(stats.missed), 2),
+        "false_pct": round(stats.rate(stats.false_detections), 2),
+        "false_accepts_per_hour": round(stats.false_accepts_per_hour, 2),
+        "real_time_factor": round(summary.wall_s / stats.stream_s, 5) if stats.stream_s else None,
+        "processing_rtf": round(summary.real_time_factor, 5),
+        "hops": summary.hops,
+        "mean_hop_latency_ms": round(float(lat.mean()), 4) if lat.size else None,
+        "p95_hop_latency_ms": round(float(np.percentile(lat, 95)), 4) if lat.size else None,
+        "exits": {str(k): v for k, v in sorted(summary.exits.items())},
+        "mean_exit": (round(sum(k * v for k, v in summary.exits.items()) / summary.hops, 3)
+                      if summary.hops else None),
+    }
+
+
+def report_markdown(rep: dict) -> str:
+    s = rep["settings"]
+    lines = [
+        f"# Streaming accuracy: {s.get('bundle', '')}",
+        "",
+        f"{rep['stream_s'] / 60:.1f} min stream from `{s.get('data', '')}` (test split, seed "
+        f"{s.get('seed')}): {rep['keywords']} keywords and {rep['distractors']} `_unknown_` "
+        f"distractors over background noise. Hop {s.get('hop_ms')} ms, average window "
+        f"{s.get('average_window_ms')} ms, threshold {s.get('threshold')}, min count "
+        f"{s.get('min_count')}, suppression {s.get('suppression_ms')} ms, delta {s.get('delta')}, "
+        f"tolerance {s.get('tolerance_ms')} ms.",
+        "",
+        "| matched | correct | wrong | missed | false detections | false accepts / hour |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {rep['matched_pct']:.1f}% | {rep['correct_pct']:.1f}% | {rep['wrong_pct']:.1f}% | "
+        f"{rep['missed_pct']:.1f}% | {rep['false_pct']:.1f}% ({rep['false_detections']}) | "
+        f"{rep['false_accepts_per_hour']:.1f} |",
+        "",
+        "| real-time factor | mean hop latency | p95 hop latency | hops | mean exit |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {rep['real_time_factor']:.4f} | {rep['mean_hop_latency_ms']:.2f} ms | "
+        f"{rep['p95_hop_latency_ms']:.2f} ms | {rep['hops']} | {rep['mean_exit']} |",
+        "",
+        "Exits used per hop: " + ", ".join(f"exit {k}: {v}" for k, v in rep["exits"].items()),
+        "",
+        "Rates are per ground-truth keyword, as in TensorFlow's test_streaming_accuracy. False "
+        f"detections include {rep['false_on_unknown']} on `_unknown_` words and "
+        f"{rep['false_repeats']} repeated detections of one keyword.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(streamer, stream: Stream, tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+                  block_ms: float = 100.0, progress: bool = True):
+    """Run ``stream`` through ``streamer`` (fast, same path as listen); returns (stats, summary)."""
+    from bnnkws.app.listen import run_stream
+    from bnnkws.app.sources import ArraySource
+
+    source = ArraySource(stream.audio, stream.sample_rate, block_ms=block_ms, realtime=False,
+                         name="benchmark stream")
+    bar = None
+    on_hop = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=round(stream.duration_s, 1), unit="s audio", desc="streaming",
+                   leave=False, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+
+        def on_hop(h, _last=[0.0]):  # noqa: B006 - progress state
+            if h.time_s - _last[0] >= 5.0:
+                bar.update(h.time_s - _last[0])
+                _last[0] = h.time_s
+
+    streamer.reset()
+    try:
+        summary = run_stream(iter(source), streamer, on_hop=on_hop)
+    finally:
+        if bar is not None:
+            bar.close()
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    stats = match_detections(summary.detections, stream.events, stream.duration_s, tolerance_ms)
+    return stats, summary
+
+
+def write_reports(rep: dict, out_dir: Path, stem: str = "bench_stream") -> tuple:
+    from bnnkws.deploy.bundle import atomic_write_bytes
+
+    out_dir = Path(out_dir)
+    jpath = atomic_write_bytes(out_dir / f"{stem}.json", (json.dumps(rep, indent=2) + "\n").encode())
+    mpath = atomic_write_bytes(out_dir / f"{stem}.md", report_markdown(rep).encode())
+    return jpath, mpath
