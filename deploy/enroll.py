@@ -10,10 +10,10 @@ bundle kept as ``<name>.old-*`` until the second one succeeds and restored by
 :func:`recover` if it did not). An enrolment interrupted at any point leaves the old bundle
 loadable and verified.
 
-Head arithmetic (see :mod:`bnnkws.kws.models.head_math`): ``logits = f(embedding) @ kernel +
-bias`` where ``f`` is the sign for a binary model (the exported binary dense binarises its
-input) and the identity for the real-valued twin; the exported ``kernel`` already carries the
-learned scale. CWR* learns new columns of ``kernel``/``bias`` on ``f(embedding)``.
+Head arithmetic is the runtime's (:meth:`bnnkws.deploy.runtime.Detector.logits_from_embedding`):
+``logits = embedding @ kernel + bias`` on each stage's ``embedding`` output, the head input the
+export wrote (with the learned scale folded into ``kernel``). CWR* learns new columns of
+``kernel``/``bias`` on the same embeddings, so enrolled words take the same code path.
 """
 from __future__ import annotations
 
@@ -120,20 +120,9 @@ def check_audio(clips: np.ndarray, names: Sequence[str], sr: int = 16000,
 # ---------------------------------------------------------------------------------------------
 # bundle support and head arithmetic
 # ---------------------------------------------------------------------------------------------
-def is_binary_head(bundle: Bundle) -> bool:
-    """Whether the heads binarise their input (binary models) - read from the manifest."""
-    m = bundle.manifest
-    for where in (m.get("heads_info"), m.get("model"), m.get("model_config"), m.get("config"), m):
-        if isinstance(where, dict):
-            for key in ("head_input_sign", "binary"):
-                if key in where:
-                    return bool(where[key])
-    return True
-
-
 def head_input(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
-    if is_binary_head(bundle):
-        return lambda e: np.where(np.asarray(e) >= 0, 1.0, -1.0).astype(np.float32)
+    """What the linear head sees: the stage's ``embedding`` output as the runtime uses it
+    (:meth:`Detector.logits_from_embedding` computes ``embedding @ kernel + bias``)."""
     return lambda e: np.asarray(e, np.float32)
 
 
@@ -193,6 +182,51 @@ class Embedder:
             it = tqdm(clips, desc="embedding", unit="clip", leave=False)
         rows = [self.one(c) for c in it]
         return [np.stack([r[i] for r in rows]) for i in range(len(self.exits))]
+
+
+class BundleBackbone:
+    """A bundle as the frozen backbone of :mod:`bnnkws.kws.cl_eval` (interpreter only).
+
+    ``forward(audio)`` runs every stage once and returns the per-exit head inputs plus the
+    latent at the replay boundary: the ``fmap`` entering the last stage (``None`` for a
+    one-stage bundle). ``from_latent`` runs the frozen last stage on stored latents.
+    """
+
+    def __init__(self, bundle, backend: str = "auto", detector=None):
+        from .runtime import Detector
+
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.detector = detector or Detector(self.bundle, backend=backend)
+        self.labels = self.bundle.labels
+        self.exits = self.bundle.exits
+        self.heads = dict(self.bundle.heads)
+        d = self.detector
+        self._runners = [None] + list(d._rest)  # stage 1's runner depends on the input kind
+        self._stages = d.stages
+
+    def policy(self, delta=None):
+        return self.detector.make_policy(self.detector.delta if delta is None else delta)
+
+    def forward(self, audio):
+        runner, x = self.detector._first(np.asarray(audio, np.float32), None)
+        runners = [runner] + self._runners[1:]
+        embs, latent = [], None
+        for i, (r, spec) in enumerate(zip(runners, self._stages)):
+            if i == len(runners) - 1 and i > 0:
+                latent = np.asarray(x, np.float32)[0]
+            out = r.run(x)
+            if spec.exit is not None:
+                embs.append(np.asarray(out["embedding"], np.float32).reshape(-1))
+            if "fmap" in out:
+                x = out["fmap"]
+        return embs, latent
+
+    def from_latent(self, latents):
+        last = self._runners[-1]
+        if last is None:
+            raise EnrolmentError(f"{self.bundle.path}: one stage only, no replay boundary")
+        return np.stack([np.asarray(last.run(np.asarray(z, np.float32)[None])["embedding"],
+                                    np.float32).reshape(-1) for z in latents])
 
 
 # ---------------------------------------------------------------------------------------------
