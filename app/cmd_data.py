@@ -1,0 +1,169 @@
+"""`kws data summary SPEC`: what a dataset holds, how it splits, and which files are broken."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from bnnkws.app.cli import CLIError
+
+SPEC_HELP = ("dataset folder, auto-detected (Speech Commands archive, prepared 12-class test "
+             "layout with _silence_/_unknown_, FSDD, or one folder per class); prefix sc:, "
+             "fsdd: or folder: to force the reader")
+
+
+def add_dataset_args(p: argparse.ArgumentParser, spec: bool = True) -> None:
+    """The dataset options shared by commands that read a SPEC."""
+    if spec:
+        p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("--task", default=None,
+                   help="12 (10 words + _silence_ + _unknown_; default for Speech Commands), "
+                        "35/all (every word or class folder; default for FSDD and folders), or "
+                        "a comma list of words such as yes,no,marvin")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the speaker split and of the _unknown_/_silence_ draw")
+    p.add_argument("--val-frac", type=float, default=0.1,
+                   help="share of clips for validation where the dataset has no official split")
+    p.add_argument("--test-frac", type=float, default=0.1,
+                   help="share of clips for testing where the dataset has no official split")
+    p.add_argument("--unknown-pct", type=float, default=10.0,
+                   help="_unknown_ clips drawn from other words, in percent of each split's "
+                        "keyword clips (Speech Commands archives)")
+    p.add_argument("--silence-pct", type=float, default=10.0,
+                   help="_silence_ clips cut from background noise, in percent of each split's "
+                        "keyword clips (Speech Commands archives)")
+
+
+def load_from_args(args):
+    """``load_dataset`` with the options of :func:`add_dataset_args`; user errors -> CLIError."""
+    import warnings
+
+    from bnnkws.kws.data import load_dataset
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the notes carry the same message
+            return load_dataset(args.spec, task=args.task, seed=args.seed,
+                                val_frac=args.val_frac, test_frac=args.test_frac,
+                                unknown_pct=args.unknown_pct, silence_pct=args.silence_pct)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "data", help="inspect datasets: classes, splits, speakers, durations, broken files",
+        description="Inspect speech datasets the way training will read them.")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    s = sub.add_parser(
+        "summary",
+        help="classes, clips and speakers per split, durations, problems found",
+        description=(
+            "Read SPEC as training would and print its classes, clip counts per split and "
+            "class, speakers per split (and any speaker found in two splits), clip durations "
+            "and sample rates, and every file that cannot be read (those are skipped by "
+            "training, never fatal). Decoding all files also fills the waveform cache that "
+            "training uses."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_dataset_args(s)
+    s.add_argument("--no-check", action="store_true",
+                   help="do not decode every file (faster; broken files are then not found)")
+    s.add_argument("--cache-dir", default=None,
+                   help="waveform cache folder (default $KWS_CACHE_DIR or ~/.cache/bnn-kws)")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.add_argument("--show-problems", type=int, default=20, metavar="N",
+                   help="list at most N broken files")
+    s.set_defaults(func=run_summary)
+    p.set_defaults(func=lambda args: p.print_help())
+
+
+def summarize(ds, check: bool = True, cache_dir=None, progress: bool = True) -> dict:
+    """The facts `kws data summary` prints, as a dict (also used by tests)."""
+    import numpy as np
+    import soundfile as sf
+
+    from bnnkws.kws.data import SPLITS
+
+    counts = ds.counts()
+    problems = list(ds.problems)
+    if check:
+        from bnnkws.kws.features import load_waveforms
+
+        problems += load_waveforms(ds.clips, cache_dir=cache_dir, progress=progress).problems
+    durations, rates = [], {}
+    bad = {p for p, _ in problems}
+    for c in ds.clips:
+        if c.is_segment or c.path in bad:
+            continue
+        try:
+            info = sf.info(c.path)
+        except Exception:
+            continue
+        durations.append(info.frames / info.samplerate)
+        rates[info.samplerate] = rates.get(info.samplerate, 0) + 1
+    d = np.array(durations) if durations else np.zeros(1)
+    return {
+        "name": ds.name, "kind": ds.kind, "root": ds.root, "labels": ds.labels,
+        "clips": {s: sum(counts[s].values()) for s in SPLITS},
+        "clips_per_label": counts,
+        "speakers": {s: len(ds.speakers(s)) for s in SPLITS},
+        "no_speaker": {s: sum(1 for c in ds.clips if c.split == s and c.speaker is None)
+                       for s in SPLITS},
+        "speaker_overlap": sorted(ds.speaker_overlap()),
+        "noise_files": len(ds.noise_paths),
+        "duration_s": {"min": float(d.min()), "median": float(np.median(d)),
+                       "max": float(d.max()), "total_h": float(d.sum() / 3600),
+                       "under_1s": int((d < 0.999).sum()), "files": len(durations)},
+        "sample_rates": {str(k): v for k, v in sorted(rates.items())},
+        "notes": ds.notes,
+        "problems": [{"path": p, "problem": m} for p, m in problems],
+        "checked": check,
+    }
+
+
+def run_summary(args) -> int:
+    ds = load_from_args(args)
+    info = summarize(ds, check=not args.no_check, cache_dir=args.cache_dir)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    splits = list(info["clips"])
+    print(f"dataset  {info['name']} ({info['kind']}) at {info['root']}")
+    print(f"classes  {len(info['labels'])}: {', '.join(info['labels'])}")
+    for n in info["notes"]:
+        print(f"note     {n}")
+    w = max(10, *(len(lab) for lab in info["labels"]))
+    print()
+    print(f"{'label':<{w}} " + " ".join(f"{s:>10}" for s in splits) + f" {'total':>8}")
+    for lab in info["labels"]:
+        row = [info["clips_per_label"][s][lab] for s in splits]
+        print(f"{lab:<{w}} " + " ".join(f"{v:>10}" for v in row) + f" {sum(row):>8}")
+    tot = [info["clips"][s] for s in splits]
+    print(f"{'clips':<{w}} " + " ".join(f"{v:>10}" for v in tot) + f" {sum(tot):>8}")
+    spk = [info["speakers"][s] for s in splits]
+    print(f"{'speakers':<{w}} " + " ".join(f"{v:>10}" for v in spk))
+    if any(info["no_speaker"].values()):
+        ns = [info["no_speaker"][s] for s in splits]
+        print(f"{'no speaker':<{w}} " + " ".join(f"{v:>10}" for v in ns)
+              + "   (silence windows or unnamed files)")
+    print()
+    ov = info["speaker_overlap"]
+    print("speakers in two splits: " + ("none (speaker-disjoint)" if not ov else
+                                        f"{len(ov)}: {', '.join(ov[:10])}"))
+    d = info["duration_s"]
+    print(f"durations  min {d['min']:.2f} s, median {d['median']:.2f} s, max {d['max']:.2f} s, "
+          f"{d['under_1s']} of {d['files']} files under 1 s, total {d['total_h']:.2f} h")
+    print("rates      " + ", ".join(f"{k} Hz: {v}" for k, v in info["sample_rates"].items()))
+    print(f"noise      {info['noise_files']} background noise files"
+          + ("" if info["noise_files"] else " (noise augmentation uses generated white/pink)"))
+    probs = info["problems"]
+    if not info["checked"]:
+        print("problems   not checked (--no-check)")
+    elif not probs:
+        print("problems   none: every file decodes")
+    else:
+        print(f"problems   {len(probs)} unreadable files (skipped by training):")
+        for p in probs[:args.show_problems]:
+            print(f"  {p['path']}: {p['problem']}")
+        if len(probs) > args.show_problems:
+            print(f"  ... and {len(probs) - args.show_problems} more (--show-problems N)")
+    return 0

@@ -1,0 +1,76 @@
+"""Dataset SPEC strings: a path, auto-detected, or ``sc:PATH``, ``fsdd:PATH``, ``folder:PATH``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import Dataset
+from .folder import is_folder_dataset, load_folder
+from .fsdd import is_fsdd, load_fsdd
+from .speech_commands import (is_prepared_test, is_speech_commands, load_prepared_test,
+                              load_speech_commands)
+
+KINDS = ("sc", "fsdd", "folder")
+
+
+class DatasetError(ValueError):
+    """A SPEC that names no readable dataset; the message says what was expected."""
+
+
+def parse_spec(spec: str | os.PathLike) -> tuple[str | None, Path]:
+    """``(kind or None, path)``; ``~`` and environment variables are expanded."""
+    s = str(spec)
+    kind = None
+    head, sep, rest = s.partition(":")
+    if sep and head.lower() in KINDS and not (len(head) == 1 and os.name == "nt"):
+        kind, s = head.lower(), rest
+    return kind, Path(os.path.expandvars(os.path.expanduser(s)))
+
+
+def detect_kind(path: Path) -> str:
+    """``sc_test`` | ``sc`` | ``fsdd`` | ``folder`` for a dataset folder."""
+    if not path.exists():
+        raise DatasetError(f"dataset {path} does not exist")
+    if not path.is_dir():
+        raise DatasetError(f"dataset {path} is a file; give the dataset's folder")
+    if is_prepared_test(path):
+        return "sc_test"
+    if is_speech_commands(path):
+        return "sc"
+    if is_fsdd(path):
+        return "fsdd"
+    if is_folder_dataset(path):
+        return "folder"
+    raise DatasetError(
+        f"{path}: not a dataset I can read. Expected Speech Commands (word folders, "
+        f"testing_list.txt, _background_noise_), the prepared test layout (_silence_/_unknown_), "
+        f"FSDD (<digit>_<speaker>_<n>.wav) or one folder per class (root/<label>/*.wav)")
+
+
+def load_dataset(spec, task=None, seed: int = 0, val_frac: float = 0.1,
+                 test_frac: float = 0.1, unknown_pct: float = 10.0,
+                 silence_pct: float = 10.0) -> Dataset:
+    """Read the dataset SPEC names and split it.
+
+    ``task``: ``"12"`` (default for Speech Commands), ``"35"``/``"all"``, or a comma list of
+    words. FSDD and folder datasets default to ``all``. Splits are speaker-disjoint wherever the
+    file names carry a speaker; Speech Commands archives use their official lists when present.
+    ``unknown_pct``/``silence_pct`` apply where ``_unknown_``/``_silence_`` are drawn (Speech
+    Commands archives); the prepared test layout keeps its own folders as they are.
+    """
+    kind, path = parse_spec(spec)
+    if kind is None:
+        kind = detect_kind(path)
+    elif not path.is_dir():
+        raise DatasetError(f"dataset {path} does not exist or is not a folder")
+    try:
+        if kind in ("sc", "sc_test"):
+            if is_prepared_test(path):
+                return load_prepared_test(path, task, seed, val_frac, test_frac)
+            return load_speech_commands(path, task, seed, val_frac, test_frac,
+                                        unknown_pct, silence_pct)
+        if kind == "fsdd":
+            return load_fsdd(path, task, seed, val_frac, test_frac)
+        return load_folder(path, task, seed, val_frac, test_frac)
+    except FileNotFoundError as exc:
+        raise DatasetError(str(exc)) from exc
