@@ -1,0 +1,193 @@
+"""`kws train`: train an early-exit binary network with Bop (or Adam / two-stage) into a run dir."""
+from __future__ import annotations
+
+import argparse
+
+from bnnkws.app.cli import CLIError
+
+# Defaults shown in --help come from TrainConfig so they are stated once.
+_EXAMPLES = """\
+examples:
+  kws train --data ../shared/data/speech_commands_v2_test --arch quicknet --out runs/qn-bop
+  kws train --data ../shared/data/speech_commands_v2_test --arch quicknet --real-valued \\
+            --out runs/qn-real
+  kws train --out runs/qn-bop --resume --epochs 60      # continue (or extend) a run
+"""
+
+
+def _floats(text: str) -> list:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def register(subparsers) -> None:
+    from bnnkws.kws.config import ARCHS
+
+    d = _defaults()
+    p = subparsers.add_parser(
+        "train",
+        help="train an early-exit BNN (Bop + Adam by default) into a run directory",
+        description=(
+            "Train a keyword-spotting network with five early exits on log-mel features. The "
+            "loss is the weighted sum of every exit's cross-entropy. Each epoch prints loss "
+            "and accuracy per exit (train and validation) and the binary weights' flip ratio "
+            "ln(flips / binary params + 1e-9), and appends them to RUN/history.csv and "
+            "TensorBoard logs in RUN/tb; a checkpoint (model + optimizer state) is written "
+            "every epoch, so --resume continues exactly where the run stopped. Ctrl-C stops "
+            "after the current epoch's checkpoint (twice: at once). At the end RUN/"
+            "test_metrics.json holds the per-exit test accuracy."),
+        epilog=_EXAMPLES,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="SPEC",
+                   help="dataset: a folder (kind detected) or sc:PATH, fsdd:PATH, folder:PATH "
+                        "(required unless --resume, which reuses the run's)")
+    g.add_argument("--task", default=d.task,
+                   help="Speech Commands task: 12, 35/all, or a comma list of words")
+    g.add_argument("--max-train-clips", type=int, default=None, metavar="N",
+                   help="train on a fixed random subset of N training clips (quick runs)")
+    g.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="turn every augmentation off (cached features, fastest)")
+    g.add_argument("--no-noise", dest="noise", action="store_false",
+                   help="no background-noise mixing")
+    g.add_argument("--no-time-shift", dest="time_shift", action="store_false",
+                   help="no random time shift")
+    g.add_argument("--no-gain", dest="gain", action="store_false", help="no random gain")
+    g.add_argument("--no-spec-augment", dest="spec_augment", action="store_false",
+                   help="no SpecAugment time/frequency masks")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="feature cache (default: $KWS_CACHE_DIR or ~/.cache/bnn-kws)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=list(ARCHS), default=d.arch, help="network architecture")
+    g.add_argument("--width", type=float, default=d.width,
+                   help="channel width multiplier (1.0 = the architecture's base widths)")
+    g.add_argument("--single-exit", type=int, default=None, metavar="K",
+                   help="E_s baseline: build only stages 1..K with exit K")
+    g.add_argument("--real-valued", action="store_true",
+                   help="train the real-valued twin (same graph, no quantizers): the ceiling")
+    g.add_argument("--exit-weights", type=_floats, default=None, metavar="W1,...,W5",
+                   help="loss weight of each exit (default: 1 for every exit)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=["bop", "adam", "two-stage"], default=None,
+                   help="bop: Bop on binary kernels + Adam on the rest (default for binary "
+                        "models); adam: Adam on latent weights (default for --real-valued); "
+                        "two-stage: Adam without gradient/weight clipping for --stage1-epochs, "
+                        "then with clipping (Alizadeh et al. 2019)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help=f"number of epochs in total (default: {d.epochs}; with --resume the "
+                        f"run's, or more to extend it)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+    g.add_argument("--lr", type=float, default=d.lr,
+                   help="Adam learning rate (real-valued variables; all variables with adam)")
+    g.add_argument("--lr-schedule", choices=["cosine", "exp", "constant"],
+                   default=d.lr_schedule, help="learning-rate decay over the run")
+    g.add_argument("--lr-final", type=float, default=d.lr_final,
+                   help="final learning rate as a fraction of --lr")
+    g.add_argument("--bop-threshold", type=float, default=d.bop_threshold,
+                   help="Bop: flip a weight when its gradient average exceeds this")
+    g.add_argument("--bop-gamma", type=float, default=d.bop_gamma,
+                   help="Bop: adaptivity rate of the gradient moving average")
+    g.add_argument("--bop-gamma-decay", choices=["exp", "cosine", "none"],
+                   default=d.bop_gamma_decay,
+                   help="Bop gamma schedule: exp (stepwise per epoch), cosine, or none")
+    g.add_argument("--bop-gamma-final", type=float, default=d.bop_gamma_final,
+                   help="final gamma as a fraction of --bop-gamma")
+    g.add_argument("--stage1-epochs", type=int, default=None, metavar="N",
+                   help="two-stage: epochs of stage 1 (default: half of --epochs)")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                   help="label smoothing of the cross-entropy (0 = off)")
+    g.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start from the best weights of another run of the same model, e.g. "
+                        "its --real-valued twin (warm start)")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed for the split, weight init, shuffling and augmentation")
+
+    g = p.add_argument_group("run directory")
+    g.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run directory (default: runs/<arch>-w<width>-<optimizer>-<time>)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (only --epochs "
+                        "may change)")
+    g.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bar")
+    p.set_defaults(func=run)
+
+
+def _defaults():
+    # Mirrors TrainConfig's defaults (importing it would load TensorFlow and slow `kws --help`);
+    # tests/test_train_cli.py checks that the two agree.
+    from types import SimpleNamespace
+
+    return SimpleNamespace(task="12", arch="quicknet", width=1.0, epochs=30, batch_size=128,
+                           lr=1e-3, lr_schedule="cosine", lr_final=0.01, bop_threshold=1e-6,
+                           bop_gamma=1e-3, bop_gamma_decay="exp", bop_gamma_final=0.01,
+                           label_smoothing=0.0, seed=0)
+
+
+_FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer", "bop_threshold",
+           "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule", "lr_final",
+           "stage1_epochs", "exit_weights", "single_exit", "real_valued", "label_smoothing",
+           "seed", "max_train_clips", "augment", "time_shift", "noise", "gain", "spec_augment",
+           "init_from", "cache_dir")
+
+
+def config_from_args(args):
+    """A TrainConfig from the parsed options.
+
+    With --resume the run's saved train_config.json is the base and only options given on the
+    command line (values other than the defaults) override it, so `kws train --resume --out R`
+    needs nothing else; a changed trajectory option is then reported by run_training.
+    """
+    from bnnkws.kws.run import RunError, TRAIN_CONFIG, read_json
+    from bnnkws.kws.train import TrainConfig, TrainError
+
+    if not args.resume and not args.data:
+        raise CLIError("--data is required (or --resume with --out RUN_DIR)")
+    if args.resume and not args.out:
+        raise CLIError("--resume needs --out RUN_DIR (the run to continue)")
+    given = {k: getattr(args, k) for k in _FIELDS}
+    if args.resume:
+        try:
+            saved = read_json(f"{args.out}/{TRAIN_CONFIG}")
+        except RunError as e:
+            raise CLIError(f"--resume: {e}") from e
+        defaults = vars(_defaults())
+        base = {k: saved[k] for k in _FIELDS if k in saved}
+        for k, v in given.items():
+            default = defaults.get(k, None)
+            if k in ("augment", "time_shift", "noise", "gain", "spec_augment"):
+                default = True
+            if k == "real_valued":
+                default = False
+            if v is not None and v != default:
+                base[k] = v
+        given = base
+    elif given["epochs"] is None:
+        given["epochs"] = _defaults().epochs
+    if given.get("epochs") is None:
+        given["epochs"] = _defaults().epochs
+    try:
+        return TrainConfig(**given, out=args.out, resume=args.resume,
+                           verbose=2 if args.quiet else 1)
+    except TrainError as e:
+        raise CLIError(str(e)) from e
+    except TypeError as e:  # a saved config from another version
+        raise CLIError(f"--resume {args.out}: {e}") from e
+
+
+def run(args) -> int:
+    tc = config_from_args(args)
+    from bnnkws.kws.config import ConfigError
+    from bnnkws.kws.run import RunError
+    from bnnkws.kws.train import TrainError, run_training
+
+    try:
+        out = run_training(tc)
+    except (TrainError, RunError, ConfigError) as e:
+        raise CLIError(str(e)) from e
+    print(f"run directory: {out}")
+    return 0

@@ -1,0 +1,516 @@
+"""Training of early-exit BNNs: Bop (+Adam), Adam on latent weights, or the two-stage recipe.
+
+``run_training(TrainConfig) -> run_dir``. The loss is the weighted sum of every exit's
+cross-entropy on its logits (no early exiting in training). Each epoch logs loss and accuracy
+per exit on train and validation, the binary kernels' flip ratio and the learning rate / Bop
+gamma in effect, to the progress bar, ``history.csv`` and TensorBoard, then checkpoints model +
+optimizer + epoch so ``resume=True`` continues the same trajectory.
+
+Determinism: each epoch's shuffle is a stateless function of ``(seed, epoch)``, so a resumed
+run sees the same batches as an uninterrupted one (exactly so without augmentation; augmented
+epochs are seeded the same way where the pipeline allows it).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import bnnkws.frontend  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+
+from bnnkws.kws import callbacks as cbs
+from bnnkws.kws import optim
+from bnnkws.kws import run as rundir
+from bnnkws.kws.config import ModelConfig
+
+TRAIN_CONFIG_VERSION = 1
+
+
+class TrainError(ValueError):
+    """A training option or the state of a run directory is unusable; the message says which."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``kws train`` (saved as ``train_config.json`` in the run directory)."""
+
+    data: str = ""
+    arch: str = "quicknet"
+    task: Optional[str] = "12"
+    width: float = 1.0
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: Optional[str] = None  # None -> "bop" (binary) / "adam" (real-valued)
+    # Bop: tuned for ~20 steps/epoch (a few thousand clips); see bnnkws.kws.optim.
+    bop_threshold: float = 1e-6
+    bop_gamma: float = 1e-3
+    bop_gamma_decay: str = "exp"
+    bop_gamma_final: float = 0.01  # gamma ends at bop_gamma * bop_gamma_final
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    lr_final: float = 0.01  # lr ends at lr * lr_final
+    stage1_epochs: Optional[int] = None  # two-stage: epochs without clipping (None -> half)
+    stage2_bn_momentum: float = 0.99
+    exit_weights: Optional[list] = None
+    single_exit: Optional[int] = None
+    real_valued: bool = False
+    label_smoothing: float = 0.0
+    seed: int = 0
+    out: Optional[str] = None
+    resume: bool = False
+    max_train_clips: Optional[int] = None
+    augment: bool = True  # False turns every augmentation off
+    time_shift: bool = True
+    noise: bool = True
+    gain: bool = True
+    spec_augment: bool = True
+    init_from: Optional[str] = None  # a run dir whose (e.g. real-valued) weights start this one
+    cache_dir: Optional[str] = None
+    eval_batch_size: int = 256
+    verbose: int = 1
+    version: int = TRAIN_CONFIG_VERSION
+
+    def __post_init__(self):
+        if self.exit_weights is not None:
+            self.exit_weights = [float(w) for w in self.exit_weights]
+        if self.optimizer is None:
+            self.optimizer = "adam" if self.real_valued else "bop"
+        self.validate()
+
+    def validate(self) -> None:
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise TrainError(f"optimizer {self.optimizer!r} is not one of {list(optim.OPTIMIZERS)}")
+        if self.real_valued and self.optimizer != "adam":
+            raise TrainError(f"--real-valued has no binary weights: use --optimizer adam, "
+                             f"not {self.optimizer!r}")
+        if self.epochs < 1:
+            raise TrainError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise TrainError(f"batch size must be >= 1, got {self.batch_size}")
+        for name in ("bop_threshold", "bop_gamma", "lr"):
+            if not getattr(self, name) > 0:
+                raise TrainError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.bop_gamma_decay not in optim.GAMMA_DECAYS:
+            raise TrainError(f"bop gamma decay {self.bop_gamma_decay!r} is not one of "
+                             f"{list(optim.GAMMA_DECAYS)}")
+        if self.lr_schedule not in optim.LR_SCHEDULES:
+            raise TrainError(f"lr schedule {self.lr_schedule!r} is not one of "
+                             f"{list(optim.LR_SCHEDULES)}")
+        for name in ("bop_gamma_final", "lr_final"):
+            if not 0 < getattr(self, name) <= 1:
+                raise TrainError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise TrainError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.stage1_epochs is not None and not 0 <= self.stage1_epochs <= self.epochs:
+            raise TrainError(f"stage1 epochs must be in 0..{self.epochs}, got {self.stage1_epochs}")
+        if self.max_train_clips is not None and self.max_train_clips < 1:
+            raise TrainError(f"max train clips must be >= 1, got {self.max_train_clips}")
+
+    @property
+    def stage1(self) -> int:
+        if self.optimizer != "two-stage":
+            return 0
+        return self.epochs // 2 if self.stage1_epochs is None else int(self.stage1_epochs)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise TrainError(f"unknown train config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+# Options that define the trajectory: a resume must not change them.
+_FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", "bop_threshold",
+                    "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
+                    "lr_final", "stage1_epochs", "exit_weights", "single_exit", "real_valued",
+                    "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise",
+                    "gain", "spec_augment", "init_from")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainData:
+    """What training needs from the data layer, as arrays plus an optional augmented stream.
+
+    ``train_x`` are raw (unnormalised) log-mel features ``(n, frames, mels)``, ``train_y`` int
+    label indices. ``augmented(epoch_start, epoch_end)`` may return a ``tf.data.Dataset`` of
+    augmented batches covering those epochs; without it the arrays are shuffled per epoch.
+    """
+
+    labels: list
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: Optional[np.ndarray] = None
+    test_y: Optional[np.ndarray] = None
+    split: dict = field(default_factory=dict)  # split -> list of clip paths
+    name: str = ""
+    augmented: Optional[Callable] = None
+
+    def norm_stats(self) -> tuple[float, float]:
+        """Scalar mean/std of the training log-mels (float64 accumulation)."""
+        x = self.train_x.astype(np.float64)
+        mean = float(x.mean())
+        std = float(x.std())
+        return mean, max(std, 1e-6)
+
+
+def augment_config(tc: "TrainConfig"):
+    from bnnkws.kws.augment import AugmentConfig
+
+    if not tc.augment:
+        return AugmentConfig.off()
+    return AugmentConfig(time_shift=tc.time_shift, noise=tc.noise, gain=tc.gain,
+                         spec_augment=tc.spec_augment)
+
+
+def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
+    """Load the dataset named by ``tc.data``, split it, extract (cached) log-mel features."""
+    from bnnkws.frontend.config import DEFAULT_FRONTEND
+    from bnnkws.kws import data as kdata
+    from bnnkws.kws import pipeline
+
+    frontend = frontend or DEFAULT_FRONTEND
+    try:
+        ds = kdata.load_dataset(tc.data, task=tc.task, seed=tc.seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise TrainError(f"--data {tc.data}: {e}") from e
+    train = list(ds.train)
+    if tc.max_train_clips is not None and len(train) > tc.max_train_clips:
+        # A fixed random subset (not the first N, which would be few words/speakers).
+        keep = np.sort(np.random.default_rng(tc.seed).choice(len(train), tc.max_train_clips,
+                                                             replace=False))
+        train = [train[i] for i in keep]
+    val, test = list(ds.validation), list(ds.testing)
+    if not train or not val:
+        raise TrainError(f"dataset {tc.data!r} gave {len(train)} training and {len(val)} "
+                         f"validation clips; training needs both")
+    labels = list(ds.labels)
+    cache = tc.cache_dir
+    show = tc.verbose > 0
+    train_x, train_y = pipeline.eval_arrays(train, frontend, labels, cache, show)
+    val_x, val_y = pipeline.eval_arrays(val, frontend, labels, cache, show)
+    test_x = test_y = None
+    if test:
+        test_x, test_y = pipeline.eval_arrays(test, frontend, labels, cache, show)
+    aug = augment_config(tc)
+    augmented = None
+    if aug.any_waveform or aug.spec_augment:
+        maker = pipeline.BatchMaker(train, frontend, aug, labels, list(ds.noise_paths),
+                                    tc.seed, cache, show)
+
+        def augmented(start, end, batch_size):
+            # Epoch e's draw is numpy.random.default_rng([seed, e]): a resumed run sees the
+            # same augmented batches as an uninterrupted one.
+            def gen():
+                for e in range(start, end):
+                    yield from maker.epoch(batch_size, epoch=e)
+
+            shape = (None, frontend.num_frames, frontend.n_mels)
+            return tf.data.Dataset.from_generator(
+                gen, output_signature=(tf.TensorSpec(shape, tf.float32),
+                                       tf.TensorSpec((None,), tf.int32))).prefetch(2)
+    split = {"train": [c.path for c in train], "validation": [c.path for c in val],
+             "testing": [c.path for c in test]}
+    return TrainData(labels=labels, train_x=train_x, train_y=train_y, val_x=val_x,
+                     val_y=val_y, test_x=test_x, test_y=test_y, split=split,
+                     name=getattr(ds, "name", str(tc.data)), augmented=augmented)
+
+
+def epochs_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+                   start: int, end: int) -> tf.data.Dataset:
+    """Batches for epochs ``start..end-1``; epoch e's order is a stateless function of (seed, e).
+
+    A resumed run therefore sees exactly the batches the uninterrupted run saw.
+    """
+    x = tf.constant(x, tf.float32)
+    y = tf.constant(np.asarray(y).astype(np.int32))
+    n = int(x.shape[0])
+
+    def one_epoch(e):
+        idx = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), e]))
+        return (tf.data.Dataset.from_tensor_slices(idx).batch(batch_size)
+                .map(lambda i: (tf.gather(x, i), tf.gather(y, i))))
+
+    return (tf.data.Dataset.range(start, end).flat_map(one_epoch)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+# ---------------------------------------------------------------------------------------------
+# model, loss, optimizer
+# ---------------------------------------------------------------------------------------------
+def sparse_ce(num_classes: int, label_smoothing: float = 0.0):
+    """Cross-entropy on logits with integer labels (label smoothing needs one-hot targets)."""
+    if not label_smoothing:
+        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss(y_true, logits):
+        y = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_classes)
+        return tf.keras.losses.categorical_crossentropy(
+            y, logits, from_logits=True, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def make_model_config(tc: TrainConfig, labels, norm_mean: float, norm_std: float) -> ModelConfig:
+    num_exits = ModelConfig().num_exits
+    weights = tc.exit_weights
+    if weights is not None and len(weights) != num_exits:
+        raise TrainError(f"--exit-weights needs {num_exits} values (one per exit), "
+                         f"got {len(weights)}: {weights}")
+    return ModelConfig(arch=tc.arch, width=tc.width, labels=list(labels),
+                       single_exit=tc.single_exit, binary=not tc.real_valued,
+                       norm_mean=norm_mean, norm_std=norm_std, exit_loss_weights=weights)
+
+
+def make_optimizer(tc: TrainConfig, steps_per_epoch: int):
+    total = steps_per_epoch * tc.epochs
+    lr = optim.decay_schedule(tc.lr, tc.lr_schedule, total, steps_per_epoch, tc.lr_final)
+    if tc.optimizer == "bop":
+        gamma = optim.decay_schedule(tc.bop_gamma, tc.bop_gamma_decay, total, steps_per_epoch,
+                                     tc.bop_gamma_final)
+        return optim.bop_case_optimizer(gamma=gamma, threshold=tc.bop_threshold, lr=lr)
+    return optim.adam(lr)
+
+
+def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0.0):
+    names = list(cfg.exit_names)
+    loss = {n: sparse_ce(cfg.num_classes, label_smoothing) for n in names}
+    weights = {n: cfg.exit_loss_weights[int(n[4:]) - 1] for n in names}
+    metrics = {n: ["accuracy"] for n in names}
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, metrics=metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+def _default_out(tc: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kind = "real" if tc.real_valued else tc.optimizer
+    return Path("runs") / f"{tc.arch}-w{tc.width:g}-{kind}-{stamp}"
+
+
+def _truncate_history(path: Path, epochs_done: int) -> None:
+    """Drop rows of epochs not covered by the checkpoint (killed after the CSV write)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    head, body = rows[0], rows[1:]
+    keep = [r for r in body if r and int(r[0]) < epochs_done]
+    if len(keep) != len(body):
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([head] + keep)
+        os.replace(tmp, path)
+
+
+def _resolve_resume(tc: TrainConfig, out: Path) -> TrainConfig:
+    saved_path = out / rundir.TRAIN_CONFIG
+    if not saved_path.is_file():
+        raise TrainError(f"--resume: {saved_path} not found; is {out} a training run?")
+    saved = TrainConfig.from_dict({k: v for k, v in rundir.read_json(saved_path).items()})
+    diffs = [k for k in _FIXED_ON_RESUME if tc.data and getattr(tc, k) != getattr(saved, k)
+             and k not in ("data",)]
+    if tc.data and os.path.abspath(tc.data) != os.path.abspath(saved.data):
+        diffs.append("data")
+    if diffs:
+        detail = ", ".join(f"{k}: run has {getattr(saved, k)!r}, asked {getattr(tc, k)!r}"
+                           for k in diffs)
+        raise TrainError(f"--resume {out}: options differ from the run's train_config.json "
+                         f"({detail}); drop them or start a new --out")
+    # Only the length of the run (and verbosity) may change on resume.
+    return dataclasses.replace(saved, epochs=tc.epochs, resume=True, verbose=tc.verbose,
+                               out=str(out))
+
+
+def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
+                 model_fn: Optional[Callable] = None) -> Path:
+    """Train as ``tc`` says and return the run directory.
+
+    ``data`` and ``model_fn(ModelConfig) -> keras.Model`` replace the dataset loader and
+    :func:`bnnkws.kws.models.build_model` (tests, notebooks).
+    """
+    out = Path(tc.out) if tc.out else _default_out(tc)
+    ckpt_dir = out / rundir.CHECKPOINTS
+    if tc.resume:
+        tc = _resolve_resume(tc, out)
+    elif ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise TrainError(f"{out} already holds a training run; continue it with --resume or "
+                         f"choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    if data is None:
+        data = prepare_data(tc)
+    if model_fn is None:
+        from bnnkws.kws.models import build_model as model_fn
+
+    tf.keras.utils.set_random_seed(tc.seed)
+
+    if tc.resume and (out / rundir.CONFIG).is_file():
+        cfg = ModelConfig.load(out / rundir.CONFIG)
+    else:
+        mean, std = data.norm_stats()
+        cfg = make_model_config(tc, data.labels, mean, std)
+        cfg.save(out / rundir.CONFIG)
+        rundir.write_json(out / rundir.TRAIN_CONFIG, tc.to_dict())
+        rundir.write_json(out / rundir.SPLIT, data.split)
+    if list(cfg.labels) != list(data.labels):
+        raise TrainError(f"labels of the data {data.labels} differ from the run's {cfg.labels}")
+
+    model = model_fn(cfg)
+    if tc.init_from and not tc.resume:
+        _, src = rundir.load_run(tc.init_from, which="best")
+        try:
+            model.set_weights(src.get_weights())
+        except ValueError as e:
+            raise TrainError(f"--init-from {tc.init_from}: its weights do not fit this model "
+                             f"({e}); it must be the same arch/width/exits") from e
+
+    n_train = len(data.train_y)
+    spe = math.ceil(n_train / tc.batch_size)
+    optimizer = make_optimizer(tc, spe)
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val")
+    best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var,
+                               best_val=best_var, best_epoch=best_epoch)
+    manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
+
+    # The optimizer's slots (Bop's moving averages, Adam's moments) and step counters exist only
+    # after its first update; tf.train.Checkpoint defers their restoration until they are
+    # created, so restoring before training is exact (the resume test checks it).
+    start = 0
+    if tc.resume:
+        if manager.latest_checkpoint is None:
+            print(f"--resume: no checkpoint in {ckpt_dir} yet; starting from epoch 1",
+                  file=sys.stderr)
+        else:
+            ckpt.restore(manager.latest_checkpoint).expect_partial()
+            start = int(epoch_var.numpy())
+            print(f"resuming {out} after epoch {start} ({manager.latest_checkpoint})",
+                  file=sys.stderr)
+    _truncate_history(out / rundir.HISTORY, start)
+    if start >= tc.epochs:
+        print(f"{out}: already trained {start} epochs (>= --epochs {tc.epochs})", file=sys.stderr)
+
+    last_exit = cfg.exit_names[-1]
+    binaries = optim.binary_variables(model)
+    interrupt = cbs.GracefulInterrupt()
+    callbacks = []
+    if binaries:
+        callbacks.append(cbs.FlipCounter(binaries))
+    callbacks += [
+        cbs.HyperLogger(optimizer),
+        cbs.BestWeights(out / rundir.BEST, f"val_{last_exit}_accuracy", best_var, best_epoch),
+        cbs.EpochCheckpoint(manager, epoch_var, out / rundir.WEIGHTS),
+        interrupt,
+        tf.keras.callbacks.CSVLogger(str(out / rundir.HISTORY), append=True),
+        tf.keras.callbacks.TensorBoard(str(out / rundir.TENSORBOARD), write_graph=False,
+                                       profile_batch=0, update_freq="epoch"),
+    ]
+
+    val = (tf.data.Dataset.from_tensor_slices(
+        (data.val_x.astype(np.float32), data.val_y.astype(np.int32)))
+        .batch(tc.eval_batch_size))
+
+    def stream(a, b):
+        if data.augmented is not None:
+            return data.augmented(a, b, tc.batch_size)
+        return epochs_dataset(data.train_x, data.train_y, tc.batch_size, tc.seed, a, b)
+
+    # Phases: one for Bop/Adam; two-stage trains epochs < stage1 without clipping.
+    phases = []
+    s1 = tc.stage1
+    if s1 > 0:
+        phases.append((0, s1, "stage 1 (no gradient/weight clipping)"))
+    phases.append((s1, tc.epochs, "stage 2 (clipping on)" if s1 > 0 else None))
+    t0 = time.time()
+    for p_start, p_end, label in phases:
+        a = max(start, p_start)
+        if a >= p_end:
+            continue
+        saved_clip = None
+        if tc.optimizer == "two-stage" and p_start == 0 and s1 > 0:
+            saved_clip = optim.disable_clipping(model)
+        elif tc.optimizer == "two-stage":
+            optim.set_bn_momentum(model, tc.stage2_bn_momentum)
+        if label and tc.verbose:
+            print(f"{label}: epochs {a + 1}..{p_end}", file=sys.stderr)
+        compile_model(model, cfg, optimizer, tc.label_smoothing)
+        try:
+            model.fit(stream(a, p_end), epochs=p_end, initial_epoch=a, steps_per_epoch=spe,
+                      validation_data=val, callbacks=callbacks, verbose=tc.verbose)
+        finally:
+            if saved_clip is not None:
+                optim.restore_clipping(saved_clip)
+        if interrupt.requested:
+            break
+    done = int(epoch_var.numpy())
+    wall = time.time() - t0
+    if done > start and tc.verbose:
+        print(f"trained epochs {start + 1}..{done} in {wall:.0f} s "
+              f"({wall / (done - start):.1f} s/epoch)", file=sys.stderr)
+    if interrupt.requested:
+        print(f"stopped after epoch {done}; continue with: kws train --resume --out {out} "
+              f"--epochs {tc.epochs}", file=sys.stderr)
+
+    if not (out / rundir.WEIGHTS).is_file():
+        cbs.atomic_save_weights(model, out / rundir.WEIGHTS)
+    evaluate_test(out, cfg, model, data, tc, int(best_epoch.numpy()), done)
+    return out
+
+
+def exit_accuracies(model, cfg: ModelConfig, x, y, batch_size: int = 256) -> dict:
+    """``{"exit1": acc, ...}`` on arrays ``x`` (raw log-mel) and labels ``y``."""
+    out = model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
+    if not isinstance(out, dict):
+        out = dict(zip(cfg.exit_names, out if isinstance(out, list) else [out]))
+    y = np.asarray(y)
+    return {k: float(np.mean(np.argmax(out[k], axis=-1) == y)) for k in cfg.exit_names}
+
+
+def evaluate_test(out: Path, cfg, model, data: TrainData, tc: TrainConfig, best_epoch: int,
+                  epochs_done: int) -> dict:
+    """Per-exit accuracy on the test split (last and best weights) into test_metrics.json."""
+    if data.test_x is None or len(data.test_x) == 0:
+        return {}
+    result = {"num_clips": int(len(data.test_y)), "epochs": epochs_done,
+              "last": exit_accuracies(model, cfg, data.test_x, data.test_y, tc.eval_batch_size)}
+    if (out / rundir.BEST).is_file():
+        model.load_weights(str(out / rundir.BEST))
+        result["best"] = exit_accuracies(model, cfg, data.test_x, data.test_y,
+                                         tc.eval_batch_size)
+        result["best_epoch"] = best_epoch
+        model.load_weights(str(out / rundir.WEIGHTS))
+    rundir.write_json(out / rundir.TEST_METRICS, result)
+    if tc.verbose:
+        for which in ("last", "best"):
+            if which in result:
+                accs = "  ".join(f"{k} {100 * v:.1f}%" for k, v in result[which].items())
+                print(f"test ({which}): {accs}", file=sys.stderr)
+    return result
+
+
+def load_run(run_dir, which: str = "best"):
+    """``(ModelConfig, keras.Model)`` of a run (``which``: "best" or "last")."""
+    return rundir.load_run(run_dir, which)
