@@ -1,0 +1,74 @@
+"""End to end through a real audio stack: paplay -> PulseAudio null sink -> its monitor as the
+default source -> ALSA (pulse plugin) -> PortAudio/sounddevice -> `kws listen --json`.
+
+The test starts its own PulseAudio server in a temporary directory (see tests/e2e_pulse.py), so
+it needs only the pulseaudio, pulseaudio-utils and libasound2-plugins packages, no sound card.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from e2e_pulse import PulseServer, pulse_missing
+
+pytestmark = pytest.mark.audio_stack
+
+
+def _require_pulse():
+    missing = pulse_missing()
+    if missing:
+        msg = (f"PulseAudio binaries not found: {', '.join(missing)} "
+               "(apt-get install pulseaudio pulseaudio-utils libasound2-plugins)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; under CI=true this is a failure")
+        pytest.skip(msg)
+
+
+def test_listen_detects_keywords_played_into_pulseaudio(app_bundle, keyword_sequence, tmp_path):
+    _require_pulse()
+    wav, events = keyword_sequence
+    play_s = events[-1]["end_s"] + 1.5
+    duration = play_s + 3.0  # room for paplay's start-up after the stream opens
+    with PulseServer(tmp_path / "pulse") as pa:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bnnkws.app", "listen", str(app_bundle), "--json",
+             "--duration", f"{duration:.1f}"],
+            env=pa.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        err_lines, ready = [], threading.Event()
+
+        def drain():
+            for line in proc.stderr:
+                err_lines.append(line)
+                if line.startswith("kws listen - microphone"):
+                    ready.set()  # printed once the input stream is running: stream time 0
+
+        t_err = threading.Thread(target=drain, daemon=True)
+        t_err.start()
+        try:
+            assert ready.wait(120), "kws listen never opened the input:\n" + "".join(err_lines)
+            t_ready = time.monotonic()
+            player = pa.play(wav)
+            t_play = time.monotonic()
+            out, _ = proc.communicate(timeout=duration + 60)
+            assert player.wait(30) == 0, player.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        t_err.join(5)
+    stderr = "".join(err_lines)
+    assert proc.returncode == 0, stderr
+    assert "pulse" in stderr.lower() or "default" in stderr.lower(), stderr
+
+    dets = [json.loads(x) for x in out.splitlines()]
+    assert [d["label"] for d in dets] == [e["label"] for e in events], (dets, events, stderr)
+    # Stream time 0 is when the input opened; the sequence starts once paplay connects.
+    offset = t_play - t_ready
+    for d, e in zip(dets, events):
+        expected = offset + e["end_s"]
+        assert expected - 0.5 <= d["time_s"] <= expected + 1.25, (d, e, offset)
+        assert d["exit"] >= 1 and d["latency_ms"] > 0
+    assert "stopped after" in stderr  # the summary, on stderr

@@ -1,0 +1,155 @@
+"""The streaming detection path: ring buffer, hop placement, file/fast equivalence, CLI errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bnnkws.app.listen import FrameRing, StreamingDetector, run_stream
+from bnnkws.app.smoothing import RecognizeCommands
+from bnnkws.app.sources import ArraySource, FileSource
+from bnnkws.frontend.audio import load_audio
+from bnnkws.frontend.config import DEFAULT_FRONTEND
+from bnnkws.frontend.reference import log_mel
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
+          "_silence_", "_unknown_"]
+
+
+class SpyDetector:
+    """Records the features the streaming path hands to the runtime (classify(features=...))."""
+
+    labels = LABELS
+
+    def __init__(self):
+        self.seen = []
+
+    def classify(self, audio=None, features=None):
+        assert audio is None
+        self.seen.append(np.array(features, copy=True))
+        p = np.full(len(LABELS), 1.0 / len(LABELS))
+        return SimpleNamespace(label=LABELS[0], label_index=0, probs=p, exit=1, entropy=1.0,
+                               stage_ms=[0.1])
+
+
+def test_frame_ring_keeps_the_last_frames_in_order():
+    ring = FrameRing(5, 2)
+    for i in range(13):
+        ring.push(np.array([i, -i], np.float32))
+        if i >= 4:
+            np.testing.assert_array_equal(ring.window()[:, 0], np.arange(i - 4, i + 1))
+    assert ring.full and ring.total == 13
+    with pytest.raises(ValueError):
+        ring.window()[0, 0] = 1.0  # read-only: the runtime must not scribble on the history
+
+
+def _speech(sc_v2, n=3):
+    words = ["yes", "no", "stop", "go", "left"]
+    clips = [sorted((sc_v2 / w).glob("*.wav"))[0] for w in words[:n]]
+    return np.concatenate([load_audio(c) for c in clips]).astype(np.float32)
+
+
+@pytest.mark.parametrize("block", [160, 777, 1600, 16000])
+def test_every_hop_sees_the_reference_features_of_the_last_second(sc_v2, block):
+    y = _speech(sc_v2)  # 3 s of real speech
+    spy = SpyDetector()
+    sd = StreamingDetector(spy, hop_ms=100)
+    hops = []
+    for i in range(0, y.size, block):
+        hops += sd.push(y[i : i + block])
+    cfg = DEFAULT_FRONTEND
+    # First hop once a full second exists, then every 100 ms (10 frames) of audio.
+    n_frames = 1 + (y.size - cfg.win_length) // cfg.hop_length
+    expected_hops = 1 + (n_frames - cfg.num_frames) // 10
+    assert len(hops) == len(spy.seen) == expected_hops
+    for k, (hop, feats) in enumerate(zip(hops, spy.seen)):
+        first = k * 10  # first frame of the classified second
+        start = first * cfg.hop_length
+        ref = log_mel(y[start : start + cfg.clip_samples])
+        assert feats.shape == (98, 64)
+        np.testing.assert_allclose(feats, ref, atol=1e-4)
+        # Stream time of a hop = end of the last frame of the classified second.
+        assert hop.time_s == pytest.approx((start + 97 * cfg.hop_length + cfg.win_length)
+                                           / cfg.sample_rate)
+
+
+def test_hop_must_be_a_whole_number_of_frames():
+    with pytest.raises(ValueError, match="multiple of the 10 ms"):
+        StreamingDetector(SpyDetector(), hop_ms=25)
+
+
+def test_duration_limit_and_summary(sc_v2):
+    y = _speech(sc_v2)
+    sd = StreamingDetector(SpyDetector(), hop_ms=200)
+    summary = run_stream(iter(ArraySource(y, block_ms=30)), sd, duration_s=2.0)
+    assert summary.stream_s == pytest.approx(2.0)
+    assert summary.hops == 1 + (1 + (32000 - 400) // 160 - 98) // 20
+    assert "2.0 s of audio" in summary.text()
+
+
+def _detections(streamer, source, **kw):
+    streamer.reset()
+    return run_stream(iter(source), streamer, **kw).detections
+
+
+def test_file_in_real_time_equals_fast(app_bundle, keyword_sequence, tmp_path):
+    from bnnkws.deploy.runtime import Detector
+
+    det = Detector(app_bundle)
+    streamer = StreamingDetector(det, RecognizeCommands(det.labels), hop_ms=100)
+    path, events = keyword_sequence
+    fast = _detections(streamer, FileSource(path, block_ms=100, realtime=False))
+    real = _detections(streamer, FileSource(path, block_ms=50, realtime=True))
+    assert [(round(d.time_s, 3), d.label) for d in fast] == \
+        [(round(d.time_s, 3), d.label) for d in real]
+    # ... and the stream really contains detections of the words played, in order.
+    assert [d.label for d in fast] == [e["label"] for e in events]
+
+
+def test_cli_listen_json_on_a_file(app_bundle, keyword_sequence):
+    path, events = keyword_sequence
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnnkws.app", "listen", str(app_bundle), "--input", str(path),
+         "--fast", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["label"] for x in lines] == [e["label"] for e in events]
+    for x, e in zip(lines, events):
+        assert set(x) == {"time_s", "label", "probability", "exit", "latency_ms"}
+        assert e["end_s"] - 0.3 <= x["time_s"] <= e["end_s"] + 0.75
+        assert 0.0 < x["probability"] <= 1.0 and x["exit"] >= 1 and x["latency_ms"] > 0
+    assert "stopped after" in proc.stderr  # the summary goes to stderr, not stdout
+
+
+def test_cli_listen_without_any_input_device_says_what_to_do(app_bundle, tmp_path):
+    """No sound card: the error names what is missing and how to stream a file instead."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           # an ALSA configuration with no devices at all and no PulseAudio to fall back on
+           "ALSA_CONFIG_PATH": str(_empty_alsa(tmp_path)), "PULSE_SERVER": "unix:/nonexistent"}
+    proc = subprocess.run([sys.executable, "-m", "bnnkws.app", "listen", str(app_bundle)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert "no audio capture device found" in proc.stderr
+    assert "kws listen --input clip.wav" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _empty_alsa(tmp_path):
+    p = tmp_path / "asound.conf"
+    p.write_text("pcm.!default { type null }\n")
+    return p
+
+
+def test_cli_listen_missing_default_bundle_is_clear(monkeypatch, tmp_path, capsys):
+    from bnnkws.app import cli, cmd_listen
+
+    monkeypatch.setattr(cmd_listen, "default_bundle_path", lambda: tmp_path / "nope")
+    rc = cli.main(["listen", "--input", "x.wav"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "default bundle is not installed" in err and str(tmp_path / "nope") in err
