@@ -1,7 +1,6 @@
 """`kws bench-stream`: streaming accuracy of a bundle on a long stream with ground truth."""
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -22,7 +21,6 @@ def register(subparsers) -> None:
             "missed and false-detection rates, false accepts per hour, real-time factor and mean "
             "per-hop latency. Writes bench_stream.json and bench_stream.md."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory from `kws export`")
     p.add_argument("--data", required=True, metavar="SPEC",
@@ -31,21 +29,27 @@ def register(subparsers) -> None:
     p.add_argument("--task", default=None,
                    help="dataset task as in `kws train` (default: the dataset's default)")
     p.add_argument("--split", default="testing", choices=["testing", "validation", "train"],
-                   help="which split to draw clips from")
-    p.add_argument("--minutes", type=float, default=5.0, help="stream length in minutes")
+                   help="which split to draw clips from (default: %(default)s)")
+    p.add_argument("--minutes", type=float, default=5.0, help="stream length in minutes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed for the split, clip order, gaps and distractors")
+                   help="seed for the split, clip order, gaps and distractors "
+                        "(default: %(default)s)")
     p.add_argument("--gap", type=float, nargs=2, default=[1.0, 2.5], metavar=("MIN", "MAX"),
-                   help="seconds of background between clips, drawn uniformly")
+                   help="seconds of background between clips, drawn uniformly "
+                        "(default: 1.0 2.5)")
     p.add_argument("--unknown-fraction", type=float, default=0.15,
-                   help="fraction of the clips that are _unknown_ words (distractors)")
+                   help="fraction of the clips that are _unknown_ words (distractors; "
+                        "default: %(default)s)")
     p.add_argument("--noise-gain", type=float, default=1.0,
-                   help="gain on the background noise bed (0 = digital silence between words)")
+                   help="gain on the background noise bed (0 = digital silence between "
+                        "words; default: %(default)s)")
     p.add_argument("--tolerance-ms", type=float, default=750.0,
-                   help="a detection matches a clip whose end lies within this many ms")
+                   help="a detection matches a clip whose end lies within this many ms "
+                        "(default: %(default)s, as TensorFlow)")
     add_detection_args(p)
     p.add_argument("--out", default="reports/bench_stream", metavar="DIR",
-                   help="folder for bench_stream.json and bench_stream.md")
+                   help="folder for bench_stream.json and bench_stream.md "
+                        "(default: %(default)s)")
     p.add_argument("--save-wav", action="store_true",
                    help="also write the stream (stream.wav) and its ground truth (labels.txt, "
                         "TensorFlow's format) so `kws listen --input` can replay it")

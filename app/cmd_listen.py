@@ -1,7 +1,6 @@
 """`kws listen`: spot keywords live from a microphone (or a file) with the early-exit runtime."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -31,7 +30,6 @@ def register(subparsers) -> None:
             "suppression; _silence_ and _unknown_ never fire). On a terminal a live panel shows "
             "the input level, the current top label, the exit used and the per-hop latency."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("bundle", nargs="?", default=None, metavar="BUNDLE",
                    help="bundle directory from `kws export` (default: the bundle shipped with "
@@ -48,7 +46,7 @@ def register(subparsers) -> None:
                      help="with --input: process the file as fast as possible instead of in real "
                           "time (same detections)")
     src.add_argument("--block-ms", type=float, default=DEFAULT_BLOCK_MS,
-                     help="audio block size in milliseconds")
+                     help="audio block size in milliseconds (default: %(default)s)")
     src.add_argument("--duration", type=float, default=None, metavar="S",
                      help="stop after S seconds of audio (default: until the file ends or Ctrl-C)")
     add_detection_args(p)
@@ -69,18 +67,24 @@ def add_detection_args(p) -> None:
                      help="exit threshold on the normalised entropy (default: the bundle's); "
                           "lower = later, more accurate exits")
     det.add_argument("--hop-ms", type=float, default=DEFAULT_HOP_MS,
-                     help="classify the last second every this many ms (multiple of 10)")
+                     help="classify the last second every this many ms, a multiple of 10 "
+                          "(default: %(default)s)")
     det.add_argument("--average-window-ms", type=float, default=smoothing.DEFAULT_AVERAGE_WINDOW_MS,
-                     help="average the per-hop probabilities over this window")
+                     help="average the per-hop probabilities over this window "
+                          "(default: %(default)s)")
     det.add_argument("--threshold", type=float, default=smoothing.DEFAULT_THRESHOLD,
-                     help="fire when the averaged top probability exceeds this")
+                     help="fire when the averaged top probability exceeds this "
+                          "(default: %(default)s)")
     det.add_argument("--min-count", type=int, default=smoothing.DEFAULT_MIN_COUNT,
-                     help="minimum number of results in the window before anything can fire")
+                     help="minimum number of results in the window before anything can "
+                          "fire (default: %(default)s)")
     det.add_argument("--suppression-ms", type=float, default=smoothing.DEFAULT_SUPPRESSION_MS,
-                     help="no new detection within this long after one")
-    det.add_argument("--threads", type=int, default=1, help="interpreter threads per stage")
+                     help="no new detection within this long after one "
+                          "(default: %(default)s)")
+    det.add_argument("--threads", type=int, default=1, help="interpreter threads per stage (default: %(default)s)")
     det.add_argument("--backend", choices=["auto", "lce", "litert"], default="auto",
-                     help="TFLite runtime: LCE (binary kernels) or portable LiteRT")
+                     help="TFLite runtime: LCE (binary kernels), portable LiteRT, or auto "
+                          "(LCE when installed; default: %(default)s)")
 
 
 def list_devices_text() -> str:
@@ -106,9 +110,13 @@ def run(args) -> int:
 
     if args.list_devices:
         try:
-            print(list_devices_text())
+            text = list_devices_text()
         except SourceError as e:
-            raise CLIError(str(e)) from e
+            raise CLIError(f"{e}\n{FILE_HINT}") from e
+        print(text)
+        if "no audio capture device found" in text or "no device can record" in text:
+            print(FILE_HINT)
+            return 1
         return 0
     if args.fast and args.input is None:
         raise CLIError("--fast only applies to --input FILE (a microphone runs in real time)")
