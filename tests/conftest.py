@@ -1,0 +1,142 @@
+"""Shared fixtures. Real speech lives in ../shared/data beside the repository; it is never copied.
+
+Outside CI a test that needs it skips (saying why) when the folder is absent; under CI=true its
+absence fails the run, so a missing dataset can never pass silently.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("KWS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _need(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.is_dir():
+        msg = f"shared speech data not found at {path} (expected ../shared/data beside the repo)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; under CI=true this is a failure")
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _need("")
+
+
+@pytest.fixture(scope="session")
+def sc_v2() -> Path:
+    """Speech Commands v0.02 canonical 12-class test layout (speaker subset)."""
+    return _need("speech_commands_v2_test")
+
+
+@pytest.fixture(scope="session")
+def sc_v1_sample() -> Path:
+    return _need("speech_commands_v1_sample")
+
+
+@pytest.fixture(scope="session")
+def fsdd() -> Path:
+    return _need("fsdd")
+
+
+# ---- fixtures added by later work go below, one block per area; edit only your own block ----
+
+
+# ---- frontend (issue 2): real clips for parity tests ----
+@pytest.fixture(scope="session")
+def frontend_clips(sc_v2, fsdd) -> dict:
+    """Name -> one-second float32 16 kHz clip: speech from several words, an `_unknown_` clip,
+    the two quietest and the loudest `_silence_` clips (the hardest case for float32 log-mel),
+    and three 8 kHz FSDD digits resampled and zero-padded (exact-zero frames)."""
+    import numpy as np
+    import soundfile as sf
+
+    from bnnkws.frontend.audio import load_audio
+
+    picks = []
+    for word in ("yes", "no", "up", "stop", "left"):
+        picks += sorted((sc_v2 / word).glob("*.wav"))[:2]
+    picks += sorted((sc_v2 / "_unknown_").glob("*.wav"))[:1]
+    silence = sorted((sc_v2 / "_silence_").glob("*.wav"))
+    rms = [float(np.sqrt(np.mean(np.square(sf.read(p)[0])))) for p in silence]
+    order = np.argsort(rms)
+    picks += [silence[order[0]], silence[order[1]], silence[order[-1]]]
+    picks += [fsdd / "0_jackson_0.wav", fsdd / "7_theo_3.wav", fsdd / "3_yweweler_10.wav"]
+    return {f"{p.parent.name}/{p.name}": load_audio(p, length=16000, crop="center") for p in picks}
+
+
+# ---- data (issue 3): synthesized keywords and broken files, independent of ../shared ----
+@pytest.fixture(scope="session")
+def synth_words(tmp_path_factory) -> Path:
+    """A folder-per-class dataset spoken by espeak-ng: yes/no/marvin, 12 clips each, 8 voices."""
+    from bnnkws.kws.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth_words")
+    synthesize(["yes", "no", "marvin"], out, per_word=12, seed=0, speakers=8, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def broken_words(tmp_path_factory, synth_words) -> Path:
+    """The synthesized dataset plus broken files in the `yes` class: a truncated WAV, a
+    zero-length file and one with a wrong header. Returns the root; the three broken file names
+    are `broken_truncated_nohash_0.wav`, `broken_empty_nohash_0.wav`, `broken_header_nohash_0.wav`."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("broken_words")
+    for d in synth_words.iterdir():
+        if d.is_dir():
+            shutil.copytree(d, root / d.name)
+    good = sorted((root / "yes").glob("*.wav"))[0].read_bytes()
+    (root / "yes" / "broken_truncated_nohash_0.wav").write_bytes(good[: len(good) // 3])
+    (root / "yes" / "broken_empty_nohash_0.wav").write_bytes(b"")
+    (root / "yes" / "broken_header_nohash_0.wav").write_bytes(b"JUNK" + good[4:])
+    return root
+
+
+# ---- app (issue 7): the bundle the listen tests run and a keyword sequence it detects ----
+@pytest.fixture(scope="session")
+def app_bundle(request) -> Path:
+    """The shipped default bundle when present, else the deploy tests' ``tiny_bundle``.
+
+    ``KWS_APP_TEST_BUNDLE`` overrides both (developing against a bundle of one's own).
+    """
+    override = os.environ.get("KWS_APP_TEST_BUNDLE")
+    if override:
+        return Path(override)
+    shipped = REPO / "app" / "default_bundle"
+    if (shipped / "manifest.json").is_file():
+        return shipped
+    return Path(request.getfixturevalue("tiny_bundle"))
+
+
+@pytest.fixture(scope="session")
+def keyword_sequence(app_bundle, sc_v2, tmp_path_factory):
+    """(wav path, events): test-split keyword clips the bundle detects on their own, 1.5 s apart
+    over real background noise, with ground-truth times (see tests/e2e_pulse.py)."""
+    import soundfile as sf
+
+    from bnnkws.deploy.runtime import Detector
+    from e2e_pulse import compose, noise_bed, pick_clips
+
+    det = Detector(app_bundle)
+    words = ["yes", "stop", "left", "go", "down"]
+    clips = pick_clips(det, sc_v2, words)
+    if len(clips) < 3:
+        pytest.fail(f"bundle {app_bundle} detects only {len(clips)} of {len(words)} words "
+                    f"{words} when streamed on their own over noise; the app tests need a bundle "
+                    f"that recognises keywords (the shipped default bundle)")
+    bed = noise_bed(sc_v2, 1.0 + len(clips) * 2.5 + 1.0, seed=1)
+    seq = compose(clips, bed, lead_s=1.0, gap_s=1.5)
+    path = tmp_path_factory.mktemp("app") / "keywords.wav"
+    sf.write(path, seq.audio, 16000, subtype="PCM_16")
+    return path, seq.events

@@ -1,0 +1,167 @@
+"""Augmentation and the tf.data training pipeline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnnkws.frontend import DEFAULT_FRONTEND
+from bnnkws.kws.augment import (AugmentConfig, NoiseBank, augment_waveforms, place,
+                                spec_augment)
+from bnnkws.kws.data import load_dataset
+from bnnkws.kws.pipeline import BatchMaker, eval_arrays, train_dataset
+
+
+def test_place_centres_crops_and_shifts():
+    rng = np.random.default_rng(0)
+    short = np.ones(8000, np.float32)
+    Y = place([short], 16000, None)
+    assert Y[0, :4000].sum() == 0 and Y[0, 4000:12000].all() and Y[0, 12000:].sum() == 0
+    # Time shift: the burst moves by at most max_shift, zero filled, never wrapped around.
+    shifts = []
+    for _ in range(50):
+        Y = place([short], 16000, rng, max_shift=1600)
+        nz = np.flatnonzero(Y[0])
+        shifts.append(nz[0] - 4000)
+        assert len(nz) == 8000 and nz[-1] - nz[0] == 7999
+    assert max(np.abs(shifts)) <= 1600 and len(set(shifts)) > 10
+    # A long clip is cropped at a random place in training, in the middle otherwise.
+    long = np.arange(32000, dtype=np.float32)
+    assert place([long], 16000, None)[0, 0] == 8000
+    starts = {place([long], 16000, rng)[0, 0] for _ in range(10)}
+    assert len(starts) > 5
+    # Shifting out of the window at the edges loses samples rather than wrapping them.
+    full = np.ones(16000, np.float32)
+    Y = place([full], 16000, rng, max_shift=1600)
+    assert 16000 - 1600 <= np.count_nonzero(Y[0]) <= 16000
+
+
+def test_noise_mixing_hits_the_snr_range():
+    rng = np.random.default_rng(1)
+    t = np.arange(16000) / 16000
+    clean = np.tile(0.3 * np.sin(2 * np.pi * 440 * t).astype(np.float32), (64, 1))
+    cfg = AugmentConfig(gain=False, noise_prob=1.0, snr_db=(5.0, 15.0))
+    noisy = augment_waveforms(clean.copy(), cfg, rng, NoiseBank())
+    n = noisy - clean
+    snr = 10 * np.log10(np.mean(clean**2, axis=1) / np.mean(n**2, axis=1))
+    assert snr.min() > 4.9 and snr.max() < 15.1 and snr.std() > 1.0
+    # Silence gets noise at an absolute level, not an SNR of nothing.
+    quiet = augment_waveforms(np.zeros((16, 16000), np.float32), cfg, rng, NoiseBank())
+    dbfs = 10 * np.log10(np.mean(quiet**2, axis=1))
+    assert dbfs.min() > -61 and dbfs.max() < -19
+    # noise_prob 0 and noise=False leave the signal alone.
+    same = augment_waveforms(clean.copy(), AugmentConfig(gain=False, noise_prob=0.0), rng,
+                             NoiseBank())
+    np.testing.assert_array_equal(same, clean)
+
+
+def test_noise_bank_uses_dataset_noise(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    hum = (0.2 * np.sin(2 * np.pi * 50 * np.arange(16000 * 12) / 16000)).astype(np.float32)
+    sf.write(tmp_path / "hum.wav", hum, 16000)
+    (tmp_path / "bad.wav").write_bytes(b"nope")
+    bank = NoiseBank.from_files([tmp_path / "hum.wav", tmp_path / "bad.wav"], DEFAULT_FRONTEND)
+    assert not bank.generated and len(bank.arrays) == 1
+    assert len(bank.arrays[0]) == int(0.8 * len(hum))  # long file: training stretch only
+    seg = bank.sample(4, rng)
+    assert seg.shape == (4, 16000)
+    np.testing.assert_allclose(np.sqrt(np.mean(seg**2, axis=1)), 1.0, rtol=1e-3)
+    # 50 Hz hum, not white noise: almost all energy in the lowest FFT bins.
+    spec = np.abs(np.fft.rfft(seg[0])) ** 2
+    assert spec[:60].sum() / spec.sum() > 0.95
+    assert NoiseBank.from_files([], DEFAULT_FRONTEND).generated
+
+
+def test_spec_augment_masks():
+    rng = np.random.default_rng(0)
+    X = np.random.default_rng(1).normal(-5, 2, (8, 98, 64)).astype(np.float32)
+    cfg = AugmentConfig(time_masks=1, time_mask_frames=10, freq_masks=1, freq_mask_bins=8)
+    Y = spec_augment(X.copy(), cfg, rng)
+    changed = Y != X
+    for i in range(8):
+        rows = np.flatnonzero(changed[i].all(axis=1))
+        cols = np.flatnonzero(changed[i].all(axis=0))
+        assert len(rows) <= 10 and len(cols) <= 8
+        assert np.allclose(Y[i][changed[i]], X[i].mean(), atol=1e-4)
+    assert changed.any()
+
+
+@pytest.fixture(scope="module")
+def synth_ds(synth_words):
+    return load_dataset(synth_words, val_frac=0.2, test_frac=0.2)
+
+
+def test_batch_maker_is_reproducible_and_varies_by_epoch(synth_ds, tmp_path):
+    tr = synth_ds.split("train")
+    a = BatchMaker(tr, augment=AugmentConfig(), seed=3, cache_dir=tmp_path, progress=False)
+    b = BatchMaker(tr, augment=AugmentConfig(), seed=3, cache_dir=tmp_path, progress=False)
+    (xa, ya), = [next(iter(a.epoch(8, epoch=0)))]
+    xb, yb = next(iter(b.epoch(8, epoch=0)))
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
+    xc, _ = next(iter(a.epoch(8, epoch=1)))
+    assert not np.array_equal(xa, xc)
+    # An epoch covers every readable clip exactly once.
+    seen = np.concatenate([y for _, y in a.epoch(5, epoch=2)])
+    assert len(seen) == len(tr)
+    assert sorted(seen) == sorted(a.y.tolist())
+
+
+def test_train_dataset_shapes_labels_and_epochs(synth_ds, tmp_path):
+    import tensorflow as tf
+
+    tr = synth_ds.split("train")
+    ds = train_dataset(tr, DEFAULT_FRONTEND, batch_size=8, augment=AugmentConfig(), seed=0,
+                       cache_dir=tmp_path, progress=False)
+    assert int(ds.cardinality()) == -(-len(tr) // 8)
+    batches = list(ds)
+    x, y = batches[0]
+    assert x.shape[1:] == (98, 64) and x.dtype == tf.float32 and y.dtype == tf.int32
+    assert sum(int(b[1].shape[0]) for b in batches) == len(tr)
+    ys = np.concatenate([b[1].numpy() for b in batches])
+    expect = sorted(synth_ds.labels.index(c.label) for c in tr)
+    assert sorted(ys.tolist()) == expect
+    # A second pass is a new epoch: different order and augmentation.
+    x2, _ = next(iter(ds))
+    assert not np.array_equal(x.numpy(), x2.numpy())
+    # Without augmentation the batches are the cached evaluation features, shuffled.
+    plain = train_dataset(tr, batch_size=64, augment=None, seed=0, cache_dir=tmp_path,
+                          progress=False)
+    xp, yp = next(iter(plain))
+    X, yv = eval_arrays(tr, cache_dir=tmp_path, progress=False)
+    order = np.lexsort((X.reshape(len(X), -1)[:, 0], yv))
+    order_p = np.lexsort((xp.numpy().reshape(len(xp), -1)[:, 0], yp.numpy()))
+    np.testing.assert_array_equal(xp.numpy()[order_p], X[order])
+
+
+def test_augmented_features_stay_close_to_clean_ones(synth_ds, tmp_path):
+    """Augmentation perturbs, it does not destroy: mild settings keep features near the clean
+    log-mel (a bug such as misaligned labels or garbage noise would not)."""
+    tr = synth_ds.split("train")
+    clean = BatchMaker(tr, augment=AugmentConfig.off(), cache_dir=tmp_path, progress=False)
+    mild = BatchMaker(tr, augment=AugmentConfig(time_shift=False, gain=False, spec_augment=False,
+                                                snr_db=(30.0, 40.0)),
+                      cache_dir=tmp_path, progress=False)
+    xc, yc = clean.batch(np.arange(8), np.random.default_rng(0))
+    xm, ym = mild.batch(np.arange(8), np.random.default_rng(0))
+    np.testing.assert_array_equal(yc, ym)
+    X, _ = eval_arrays(tr, cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(xc, X[:8], atol=1e-4)
+    loud = xc > np.percentile(xc, 50)
+    assert np.abs(xm - xc)[loud].mean() < 0.5
+
+
+def test_labels_required_for_plain_lists(synth_ds, tmp_path):
+    with pytest.raises(ValueError, match="labels"):
+        eval_arrays(list(synth_ds.split("testing")), cache_dir=tmp_path, progress=False)
+    X, y = eval_arrays(list(synth_ds.split("testing")), labels=synth_ds.labels,
+                       cache_dir=tmp_path, progress=False)
+    assert len(X) == len(y) == len(synth_ds.split("testing"))
+
+
+def test_augment_config_round_trip():
+    cfg = AugmentConfig(snr_db=(1.0, 2.0), spec_augment=False)
+    assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
+    off = AugmentConfig.off()
+    assert not (off.any_waveform or off.spec_augment)
