@@ -245,3 +245,14 @@ def test_split_groups_fractions_and_determinism():
         split_groups(groups, val_frac=0.6, test_frac=0.5)
     items = split_items([f"{i}.wav" for i in range(100)], seed=1)
     assert collections.Counter(items.values()) == {"train": 80, "validation": 10, "testing": 10}
+
+
+def test_clip_list_keeps_labels_through_slicing(synth_words):
+    ds = _load(synth_words)
+    tr = ds.split("train")
+    assert tr.labels == ds.labels and tr[:3].labels == ds.labels
+    both = tr + ds.split("testing")
+    assert both.labels == ds.labels and len(both) == len(tr) + len(ds.split("testing"))
+    assert tr[0] == list(tr)[0]
+    with pytest.raises(ValueError, match="unknown split"):
+        ds.split("test")

@@ -55,6 +55,13 @@ class ClipList(list):
         self.labels = list(labels)
         self.noise_paths = list(noise_paths)
 
+    def __getitem__(self, item):
+        got = super().__getitem__(item)
+        return ClipList(got, self.labels, self.noise_paths) if isinstance(item, slice) else got
+
+    def __add__(self, other):
+        return ClipList(list(self) + list(other), self.labels, self.noise_paths)
+
 
 @dataclass
 class Dataset:
