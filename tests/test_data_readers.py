@@ -256,3 +256,18 @@ def test_clip_list_keeps_labels_through_slicing(synth_words):
     assert tr[0] == list(tr)[0]
     with pytest.raises(ValueError, match="unknown split"):
         ds.split("test")
+
+
+def test_folder_with_noise_is_not_mistaken_for_speech_commands(tmp_path, synth_words):
+    root = tmp_path / "own"
+    shutil.copytree(synth_words, root)
+    (root / "_background_noise_").mkdir()
+    shutil.copy(next((synth_words / "yes").glob("*.wav")), root / "_background_noise_" / "n.wav")
+    ds = _load(root)
+    assert ds.kind == "folder" and ds.labels == ["marvin", "no", "yes"]
+    assert len(ds.noise_paths) == 1
+    # Forcing the Speech Commands reader on a folder without its words says so.
+    only = tmp_path / "only"
+    shutil.copytree(root / "marvin", only / "marvin")
+    with pytest.raises(ValueError, match="task 12 needs"):
+        _load(f"sc:{only}", task="12")

@@ -30,10 +30,11 @@ def word_folders(root: Path) -> list[str]:
 
 
 def is_speech_commands(root: Path) -> bool:
+    """An archive as published: split lists or the background noise folder. (A folder of
+    keyword sub-folders without either reads as folder-per-class; ``sc:`` forces this reader.)"""
     return ((root / "testing_list.txt").is_file() or (root / "validation_list.txt").is_file()
-            or (root / BACKGROUND).is_dir()
-            or (len(set(word_folders(root)) & set(WORDS12)) >= 5
-                and not (root / SILENCE).is_dir()))
+            or ((root / BACKGROUND).is_dir()
+                and len(set(word_folders(root)) & set(WORDS12)) >= 5))
 
 
 def is_prepared_test(root: Path) -> bool:
@@ -70,6 +71,13 @@ def load_speech_commands(root, task="12", seed=0, val_frac=0.1, test_frac=0.1,
     root = Path(root)
     words = word_folders(root)
     mode, wanted = parse_task(task, words)
+    if mode == "12":
+        missing = [w for w in WORDS12 if w not in words]
+        if len(missing) == len(WORDS12):
+            raise ValueError(f"{root}: task 12 needs the Speech Commands words "
+                             f"({', '.join(WORDS12)}); found only {', '.join(words)}. "
+                             f"Use --task all or a word list")
+        wanted = [w for w in WORDS12 if w in words]
     notes: list[str] = []
     noise = [str(p) for p in list_audio(root / BACKGROUND)]
     val_list, test_list = read_list(root, "validation_list.txt"), read_list(root, "testing_list.txt")
