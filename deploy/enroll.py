@@ -10,10 +10,11 @@ bundle kept as ``<name>.old-*`` until the second one succeeds and restored by
 :func:`recover` if it did not). An enrolment interrupted at any point leaves the old bundle
 loadable and verified.
 
-Head arithmetic is the runtime's (:meth:`bnnkws.deploy.runtime.Detector.logits_from_embedding`):
-``logits = embedding @ kernel + bias`` on each stage's ``embedding`` output, the head input the
-export wrote (with the learned scale folded into ``kernel``). CWR* learns new columns of
-``kernel``/``bias`` on the same embeddings, so enrolled words take the same code path.
+Head arithmetic is the bundle's (:func:`bnnkws.deploy.bundle.head_logits`): ``logits = scale *
+(s_in(embedding) @ s_k(kernel)) + bias``. For CWR* an exported binary head is folded into its
+real linear form ``W = scale * sign(kernel)`` on ``sign(embedding)`` (:func:`linear_head`);
+CWR* then learns real columns, and the head is written back with ``sign_kernel=False, scale=1``
+- the same runtime code path computes old and enrolled words.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .bundle import HEADS, MANIFEST, Bundle, BundleError, heads_to_bytes, now_iso, read_heads
+from .bundle import HEADS, MANIFEST, Bundle, BundleError, normalize_head, read_heads
 
 MIN_EXAMPLES = 3  # per word: CWR* on fewer clips learns the speaker, not the word
 SILENCE_DBFS = -50.0  # loudest 50 ms of a usable recording is above this
@@ -120,10 +121,30 @@ def check_audio(clips: np.ndarray, names: Sequence[str], sr: int = 16000,
 # ---------------------------------------------------------------------------------------------
 # bundle support and head arithmetic
 # ---------------------------------------------------------------------------------------------
-def head_input(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
-    """What the linear head sees: the stage's ``embedding`` output as the runtime uses it
-    (:meth:`Detector.logits_from_embedding` computes ``embedding @ kernel + bias``)."""
+def linear_head(head) -> tuple:
+    """An exported head as ``(W (D, C), b (C,), sign_input)`` with ``logits = s(x) @ W + b``.
+
+    The binary kernel and its scale fold into a real matrix ``W = scale * sign(kernel)``; the
+    input sign (if any) stays, since CWR* trains on what the head sees.
+    """
+    h = normalize_head(head)
+    w = h["kernel"]
+    if h["sign_kernel"]:
+        w = np.where(w >= 0, 1.0, -1.0).astype(np.float32)
+    return (np.float32(h["scale"]) * w).astype(np.float32), h["bias"], bool(h["sign_input"])
+
+
+def head_input(sign_input: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """What the linear part of a head sees: the (signed) stage ``embedding``."""
+    if sign_input:
+        return lambda e: np.where(np.asarray(e) >= 0, 1.0, -1.0).astype(np.float32)
     return lambda e: np.asarray(e, np.float32)
+
+
+def cwr_head(w, b, sign_input: bool) -> dict:
+    """A CWR* head in the bundle's head format (real kernel, scale 1)."""
+    return {"kernel": np.asarray(w, np.float32), "bias": np.asarray(b, np.float32),
+            "scale": 1.0, "sign_input": bool(sign_input), "sign_kernel": False}
 
 
 def check_enrolment_support(bundle_path) -> Bundle:
@@ -187,6 +208,9 @@ class Embedder:
 class BundleBackbone:
     """A bundle as the frozen backbone of :mod:`bnnkws.kws.cl_eval` (interpreter only).
 
+    ``heads`` are the linear forms ``{exit: (W, b)}`` and every feature it returns is the
+    matching head input (the signed embedding for binary heads).
+
     ``forward(audio)`` runs every stage once and returns the per-exit head inputs plus the
     latent at the replay boundary: the ``fmap`` entering the last stage (``None`` for a
     one-stage bundle). ``from_latent`` runs the frozen last stage on stored latents.
@@ -199,7 +223,9 @@ class BundleBackbone:
         self.detector = detector or Detector(self.bundle, backend=backend)
         self.labels = self.bundle.labels
         self.exits = self.bundle.exits
-        self.heads = dict(self.bundle.heads)
+        lin = {k: linear_head(h) for k, h in self.bundle.heads.items()}
+        self.heads = {k: (w, b) for k, (w, b, _) in lin.items()}
+        self._inputs = [head_input(lin[k][2]) for k in self.exits]
         d = self.detector
         self._runners = [None] + list(d._rest)  # stage 1's runner depends on the input kind
         self._stages = d.stages
@@ -219,14 +245,15 @@ class BundleBackbone:
                 embs.append(np.asarray(out["embedding"], np.float32).reshape(-1))
             if "fmap" in out:
                 x = out["fmap"]
-        return embs, latent
+        return [f(e) for f, e in zip(self._inputs, embs)], latent
 
     def from_latent(self, latents):
         last = self._runners[-1]
         if last is None:
             raise EnrolmentError(f"{self.bundle.path}: one stage only, no replay boundary")
-        return np.stack([np.asarray(last.run(np.asarray(z, np.float32)[None])["embedding"],
-                                    np.float32).reshape(-1) for z in latents])
+        emb = np.stack([np.asarray(last.run(np.asarray(z, np.float32)[None])["embedding"],
+                                   np.float32).reshape(-1) for z in latents])
+        return self._inputs[-1](emb)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,21 +383,20 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     t0 = time.perf_counter()
     feats = Embedder(bundle, detector)(clips, progress=progress)
     t1 = time.perf_counter()
-    f = head_input(bundle)
     past = past_counts(bundle)
     heads, accs = {}, []
     new_labels = list(labels) if word in labels else list(labels) + [word]
     target = new_labels.index(word)
     for k, x in zip(bundle.exits, feats):
-        w, b = bundle.heads[k]
+        w, b, sign_in = linear_head(bundle.heads[k])
         h = CWRStar(w, b, past=past.copy(), lr=lr, epochs=epochs,
                     precision=Precision(lp, hp), seed=seed)
         if target == h.num_classes:
             h.add_class()
-        xin = f(x)
+        xin = head_input(sign_in)(x)
         h.fit_batch(xin, np.full(len(xin), target))
         accs.append(float(np.mean(h.predict(xin) == target)))
-        heads[k] = (h.cw, h.cb)
+        heads[k] = cwr_head(h.cw, h.cb, sign_in)
         new_past = h.past
     t2 = time.perf_counter()
     event = {"action": "update" if update else "enroll", "word": word,
@@ -393,7 +419,11 @@ def forget(bundle_path, word: str) -> Bundle:
                              f"least 2 labels")
     i = labels.index(word)
     keep = [j for j in range(len(labels)) if j != i]
-    heads = {k: (w[:, keep], b[keep]) for k, (w, b) in bundle.heads.items()}
+    heads = {}
+    for k, head in bundle.heads.items():
+        h = dict(normalize_head(head))
+        h["kernel"], h["bias"] = h["kernel"][:, keep], h["bias"][keep]
+        heads[k] = h
     new_labels = [labels[j] for j in keep]
     past = past_counts(bundle)
     return commit(bundle.path, heads, new_labels,
