@@ -1,0 +1,283 @@
+"""Latency and size of a bundle, binary vs float-32 twin, per exit (the paper's Table 1).
+
+Measured on this machine with the LCE interpreter (numpy + interpreter only, no TensorFlow):
+
+* kernel options: every LCE option set is timed on the stages and checked against the reference
+  kernels; the fastest correct one is used for the table (:func:`interpreters.tune`);
+* per exit k the cumulative latency of stages 1..k (stage 1 from raw audio, frontend included),
+  median and p90 over ``runs`` chained runs after ``warmup``, for the LCE stages and for the
+  float-32 twin's stages (with XNNPACK if that is faster for it);
+* sizes (MiB) cumulative per exit, with and without the frontend constants (the DFT and mel
+  matrices inside stage1.tflite are float and the same in both);
+* the frontend's share of stage 1: stage1 (audio in) minus stage1_features (log-mel in);
+* with data: per delta of the sweep, accuracy and mean measured latency per clip (each clip's
+  own stage times up to the exit the policy chose for it).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import Bundle, atomic_write_bytes
+from .interpreters import kernel_options, open_file, time_runner, tune
+
+MIB = 1024 * 1024
+DEFAULT_DELTAS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+def speechlike_clip(fcfg, seed=0):
+    """A deterministic speech-like clip (harmonic chirp, envelope, noise) for timing/checks."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(fcfg.clip_samples) / fcfg.sample_rate
+    f0 = 120 + 80 * t
+    y = sum(np.sin(2 * np.pi * h * np.cumsum(f0) / fcfg.sample_rate) / h for h in range(1, 12))
+    y = 0.1 * np.exp(-((t - 0.5) ** 2) / 0.04) * y + 0.005 * rng.standard_normal(t.shape)
+    return y.astype(np.float32)
+
+
+def _stats(a):
+    a = np.asarray(a)
+    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
+            "mean": float(np.mean(a))}
+
+
+def chained_times(runners, first_input, runs, warmup):
+    """(runs, stages) ms: each run chains the stages on real intermediate tensors."""
+    t = np.empty((runs, len(runners)))
+    for i in range(-warmup, runs):
+        x = first_input
+        for j, r in enumerate(runners):
+            t0 = time.perf_counter()
+            o = r.run(x)
+            dt = (time.perf_counter() - t0) * 1e3
+            if i >= 0:
+                t[i, j] = dt
+            x = o.get("fmap")
+    return t
+
+
+def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=None,
+              split: str = "test", limit: int | None = 300, deltas=None, progress: bool = True,
+              tune_runs: int = 20) -> dict:
+    b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    fcfg = b.frontend
+    stages = b.stages
+    clip = speechlike_clip(fcfg)
+    lce_rest = [s.file for s in stages[1:]]
+    s1 = stages[0]
+
+    # 1. kernel options, on the log-mel-in stages (the binary part)
+    tune_files = [s1.features_file] + lce_rest
+    feats_in = {}
+    x = open_file(b, s1.file, "lce", threads).run(clip[None, :])
+    from bnnkws.frontend.reference import log_mel
+
+    feats_in[s1.features_file] = log_mel(clip, fcfg)[None]
+    x = x.get("fmap")
+    for name in lce_rest:
+        feats_in[name] = x
+        x = open_file(b, name, "lce", threads).run(x).get("fmap")
+    tuning = tune(b, tune_files, feats_in, runs=tune_runs, warmup=3, num_threads=threads)
+    best = tuning[0]["options"]
+
+    # 2. LCE stages chained, stage 1 from audio; and stage1_features alone
+    lce_runners = [open_file(b, s1.file, "lce", threads, **best)] + \
+        [open_file(b, n, "lce", threads, **best) for n in lce_rest]
+    t_lce = chained_times(lce_runners, clip[None, :], runs, warmup)
+    r_feat = open_file(b, s1.features_file, "lce", threads, **best)
+    t_feat = time_runner(r_feat, feats_in[s1.features_file], runs, warmup)
+
+    # 3. float-32 twin stages (XNNPACK on or off, whichever is faster for it)
+    float_files = [s.float32 for s in stages]
+    have_float = all(f and f in b.manifest["files"] for f in float_files)
+    float_opts, t_float = None, None
+    if have_float:
+        best_ms = None
+        for xnn in (True, False):
+            rs = [open_file(b, f, "lce", threads, use_xnnpack=xnn) for f in float_files]
+            t = chained_times(rs, clip[None, :], max(10, runs // 5), 3)
+            ms = float(np.median(t.sum(1)))
+            if best_ms is None or ms < best_ms:
+                best_ms, float_opts = ms, {"use_xnnpack": xnn}
+        rs = [open_file(b, f, "lce", threads, **float_opts) for f in float_files]
+        t_float = chained_times(rs, clip[None, :], runs, warmup)
+
+    # 4. table
+    files = b.manifest["files"]
+    size = lambda names: sum(files[n]["bytes"] for n in names) / MIB  # noqa: E731
+    rows = []
+    cum_lce = np.cumsum(t_lce, axis=1)
+    cum_float = np.cumsum(t_float, axis=1) if t_float is not None else None
+    for i, s in enumerate(stages):
+        if s.exit is None:
+            continue
+        lce_files = [s1.file] + lce_rest[:i]
+        lce_model_files = [s1.features_file] + lce_rest[:i]
+        row = {"exit": s.exit, "lce_ms": _stats(cum_lce[:, i]),
+               "lce_mib": size(lce_files), "lce_model_mib": size(lce_model_files)}
+        if cum_float is not None:
+            fl = float_files[: i + 1]
+            row.update(float_ms=_stats(cum_float[:, i]), float_mib=size(fl),
+                       float_model_mib=size(fl) - (size([s1.file]) - size([s1.features_file])))
+            row["speedup"] = row["float_ms"]["median"] / row["lce_ms"]["median"]
+            row["size_ratio"] = row["float_model_mib"] / row["lce_model_mib"]
+        rows.append(row)
+    stage1_ms = float(np.median(t_lce[:, 0]))
+    feat_ms = float(np.median(t_feat))
+    result = {
+        "bundle": str(b.path),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "threads": threads,
+        "runs": runs,
+        "warmup": warmup,
+        "kernel_options": best,
+        "default_kernel_options_here": kernel_options(),
+        "tuning": tuning,
+        "float_options": float_opts,
+        "exits": rows,
+        "speedup": rows[-1].get("speedup") if rows else None,
+        "size_ratio": rows[-1].get("size_ratio") if rows else None,
+        "frontend": {"stage1_audio_ms": stage1_ms, "stage1_features_ms": feat_ms,
+                     "frontend_ms": stage1_ms - feat_ms,
+                     "frontend_share_of_stage1": (stage1_ms - feat_ms) / stage1_ms},
+        "sizes_mib": {"bundle_lce_stages": size([s1.file] + lce_rest),
+                      "lce_model": size([s1.features_file] + lce_rest),
+                      "float32_tflite": size([b.manifest["float32"]])
+                      if b.manifest.get("float32") in files else None,
+                      "full_tflite": size([b.manifest["full"]])
+                      if b.manifest.get("full") in files else None},
+        "sweep": None,
+    }
+    if data is not None:
+        result["sweep"] = delta_sweep(b, data, split=split, limit=limit, deltas=deltas,
+                                      threads=threads, options=best, progress=progress)
+    return result
+
+
+def load_clips(spec, labels, split="test", limit=None, seed=0):
+    """(audio (n, samples), label indices (n,)) of a dataset split, labels mapped to the bundle's."""
+    from bnnkws.frontend.audio import load_audio
+    from bnnkws.kws.data import load_dataset
+
+    ds = load_dataset(spec)
+    clips = [c for c in ds.clips if c.split == split] or list(ds.clips)
+    clips = [c for c in clips if c.label in labels]
+    if not clips:
+        raise ValueError(f"{spec}: no {split} clips with labels in the bundle's {labels}")
+    if limit and len(clips) > limit:
+        rng = np.random.default_rng(seed)
+        clips = [clips[i] for i in sorted(rng.choice(len(clips), limit, replace=False))]
+    audio = np.stack([load_audio(c.path, sr=16000, length=16000) for c in clips])
+    y = np.array([labels.index(c.label) for c in clips])
+    return audio, y
+
+
+def delta_sweep(b: Bundle, data, split="test", limit=300, deltas=None, threads=1, options=None,
+                progress=True) -> dict:
+    from bnnkws.kws.policy import decide_batch
+
+    from .runtime import Detector
+
+    det = Detector(b, num_threads=threads, backend="lce", kernel_options=options)
+    if isinstance(data, tuple):
+        audio, y = data
+        name = "arrays"
+    else:
+        audio, y = load_clips(data, b.labels, split, limit)
+        name = str(data)
+    it = range(len(audio))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="sweep clips", unit="clip")
+    logits, times = [], []
+    for i in it:
+        r = det.run_all(audio=audio[i])
+        logits.append(r["logits"])
+        times.append(r["stage_ms"])
+    logits, times = np.stack(logits), np.asarray(times)
+    exit_stage = {s.exit: i for i, s in enumerate(b.stages) if s.exit is not None}
+    cum = np.cumsum(times, axis=1)
+    rows = []
+    for d in (deltas if deltas is not None else DEFAULT_DELTAS):
+        exits, pred, _ = decide_batch(logits, det.make_policy(d))
+        # decide_batch numbers exits 1..E in the order of the logits = the bundle's exits
+        ex_num = np.asarray(b.exits)[exits - 1]
+        lat = cum[np.arange(len(y)), [exit_stage[e] for e in ex_num]]
+        rows.append({"delta": float(d), "accuracy": float(np.mean(pred == y)),
+                     "mean_ms": float(lat.mean()), "mean_exit": float(ex_num.mean())})
+    last = cum[:, -1].mean()
+    per_exit_acc = [float(np.mean(logits[:, j].argmax(1) == y)) for j in range(logits.shape[1])]
+    last_acc = per_exit_acc[-1]
+    ok = [r for r in rows if r["accuracy"] >= last_acc - 0.01]
+    pick = min(ok, key=lambda r: r["mean_ms"]) if ok else None
+    return {"data": name, "split": split, "clips": int(len(y)), "rows": rows,
+            "per_exit_accuracy": per_exit_acc, "last_exit_mean_ms": float(last),
+            "within_1pt": ({**pick, "latency_vs_last": pick["mean_ms"] / last} if pick else None)}
+
+
+# ------------------------------------------------------------------------------------------------
+# reporting
+# ------------------------------------------------------------------------------------------------
+def to_markdown(res: dict) -> str:
+    L = []
+    L.append(f"# Benchmark: {res['bundle']}\n")
+    L.append(f"Measured on this machine: {res['platform']} ({res['machine']}), "
+             f"{res['threads']} thread(s), {res['runs']} runs after {res['warmup']} warm-up. "
+             f"LCE kernel options used: `{res['kernel_options']}`; float-32 twin: "
+             f"`{res['float_options']}`.\n")
+    L.append("| exit | LCE median ms | LCE p90 ms | float32 median ms | float32 p90 ms | speedup "
+             "| LCE MiB (model) | float32 MiB (model) | size ratio |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in res["exits"]:
+        f = r.get("float_ms") or {}
+        L.append(f"| {r['exit']} | {r['lce_ms']['median']:.3f} | {r['lce_ms']['p90']:.3f} | "
+                 f"{f.get('median', float('nan')):.3f} | {f.get('p90', float('nan')):.3f} | "
+                 f"{r.get('speedup', float('nan')):.2f}x | {r['lce_model_mib']:.4f} | "
+                 f"{r.get('float_model_mib', float('nan')):.4f} | "
+                 f"{r.get('size_ratio', float('nan')):.1f}x |")
+    fe = res["frontend"]
+    L.append("")
+    L.append("Latency is cumulative (stages 1..k, stage 1 from raw audio, frontend included). "
+             "Sizes are cumulative model bytes with log-mel input; the frontend's constant "
+             "matrices (the same in both) add "
+             f"{res['exits'][0]['lce_mib'] - res['exits'][0]['lce_model_mib']:.3f} MiB.\n")
+    L.append(f"Frontend share of stage 1: {fe['frontend_ms']:.3f} ms of {fe['stage1_audio_ms']:.3f} ms "
+             f"({100 * fe['frontend_share_of_stage1']:.0f}%; stage1 audio-in minus log-mel-in).\n")
+    L.append("Kernel options (LCE interpreter, stages with log-mel input, summed medians):\n")
+    L.append("| use_indirect_bgemm | use_xnnpack | ms | max rel err vs reference | correct |")
+    L.append("|---|---|---:|---:|---|")
+    for t in res["tuning"]:
+        o = t["options"]
+        L.append(f"| {o['use_indirect_bgemm']} | {o['use_xnnpack']} | {t['ms']:.3f} | "
+                 f"{t['max_rel_err']:.2e} | {t['correct']} |")
+    sw = res.get("sweep")
+    if sw:
+        L.append("")
+        L.append(f"Delta sweep on {sw['data']} ({sw['split']}, {sw['clips']} clips); per-exit "
+                 "accuracy " + ", ".join(f"{a:.3f}" for a in sw["per_exit_accuracy"]) +
+                 f"; last exit mean {sw['last_exit_mean_ms']:.3f} ms/clip.\n")
+        L.append("| delta | accuracy | mean ms/clip | mean exit |")
+        L.append("|---:|---:|---:|---:|")
+        for r in sw["rows"]:
+            L.append(f"| {r['delta']:.2f} | {r['accuracy']:.3f} | {r['mean_ms']:.3f} | "
+                     f"{r['mean_exit']:.2f} |")
+        w = sw.get("within_1pt")
+        if w:
+            L.append(f"\nCheapest delta within 1 point of the last exit's accuracy: "
+                     f"{w['delta']:.2f} ({w['accuracy']:.3f}), {w['mean_ms']:.3f} ms/clip = "
+                     f"{100 * w['latency_vs_last']:.0f}% of the last exit's.")
+    return "\n".join(L) + "\n"
+
+
+def write_report(res: dict, out_dir) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    md, js = out_dir / "bench.md", out_dir / "bench.json"
+    atomic_write_bytes(js, (json.dumps(res, indent=2) + "\n").encode())
+    atomic_write_bytes(md, to_markdown(res).encode())
+    return md, js

@@ -1,0 +1,190 @@
+"""Early-exit keyword detection on a bundle: numpy and one TFLite interpreter, no TensorFlow.
+
+:class:`Detector` runs stage after stage and stops at the first exit the shared exit policy
+(:class:`bnnkws.kws.policy.ExitPolicy`, the same code evaluation uses) accepts, so a confident
+clip costs only the stages up to its exit. Logits are always computed in numpy from the
+embedding and ``heads.npz``: after CWR* enrolment the heads have more classes than the TFLite
+``logits`` output, and one code path for both cases keeps them consistent (export checks the two
+agree on an un-enrolled bundle).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bnnkws.kws.policy import ExitPolicy
+
+from .bundle import Bundle, head_logits
+from .interpreters import open_file, resolve_backend
+
+
+@dataclass
+class Result:
+    label: str
+    label_index: int
+    probs: np.ndarray  # calibrated softmax at the chosen exit
+    exit: int  # 1-based exit number
+    entropy: float
+    stage_ms: list = field(default_factory=list)  # wall time of each stage that ran
+
+    @property
+    def total_ms(self) -> float:
+        return float(sum(self.stage_ms))
+
+
+class Detector:
+    """Classify 1 s clips (raw audio or log-mel) exit by exit.
+
+    ``delta``: exit threshold (default: the bundle's). ``backend``: ``"lce"`` (LCE interpreter on
+    the LCE stages), ``"litert"`` (ai-edge-litert on the portable stages) or ``"auto"`` (LCE when
+    importable). ``kernel_options`` override the per-CPU LCE options (see interpreters.py).
+    """
+
+    def __init__(self, bundle, delta: float | None = None, num_threads: int = 1,
+                 backend: str = "auto", kernel_options: dict | None = None, verify: bool = True):
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, verify=verify)
+        self.backend = resolve_backend(backend)
+        self.num_threads = int(num_threads)
+        b = self.bundle
+        self.stages = b.stages
+        opts = dict(kernel_options or {}) if self.backend == "lce" else {}
+        portable = self.backend == "litert"
+
+        def runner(spec_file, spec_portable):
+            return open_file(b, spec_portable if portable else spec_file, self.backend,
+                             self.num_threads, **opts)
+
+        s1 = self.stages[0]
+        self._stage1_audio = runner(s1.file, s1.portable)
+        self._stage1_features = (runner(s1.features_file, s1.features_portable)
+                                 if s1.features_file else None)
+        self._rest = [runner(s.file, s.portable) for s in self.stages[1:]]
+        self.kernel_options = getattr(self._stage1_audio, "options", {})
+        pol = b.policy_settings
+        self.delta = float(b.delta if delta is None else delta)
+        self._policy_kw = dict(criterion=pol.get("criterion", "entropy"),
+                               normalized=pol.get("normalized", True),
+                               min_exit=pol.get("min_exit", 1), temperatures=b.temperatures)
+        self.policy = self.make_policy(self.delta)
+        self._frontend = b.frontend
+
+    def make_policy(self, delta: float) -> ExitPolicy:
+        """The bundle's exit rule (criterion, normalisation, temperatures) at threshold delta."""
+        return ExitPolicy(float(delta), **self._policy_kw)
+
+    # -- basic facts ----------------------------------------------------------------------------
+    @property
+    def labels(self) -> list:
+        return self.bundle.labels
+
+    @property
+    def exits(self) -> list:
+        return self.bundle.exits
+
+    def __repr__(self):
+        return (f"Detector({str(self.bundle.path)!r}, backend={self.backend!r}, "
+                f"delta={self.delta}, exits={self.exits}, options={self.kernel_options})")
+
+    # -- internals ------------------------------------------------------------------------------
+    def _first(self, audio, features):
+        if (audio is None) == (features is None):
+            raise ValueError("pass exactly one of audio= (raw 16 kHz samples) or features= (log-mel)")
+        if audio is not None:
+            y = np.asarray(audio)
+            if y.dtype == np.int16:
+                y = y.astype(np.float32) / 32768.0
+            y = y.astype(np.float32).reshape(-1)
+            n = self._frontend.clip_samples
+            if y.shape[0] != n:
+                from bnnkws.frontend.audio import pad_or_crop
+
+                y = pad_or_crop(y, n, crop="center")
+            return self._stage1_audio, y[None, :]
+        if self._stage1_features is None:
+            raise ValueError(f"bundle {self.bundle.path} has no log-mel-input stage 1")
+        f = np.asarray(features, dtype=np.float32)
+        return self._stage1_features, f.reshape((1,) + tuple(f.shape[-2:]))
+
+    def logits_from_embedding(self, exit_k: int, embedding) -> np.ndarray:
+        return head_logits(self.bundle.heads[exit_k], np.asarray(embedding, np.float32).reshape(-1))
+
+    def _result(self, k, logits, probs, ent, stage_ms):
+        i = int(np.argmax(probs))
+        return Result(self.labels[i], i, np.asarray(probs), int(k), float(ent), stage_ms)
+
+    # -- public API -----------------------------------------------------------------------------
+    def classify(self, audio=None, features=None, delta: float | None = None) -> Result:
+        """Run stages until the exit policy accepts (the last exit always decides)."""
+        policy = self.policy if delta is None else self.make_policy(delta)
+        runner, x = self._first(audio, features)
+        runners = [runner] + self._rest
+        stage_ms = []
+        for i, (r, spec) in enumerate(zip(runners, self.stages)):
+            out, ms = r.timed(x)
+            stage_ms.append(ms)
+            last = i == len(runners) - 1
+            if spec.exit is not None:
+                logits = self.logits_from_embedding(spec.exit, out["embedding"])
+                ok, probs, ent = policy.accept(spec.exit, logits, is_last=last)
+                if ok:
+                    return self._result(spec.exit, logits, probs, ent, stage_ms)
+            x = out["fmap"]
+        raise RuntimeError("bundle has no exit on its last stage")  # export guarantees one
+
+    def classify_batch(self, audio=None, features=None, delta: float | None = None,
+                       progress: bool = False) -> list:
+        """:meth:`classify` over ``(n, samples)`` audio or ``(n, frames, n_mels)`` features."""
+        data = audio if audio is not None else features
+        key = "audio" if audio is not None else "features"
+        it = range(len(data))
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc="classify", unit="clip")
+        return [self.classify(**{key: data[i]}, delta=delta) for i in it]
+
+    def run_all(self, audio=None, features=None) -> dict:
+        """Every stage once: ``{"logits": (E, C), "embeddings": [..], "tflite_logits": [..],
+        "stage_ms": [..]}`` (logits from the numpy heads, per exit in exit order)."""
+        runner, x = self._first(audio, features)
+        logits, embs, tfl, stage_ms = [], [], [], []
+        for r, spec in zip([runner] + self._rest, self.stages):
+            out, ms = r.timed(x)
+            stage_ms.append(ms)
+            if spec.exit is not None:
+                emb = np.asarray(out["embedding"], np.float32).reshape(-1)
+                embs.append(emb)
+                logits.append(self.logits_from_embedding(spec.exit, emb))
+                if "logits" in out:
+                    tfl.append(np.asarray(out["logits"]).reshape(-1))
+            if "fmap" in out:
+                x = out["fmap"]
+        return {"logits": np.stack(logits), "embeddings": embs, "tflite_logits": tfl,
+                "stage_ms": stage_ms}
+
+    def exit_logits(self, audio=None, features=None) -> np.ndarray:
+        """Logits of every exit for one clip, ``(E, C)`` (all stages run; for evaluation)."""
+        return self.run_all(audio, features)["logits"]
+
+    def exit_logits_batch(self, audio=None, features=None, progress: bool = False) -> np.ndarray:
+        """``(n, E, C)`` logits for a batch of clips."""
+        data = audio if audio is not None else features
+        key = "audio" if audio is not None else "features"
+        it = range(len(data))
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc="exit logits", unit="clip")
+        return np.stack([self.exit_logits(**{key: data[i]}) for i in it])
+
+    def embeddings(self, audio=None, features=None) -> list:
+        """Head inputs per exit (list of ``(D_k,)``), for CWR* enrolment."""
+        return self.run_all(audio, features)["embeddings"]
+
+    def timed_classify(self, audio=None, features=None):
+        """:meth:`classify` plus end-to-end wall ms (policy and numpy heads included)."""
+        t = time.perf_counter()
+        r = self.classify(audio=audio, features=features)
+        return r, (time.perf_counter() - t) * 1e3
