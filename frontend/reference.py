@@ -105,8 +105,15 @@ def frame_signal(y: np.ndarray, cfg: FrontendConfig = DEFAULT_FRONTEND) -> np.nd
     n = num_frames_for(y.shape[-1], cfg)
     if n == 0:
         return np.zeros(y.shape[:-1] + (0, cfg.win_length), dtype=y.dtype)
-    view = np.lib.stride_tricks.sliding_window_view(y, cfg.win_length, axis=-1)
-    return view[..., : (n - 1) * cfg.hop_length + 1 : cfg.hop_length, :]
+    # as_strided rather than sliding_window_view: same view, a fraction of the Python overhead,
+    # which matters when the streaming extractor frames a few hundred samples per push.
+    step = y.strides[-1]
+    return np.lib.stride_tricks.as_strided(
+        y,
+        shape=y.shape[:-1] + (n, cfg.win_length),
+        strides=y.strides[:-1] + (step * cfg.hop_length, step),
+        writeable=False,
+    )
 
 
 def log_mel(y, cfg: FrontendConfig = DEFAULT_FRONTEND) -> np.ndarray:
