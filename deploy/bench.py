@@ -61,7 +61,7 @@ def chained_times(runners, first_input, runs, warmup):
 
 
 def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=None,
-              split: str = "test", limit: int | None = 300, deltas=None, progress: bool = True,
+              split: str = "testing", limit: int | None = 300, deltas=None, progress: bool = True,
               tune_runs: int = 20) -> dict:
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     fcfg = b.frontend
@@ -159,13 +159,13 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
     return result
 
 
-def load_clips(spec, labels, split="test", limit=None, seed=0):
+def load_clips(spec, labels, split="testing", limit=None, seed=0):
     """(audio (n, samples), label indices (n,)) of a dataset split, labels mapped to the bundle's."""
     from bnnkws.frontend.audio import load_audio
     from bnnkws.kws.data import load_dataset
 
     ds = load_dataset(spec)
-    clips = [c for c in ds.clips if c.split == split] or list(ds.clips)
+    clips = list(ds.clips) if split == "all" else [c for c in ds.clips if c.split == split]
     clips = [c for c in clips if c.label in labels]
     if not clips:
         raise ValueError(f"{spec}: no {split} clips with labels in the bundle's {labels}")
@@ -177,7 +177,7 @@ def load_clips(spec, labels, split="test", limit=None, seed=0):
     return audio, y
 
 
-def delta_sweep(b: Bundle, data, split="test", limit=300, deltas=None, threads=1, options=None,
+def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, threads=1, options=None,
                 progress=True) -> dict:
     from bnnkws.kws.policy import decide_batch
 
@@ -281,3 +281,26 @@ def write_report(res: dict, out_dir) -> tuple[Path, Path]:
     atomic_write_bytes(js, (json.dumps(res, indent=2) + "\n").encode())
     atomic_write_bytes(md, to_markdown(res).encode())
     return md, js
+
+
+def runtime_latency(bundle, runs: int = 100, warmup: int = 10, threads: int = 1,
+                    backend: str = "auto") -> list:
+    """Markdown lines: per-exit cumulative latency of the Detector's own runners (any backend).
+
+    What the device's Python runtime costs (e.g. ai-edge-litert on portable stages on a Pi).
+    """
+    from .runtime import Detector
+
+    det = Detector(bundle, num_threads=threads, backend=backend)
+    clip = speechlike_clip(det.bundle.frontend)
+    runners = [det._stage1_audio] + det._rest
+    t = chained_times(runners, clip[None, :], runs, warmup)
+    cum = np.cumsum(t, axis=1)
+    lines = [f"backend {det.backend}, {threads} thread(s), {runs} runs, options "
+             f"{det.kernel_options}",
+             "| exit | median ms | p90 ms |", "|---:|---:|---:|"]
+    for i, s in enumerate(det.stages):
+        if s.exit is not None:
+            st = _stats(cum[:, i])
+            lines.append(f"| {s.exit} | {st['median']:.3f} | {st['p90']:.3f} |")
+    return lines

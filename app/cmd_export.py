@@ -1,0 +1,55 @@
+"""``kws export``: convert a training run into a deployable bundle (LCE stages + twins)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bnnkws.app.cli import CLIError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="convert a trained run into a bundle (staged LCE TFLite + manifest)",
+        description=(
+            "Convert a training run with Larq Compute Engine into a bundle directory: "
+            "stage1.tflite (raw 16 kHz audio in, log-mel frontend inside), "
+            "stage1_features.tflite (log-mel in, for streaming), stage2..N.tflite, portable/ "
+            "twins without LCE ops (for ai-edge-litert), float32/ twins, full.tflite, "
+            "float32.tflite, heads.npz and manifest.json (hashes, labels, frontend, "
+            "temperatures, delta, tool versions). The bundle is checked after writing."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run", metavar="RUN", help="training run directory (with config.json)")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to create")
+    p.add_argument("--which", default="best", choices=("best", "last"),
+                   help="weights to export: best validation accuracy, or the last epoch")
+    p.add_argument("--delta", type=float, default=None,
+                   help="default exit threshold stored in the bundle (default: the run's delta)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    run_dir = Path(args.run)
+    if not (run_dir / "config.json").is_file():
+        raise CLIError(f"{run_dir}: not a training run (no config.json)")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    from bnnkws.deploy.bundle import Bundle, BundleError
+    from bnnkws.deploy.export import ExportError, export_bundle
+
+    try:
+        path = export_bundle(out, run_dir=run_dir, which=args.which, delta=args.delta,
+                             overwrite=args.overwrite)
+    except (ExportError, BundleError, FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from e
+    b = Bundle.load(path)
+    m = b.manifest
+    print(f"bundle written: {path}")
+    print(f"  labels ({len(b.labels)}): {', '.join(b.labels)}")
+    print(f"  exits: {b.exits}, delta {b.delta}, temperatures {b.temperatures}")
+    for name, info in m["files"].items():
+        print(f"  {name:36s} {info['bytes'] / 1024:10.1f} KiB")
+    for k, v in m.get("checks", {}).items():
+        print(f"  check {k}: {v}")
+    return 0
