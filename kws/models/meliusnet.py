@@ -1,0 +1,63 @@
+"""MeliusNet (Bethge et al. 2020, larq-zoo ``literature/meliusnet.py``) for a 98x64 log-mel input.
+
+Block structure as in larq-zoo: a MeliusNet block is a dense block (BN -> binary 3x3 conv with
+``growth`` filters -> concatenate, adding capacity) followed by an improvement block (BN ->
+binary 3x3 conv with ``growth`` filters -> added to the newest ``growth`` channels, improving
+quality); SteSign(1.3) input and kernel quantizers, WeightClip(1.3). A transition (BN ->
+MaxPool(2) -> ReLU -> real 1x1 conv) reduces width and resolution between sections. Changes for
+keyword spotting: the cheap stem of :func:`blocks.stem` (25, 8) instead of the grouped stem,
+growth 32 in the first two stages (64 later), and transitions placed at the *start* of stages
+2-5 (stages 4 and 5 without pooling, the map being 7x2 by then) so every exit sees the full
+concatenated feature map of its section.
+
+Stage layout at width 1.0 (transition width, growth x blocks -> channels, feature map):
+  1: stem 64, 32 x 2 -> 128 (25, 8)     2: 96, 32 x 3 -> 192 (13, 4)
+  3: 128, 64 x 2 -> 256 (7, 2)          4: 192, 64 x 2 -> 320 (7, 2)    5: 224, 64 x 2 -> 352
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .blocks import MELIUSNET_Q, AddToLastChannels, binary_conv, bn, channels, real_conv, stem
+
+# (transition/stem width, growth, blocks, pool in the transition)
+PLAN = [(64, 32, 2, None), (96, 32, 3, 2), (128, 64, 2, 2), (192, 64, 2, 1), (224, 64, 2, 1)]
+
+
+def dense_block(x, growth: int, binary: bool, name: str):
+    w = bn(x, name=f"{name}_bn")
+    w = binary_conv(w, growth, 3, MELIUSNET_Q, binary, name=f"{name}_bconv")
+    return tf.keras.layers.Concatenate(name=f"{name}_concat")([x, w])
+
+
+def improvement_block(x, growth: int, binary: bool, name: str):
+    w = bn(x, name=f"{name}_bn")
+    w = binary_conv(w, growth, 3, MELIUSNET_Q, binary, name=f"{name}_bconv")
+    return AddToLastChannels(name=f"{name}_merge")([x, w])
+
+
+def transition_block(x, filters: int, pool: int, name: str):
+    x = bn(x, name=f"{name}_bn")
+    if pool > 1:
+        x = tf.keras.layers.MaxPool2D(pool, strides=pool, padding="same", name=f"{name}_maxpool")(x)
+    x = tf.keras.layers.Activation("relu", name=f"{name}_relu")(x)
+    return real_conv(x, filters, 1, name=f"{name}_pw")
+
+
+def stage_bodies(cfg):
+    bodies = []
+    for k, (base, growth, blocks, pool) in enumerate(PLAN, start=1):
+        filters, growth = channels(base, cfg.width), channels(growth, cfg.width)
+
+        def body(x, k=k, filters=filters, growth=growth, blocks=blocks, pool=pool):
+            if k == 1:
+                x = stem(x, filters)
+            else:
+                x = transition_block(x, filters, pool, name=f"s{k}_trans")
+            for b in range(blocks):
+                x = dense_block(x, growth, cfg.binary, name=f"s{k}_b{b}_dense")
+                x = improvement_block(x, growth, cfg.binary, name=f"s{k}_b{b}_improve")
+            return x
+
+        bodies.append(body)
+    return bodies
