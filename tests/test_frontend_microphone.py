@@ -106,3 +106,75 @@ def test_level_db():
     assert level_db(np.zeros(100, np.float32)) == mic.SILENCE_DB
     assert level_db(np.ones(100, np.float32)) == pytest.approx(0.0)
     assert level_db(np.full(100, 0.1, np.float32)) == pytest.approx(-20.0)
+
+
+PROBE = r"""
+import json, sys, time
+import numpy as np
+from bnnkws.frontend.microphone import MicrophoneStream, list_input_devices
+devices = list_input_devices()
+with MicrophoneStream(sample_rate=16000, blocksize=800) as m:
+    blocks, levels = [m.read(timeout=10.0)], []  # capture really runs once a block arrives
+    print("READY", flush=True)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < float(sys.argv[2]):
+        b = m.read(timeout=0.5)
+        blocks.append(b)
+        levels.append(m.level_db)
+    np.save(sys.argv[1], np.concatenate(blocks))
+    print(json.dumps({"devices": devices, "max_level": max(levels), "overflows": m.overflows,
+                      "device_name": m.device_name, "device_rate": m.device_rate}))
+"""
+
+
+@pytest.mark.audio_stack
+def test_records_real_speech_through_pulseaudio(tmp_path, sc_v2):
+    """A private PulseAudio server (tests/e2e_pulse.py) gives a real capture device: play a
+    speech clip into its null sink and find it, sample for sample, in what the stream read."""
+    import json
+    import subprocess
+    import time
+
+    from e2e_pulse import PulseServer, pulse_missing
+
+    from bnnkws.frontend.audio import load_audio
+
+    if pulse_missing():
+        pytest.skip(f"PulseAudio binaries missing: {pulse_missing()}")
+    clip = sorted((sc_v2 / "yes").glob("*.wav"))[0]
+    speech = load_audio(clip)
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    rec = tmp_path / "rec.npy"
+    with PulseServer(tmp_path / "pulse") as pa:
+        # PortAudio reads ALSA's configuration when sounddevice is imported: use a subprocess
+        proc = subprocess.Popen([sys.executable, str(script), str(rec), "4.0"], env=pa.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
+        time.sleep(0.3)
+        pa.play(clip).wait(timeout=30)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    info = json.loads(out.strip().splitlines()[-1])
+    assert any(d["is_default"] for d in info["devices"]), info["devices"]
+    assert info["device_rate"] == 16000 and info["overflows"] == 0
+    got = np.load(rec)
+    assert got.dtype == np.float32 and len(got) > 16000
+    # locate the clip in the recording by cross-correlation, then compare sample by sample
+    corr = np.correlate(got, speech, mode="valid")
+    lag = int(np.argmax(corr))
+    seg = got[lag : lag + len(speech)]
+    assert np.corrcoef(seg, speech)[0, 1] > 0.99, f"clip not found intact (lag {lag})"
+    assert info["max_level"] > -40.0  # the level meter saw the speech
+
+
+def test_busy_device_errors_are_recognised():
+    import sounddevice as sd
+
+    assert mic._is_busy(sd.PortAudioError("Device unavailable", -9985))
+    assert mic._is_busy(sd.PortAudioError("Unanticipated host error", -9999,
+                                          (0, -16, "Device or resource busy")))
+    assert not mic._is_busy(sd.PortAudioError("Invalid sample rate", -9997))
+    err = MicrophoneStream()._busy({"index": 3, "name": "USB mic"}, sd.PortAudioError("Device unavailable", -9985))
+    assert isinstance(err, mic.DeviceBusyError)
+    assert "device 3 (USB mic) is busy" in str(err) and "--device" in str(err)
