@@ -147,7 +147,8 @@ def collect_logits(clips: Sequence, provider: LogitsProvider, batch_size: int = 
 
 def evaluate_clips(name: str, cfg, clips: Sequence, provider: LogitsProvider, *,
                    split: str = "testing", kind: str = "run", source: str = "",
-                   batch_size: int = 64, progress: bool = True, macs=True) -> ModelLogits:
+                   batch_size: int = 64, progress: bool = True, macs=True,
+                   model=None) -> ModelLogits:
     """Match labels, run the provider on the clips the model knows, package the result."""
     idx, unknown, missing = match_labels(clips, cfg.labels)
     keep = [c for c, i in zip(clips, idx) if i >= 0]
@@ -160,7 +161,7 @@ def evaluate_clips(name: str, cfg, clips: Sequence, provider: LogitsProvider, *,
     if logits.shape[1:] != (len(exits), cfg.num_classes):
         raise EvalError(f"{name}: got logits of shape {logits.shape[1:]} per clip, the config "
                         f"says {len(exits)} exits x {cfg.num_classes} classes")
-    m, note = exit_macs(cfg) if macs else (None, "MACs not requested")
+    m, note = exit_macs(cfg, model) if macs else (None, "MACs not requested")
     return ModelLogits.from_config(name, cfg, logits, idx[idx >= 0], paths=[c.path for c in keep],
                                    unknown=unknown, missing_labels=missing, macs=m,
                                    macs_note=note, kind=kind, source=str(source), split=split)
@@ -176,14 +177,17 @@ def _pick(row, *names):
     return None
 
 
-def exit_macs(cfg):
+def exit_macs(cfg, model=None):
     """Cumulative MACs to reach each *present* exit from ``bnnkws.kws.models.describe``:
     ``({"binary": [...], "real": [...], "total": [...]}, note)``, or ``(None, why)`` when the
-    description is unavailable (the report then plots against the exit index and says so)."""
+    description is unavailable (the report then plots against the exit index and says so).
+    ``model``: the built Keras model, to profile it instead of building the stages again."""
     try:
-        from bnnkws.kws.models import describe
+        # The submodule's function, not the package attribute: importing the submodule
+        # `bnnkws.kws.models.describe` rebinds that attribute to the module itself.
+        from bnnkws.kws.models.describe import describe
 
-        desc = describe(cfg)
+        desc = describe(model if model is not None else cfg)
     except Exception as exc:  # missing module or a model it cannot describe: say so, go on
         return None, f"MACs unavailable ({type(exc).__name__}: {exc}); compute axis is the exit"
     rows = _pick(desc, "exits", "per_exit")
@@ -262,7 +266,7 @@ def evaluate_run(run_dir, clips: Sequence, *, name: Optional[str] = None, split:
             clips = [c for c in clips if c not in bad]
     provider = keras_provider(model, cfg, by_clip, batch_size)
     res = evaluate_clips(name or run_dir.name, cfg, clips, provider, split=split, kind="run",
-                         source=run_dir, batch_size=batch_size, progress=progress)
+                         source=run_dir, batch_size=batch_size, progress=progress, model=model)
     res.notes.extend(notes)
     leak = training_overlap(run_dir, [c.path for c in clips])
     if leak:

@@ -1,0 +1,100 @@
+"""`kws eval` on a tiny trained model: logits agree with Keras, the report is written, the
+calibration lands in the run's config.json and the budget delta meets its target."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bnnkws.app.cli import main
+from bnnkws.kws.config import ModelConfig
+from bnnkws.kws.policy import ExitPolicy, decide_batch
+
+
+@pytest.fixture(scope="module")
+def eval_run(tiny_run, tmp_path_factory):
+    """A private copy of the tiny run (calibration writes into config.json)."""
+    dst = tmp_path_factory.mktemp("eval_run") / "run"
+    shutil.copytree(tiny_run, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def loaded(eval_run):
+    """(ModelConfig, keras.Model) of the run, built once for the module."""
+    from bnnkws.kws.run import load_run
+
+    return load_run(eval_run)
+
+
+def _data_of(run):
+    return json.loads((run / "train_config.json").read_text())["data"]
+
+
+def test_evaluate_run_matches_keras(eval_run, loaded):
+    from bnnkws.kws import data as kdata
+    from bnnkws.kws import features
+    from bnnkws.kws.evaluate import evaluate_run
+
+    tc = json.loads((eval_run / "train_config.json").read_text())
+    ds = kdata.load_dataset(tc["data"], task=tc.get("task"), seed=tc.get("seed", 0))
+    clips = list(ds.testing)[:40]
+    cfg, model = loaded
+    res = evaluate_run(eval_run, clips, progress=False, model=model, cfg=cfg)
+    assert res.exit_names == cfg.exit_names
+    assert res.logits.shape == (len(res.labels), len(cfg.exit_names), cfg.num_classes)
+    x = features.extract([c for c in clips if c.label in cfg.labels], cfg.frontend,
+                         progress=False)
+    out = model.predict(x, verbose=0)
+    want = np.stack([out[n] for n in cfg.exit_names], axis=1)
+    np.testing.assert_allclose(res.logits, want, rtol=1e-4, atol=1e-4)
+    assert [cfg.labels[i] for i in res.labels] == [c.label for c in clips if c.label in cfg.labels]
+
+
+def test_kws_eval_report_calibrate_and_budget(eval_run, loaded, tmp_path, capsys):
+    out = tmp_path / "report"
+    before = ModelConfig.load(eval_run / "config.json").temperatures
+    rc = main(["eval", str(eval_run), "--data", _data_of(eval_run), "--out", str(out),
+               "--calibrate", "--budget-exit", "3.0", "--max-clips", "120", "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "per-exit accuracy" in printed and "summary.md" in printed
+    s = json.loads((out / "summary.json").read_text())
+    cfg = ModelConfig.load(eval_run / "config.json")
+    assert set(s["per_exit_accuracy"]) == set(cfg.exit_names)
+    delta0 = [r for r in s["sweep"] if r["delta"] == 0.0][0]
+    assert delta0["accuracy"] == pytest.approx(s["last_exit_accuracy"])
+    assert delta0["avg_exit"] == cfg.num_exits
+    # calibration: fitted temperatures stored in the run and reported with ECE before/after
+    cal = s["calibration"][eval_run.name]
+    assert [c["temperature"] for c in cal] == pytest.approx(cfg.temperatures)
+    assert cfg.temperatures != before
+    assert all(c["nll_after"] <= c["nll_before"] + 0.05 for c in cal)
+    # budget: the chosen delta keeps the validation average exit within 3.0
+    from bnnkws.kws import data as kdata
+    from bnnkws.kws.evaluate import evaluate_run
+
+    tc = json.loads((eval_run / "train_config.json").read_text())
+    ds = kdata.load_dataset(tc["data"], task=tc.get("task"), seed=tc.get("seed", 0))
+    from bnnkws.app.cmd_eval import _subset
+
+    vclips = _subset(list(ds.validation), 120, tc.get("seed", 0))  # the clips --max-clips used
+    val = evaluate_run(eval_run, vclips, progress=False, model=loaded[1], cfg=loaded[0])
+    exits, _, _ = decide_batch(val.logits, ExitPolicy(s["chosen_delta"],
+                                                      temperatures=cfg.temperatures))
+    assert exits.mean() <= 3.0
+    for f in ("summary.md", "sweep.csv", "confusion.png", "accuracy_vs_delta.png",
+              "exit_fractions.png", "class_exit_fractions.png", "accuracy_vs_compute.png",
+              "per_exit_accuracy.png", "calibration.csv"):
+        assert (out / f).is_file(), f
+
+
+def test_kws_eval_user_errors(eval_run, tmp_path, capsys):
+    rc = main(["eval", str(tmp_path / "nope"), "--data", _data_of(eval_run),
+               "--out", str(tmp_path / "r")])
+    assert rc == 2 and "no such run or bundle" in capsys.readouterr().err
+    rc = main(["eval", str(eval_run), "--data", _data_of(eval_run), "--out", str(tmp_path / "r"),
+               "--budget-ms", "3"])
+    assert rc == 2 and "--stage-ms" in capsys.readouterr().err
