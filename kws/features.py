@@ -324,7 +324,8 @@ def extract(clips, cfg: FrontendConfig = DEFAULT_FRONTEND, cache_dir=None, *,
     clips = list(clips)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     stem = cache_dir / f"logmel-{cfg.fingerprint()}-{_key('logmel', cfg.to_dict(), clips)}"
-    entry = _load_entry(stem) if use_cache else None
+    # Read into memory (not a read-only memmap): callers normalise or slice in place.
+    entry = _load_entry(stem, mmap=False) if use_cache else None
     if entry is not None:
         meta, arr = entry
         X, ok, problems = arr["X"], np.asarray(arr["ok"]), [tuple(p) for p in meta["problems"]]

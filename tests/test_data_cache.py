@@ -45,6 +45,7 @@ def test_extract_matches_reference_and_reuses_cache(tmp_path, clips, monkeypatch
     monkeypatch.setattr("bnnkws.frontend.reference.log_mel_batch", boom)
     X2 = extract(clips, DEFAULT_FRONTEND, tmp_path, progress=False)
     np.testing.assert_array_equal(np.asarray(X2), X)
+    assert X2.flags.writeable  # an in-memory array callers may normalise in place
 
 
 def test_changed_frontend_or_file_never_reuses_cache(tmp_path, clips, synth_words):
@@ -90,6 +91,7 @@ def test_interrupted_cache_write_is_rebuilt(tmp_path, clips, damage, caplog):
     with caplog.at_level("WARNING"):
         X2 = extract(clips, DEFAULT_FRONTEND, tmp_path, progress=False)
     np.testing.assert_array_equal(np.asarray(X2), X)
+    assert X2.flags.writeable  # an in-memory array callers may normalise in place
     if damage != "missing_meta":
         assert "rebuilding" in caplog.text
     # The rebuilt entry is complete again and is read back without rebuilding.
