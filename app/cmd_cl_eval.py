@@ -53,6 +53,16 @@ def register(subparsers) -> None:
                    help="bit widths of the quantization study (lp x hp grid; default "
                         "8,16,32,float)")
     p.add_argument("--no-quant", action="store_true", help="skip the quantization study")
+    p.add_argument("--run", default=None, metavar="RUN",
+                   help="training run of the bundle: also retrain its last stage on new + "
+                        "replayed latents (TensorFlow); default: the run the bundle's manifest "
+                        "names, if it exists (or RUN_OR_BUNDLE itself when it is a run)")
+    p.add_argument("--no-stage-retrain", action="store_true",
+                   help="skip the last-stage retraining method even when the run is available")
+    p.add_argument("--stage-epochs", type=int, default=10,
+                   help="epochs of last-stage retraining per experience (default 10)")
+    p.add_argument("--stage-lr", type=float, default=1e-3,
+                   help="Adam learning rate of last-stage retraining (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed for word order and splits")
     p.add_argument("--backend", default="auto", choices=["auto", "lce", "litert"],
                    help="interpreter for the frozen stages")
@@ -67,10 +77,18 @@ def run(args) -> int:
 
     target = Path(args.target)
     out = Path(args.out)
+    run_dir = args.run
     try:
         if (target / "manifest.json").is_file():
             bundle_dir = target
+            if run_dir is None:
+                import json
+
+                src = (json.loads((target / "manifest.json").read_text()).get("source") or {})
+                if src.get("run") and (Path(src["run"]) / "config.json").is_file():
+                    run_dir = src["run"]
         elif (target / "config.json").is_file():
+            run_dir = run_dir or str(target)
             bundle_dir = out / "bundle"
             if not (bundle_dir / "manifest.json").is_file():
                 from bnnkws.deploy.export import export_bundle
@@ -93,7 +111,9 @@ def run(args) -> int:
             old_train_per_class=args.old_train_per_class, memory_size=args.memory,
             replay_ratio=args.replay_ratio, replay_scales=args.replay_scales, lr=args.lr,
             epochs=args.epochs, bits=[parse_bits(b) for b in args.bits.split(",")],
-            quant_study=not args.no_quant, seed=args.seed)
+            quant_study=not args.no_quant, seed=args.seed,
+            run_dir=None if args.no_stage_retrain else run_dir,
+            stage_epochs=args.stage_epochs, stage_lr=args.stage_lr)
         result = run_eval(backbone, cfg, out, policy=backbone.policy(), target=str(bundle_dir))
     except (CLEvalError, BundleError, FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e

@@ -225,7 +225,8 @@ class BundleBackbone:
         self.exits = self.bundle.exits
         lin = {k: linear_head(h) for k, h in self.bundle.heads.items()}
         self.heads = {k: (w, b) for k, (w, b, _) in lin.items()}
-        self._inputs = [head_input(lin[k][2]) for k in self.exits]
+        self.sign_inputs = [lin[k][2] for k in self.exits]
+        self._inputs = [head_input(s) for s in self.sign_inputs]
         d = self.detector
         self._runners = [None] + list(d._rest)  # stage 1's runner depends on the input kind
         self._stages = d.stages

@@ -9,6 +9,8 @@ and overall, for
 * ``cwr``        CWR* (Algorithm 3) on every exit head;
 * ``cwr_replay`` CWR* whose training batch also holds 1-bit latent replay (ratio 1:4) for the
                  heads after the replay boundary (the input of the last stage);
+* ``replay_stage`` the last stage itself (TensorFlow, from the training run) and its head
+                 retrained on new + replayed latents; earlier exits use CWR* (only with a run);
 * ``naive``      plain SGD of the heads on the new words only (shows forgetting);
 * ``joint``      the heads retrained on old-class training clips plus all new words (upper
                  bound).
@@ -37,8 +39,9 @@ import numpy as np
 from .cwr import CWRStar, Precision, bits_name, sgd_finetune, train_joint
 from .replay import ReplayMemory
 
-METHODS = ("cwr", "cwr_replay", "naive", "joint")
+METHODS = ("cwr", "cwr_replay", "replay_stage", "naive", "joint")
 METHOD_TITLES = {"cwr": "CWR*", "cwr_replay": "CWR* + latent replay",
+                 "replay_stage": "latent replay, last stage retrained",
                  "naive": "naive fine-tuning", "joint": "joint retraining (upper bound)"}
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -80,6 +83,9 @@ class CLEvalConfig:
     epochs: int = 30
     bits: list = field(default_factory=lambda: [8, 16, 32, None])
     quant_study: bool = True
+    run_dir: Optional[str] = None  # training run: enables last-stage retraining (TensorFlow)
+    stage_epochs: int = 10
+    stage_lr: float = 1e-3
     seed: int = 0
 
 
@@ -251,9 +257,11 @@ def _cat(parts: Sequence[Encoded]) -> Encoded:
 # ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
-def evaluate_heads(heads: list, data: Encoded, n_old: int, policy=None) -> dict:
+def evaluate_heads(heads: list, data: Encoded, n_old: int, policy=None, last_logits=None) -> dict:
     """Accuracy at the last exit (old / new / all) and with the early-exit policy."""
     logits = [h.logits(x) for h, x in zip(heads, data.feats)]  # per exit (n, C)
+    if last_logits is not None:
+        logits[-1] = last_logits
     pred = np.argmax(logits[-1], axis=1)
     ok = pred == data.y
     old = data.y < n_old
@@ -308,9 +316,17 @@ def run_protocol(backbone: Backbone, cfg: CLEvalConfig, data: dict, methods=METH
     rows = []
     for method in methods:
         heads = _heads(backbone, precision, cfg)
-        memory = None
-        if method == "cwr_replay":
+        memory = learner = None
+        if method in ("cwr_replay", "replay_stage"):
             memory = data["memory_factory"]()
+        if method == "replay_stage":
+            from .replay import LastStageLearner, last_stage_of_run
+
+            w_last, b_last = backbone.heads[backbone.exits[-1]]
+            learner = LastStageLearner(last_stage_of_run(cfg.run_dir), w_last, b_last,
+                                       getattr(backbone, "sign_inputs", [True])[-1],
+                                       lr=cfg.stage_lr, epochs=cfg.stage_epochs,
+                                       ratio=cfg.replay_ratio, seed=cfg.seed)
         for e, exp in enumerate(exps, 1):
             tr = exp["train"]
             n_cls = n_old + sum(len(x["words"]) for x in exps[:e])
@@ -333,6 +349,12 @@ def run_protocol(backbone: Backbone, cfg: CLEvalConfig, data: dict, methods=METH
                         else:
                             h.fit_batch(x, tr.y)
                     memory.add(tr.latents, tr.y)
+                elif method == "replay_stage":
+                    for h, x in zip(heads[:-1], tr.feats[:-1]):
+                        h.fit_batch(x, tr.y)
+                    learner.grow(n_cls)
+                    learner.fit(tr.latents, tr.y, memory)
+                    memory.add(tr.latents, tr.y)
                 elif method == "naive":
                     for h, x in zip(heads, tr.feats):
                         h.cw, h.cb = sgd_finetune(h.cw, h.cb, x, tr.y, lr=cfg.lr,
@@ -349,7 +371,8 @@ def run_protocol(backbone: Backbone, cfg: CLEvalConfig, data: dict, methods=METH
                             epochs=cfg.epochs, seed=cfg.seed, init=(w, b))
 
             _, sec, peak = _peak_mem(step)
-            res = evaluate_heads(heads, seen_test, n_old, policy)
+            res = evaluate_heads(heads, seen_test, n_old, policy,
+                                 learner.logits(seen_test.latents) if learner else None)
             rows.append({"method": method, "experience": e, "words": ",".join(exp["words"]),
                          "classes": n_cls, **res, "update_seconds": sec,
                          "embed_seconds": tr.ms_per_clip * len(tr.y) / 1e3,
@@ -419,7 +442,9 @@ def run(backbone: Backbone, cfg: CLEvalConfig, out_dir, policy=None, progress=Tr
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = prepare(backbone, cfg, progress)
-    methods = [m for m in METHODS if m != "cwr_replay" or data["memory_factory"] is not None]
+    methods = [m for m in METHODS
+               if (m not in ("cwr_replay", "replay_stage") or data["memory_factory"] is not None)
+               and (m != "replay_stage" or cfg.run_dir)]
     rows = run_protocol(backbone, cfg, data, methods, policy=policy, progress=progress)
     quant = []
     if cfg.quant_study:

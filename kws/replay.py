@@ -247,27 +247,70 @@ def train_heads_with_replay(heads: list, to_features: Callable, x_new, y_new,
                 h.cw, h.cb = h._store(h.cw - lr * dw, h.cb - lr * db)
 
 
-def retrain_last_stage(stage, head_layers_trainable: bool, x_new, y_new, memory: ReplayMemory,
-                       *, ratio: float = 4.0, batch_new: int = 8, epochs: int = 5,
-                       learning_rate: float = 1e-3, exit_name: str = "logits",
-                       seed: int = 0):  # pragma: no cover - exercised by cl-eval with a run
-    """Retrain a Keras stage (and its head) on new + replayed latents (TensorFlow).
+class LastStageLearner:
+    """The last stage plus a linear head, retrained on new + replayed latents (TensorFlow).
 
-    ``stage`` maps the boundary activations to a dict with ``"logits"``; its last layer must
-    already have one unit per class. Binary layers train through their latent weights with
-    Adam here (Bop needs the whole training set's statistics to be stable; a few hundred
-    steps of Adam on the latent weights are the practical choice on a device).
+    ``stage`` is the Keras model of the last stage (boundary latent in, ``{"embedding", ...}``
+    out; :func:`last_stage_of_run` loads it). The head is the linear form ``(W, b)`` of the
+    exit head on ``sign(embedding)`` (binary heads) or the embedding itself, so it continues
+    from the deployed/CWR* head. Each :meth:`fit` runs ``epochs`` passes over the new samples
+    in minibatches of ``batch_new`` new plus ``ratio * batch_new`` replayed ones. Batch-norm
+    statistics stay frozen (a few dozen samples would only make them noisy); gamma/beta, the
+    latent binary weights and the head learn with Adam.
     """
-    import tensorflow as tf
 
-    opt = tf.keras.optimizers.Adam(learning_rate)
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    for x, y in mixed_batches(x_new, y_new, memory, ratio=ratio, batch_new=batch_new,
-                              epochs=epochs, seed=seed):
-        with tf.GradientTape() as tape:
-            out = stage(x, training=True)
-            loss = loss_fn(y, out[exit_name] if isinstance(out, dict) else out)
-        grads = tape.gradient(loss, stage.trainable_variables)
-        opt.apply_gradients([(g, v) for g, v in zip(grads, stage.trainable_variables)
-                             if g is not None])
-    return stage
+    def __init__(self, stage, w, b, sign_input: bool = True, *, lr: float = 1e-3,
+                 epochs: int = 10, batch_new: int = 8, ratio: float = 4.0, seed: int = 0):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.stage = stage
+        self.sign_input = bool(sign_input)
+        self.w = tf.Variable(np.asarray(w, np.float32), name="head_w")
+        self.b = tf.Variable(np.asarray(b, np.float32), name="head_b")
+        self.lr, self.epochs, self.batch_new, self.ratio, self.seed = lr, epochs, batch_new, ratio, seed
+        self.opt = tf.keras.optimizers.Adam(lr)
+
+    def grow(self, n_classes: int) -> None:
+        tf = self.tf
+        c = int(self.w.shape[1])
+        if n_classes > c:
+            w = np.concatenate([self.w.numpy(), np.zeros((self.w.shape[0], n_classes - c), np.float32)], 1)
+            b = np.concatenate([self.b.numpy(), np.zeros(n_classes - c, np.float32)])
+            self.w, self.b = tf.Variable(w, name="head_w"), tf.Variable(b, name="head_b")
+            self.opt = tf.keras.optimizers.Adam(self.lr)  # new variables, fresh slots
+
+    def _logits(self, x, training=False):
+        tf = self.tf
+        e = self.stage(x, training=False)["embedding"]
+        if self.sign_input:
+            import larq as lq
+
+            e = lq.quantizers.ste_sign(e)  # straight-through: gradients reach the stage
+        return tf.matmul(e, self.w) + self.b
+
+    def fit(self, x_new, y_new, memory: ReplayMemory) -> float:
+        tf = self.tf
+        loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        variables = list(self.stage.trainable_variables) + [self.w, self.b]
+        loss = float("nan")
+        for x, y in mixed_batches(x_new, y_new, memory, ratio=self.ratio,
+                                  batch_new=self.batch_new, epochs=self.epochs, seed=self.seed):
+            with tf.GradientTape() as tape:
+                loss_t = loss_fn(y, self._logits(x, training=True))
+            grads = tape.gradient(loss_t, variables)
+            self.opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+            loss = float(loss_t)
+        return loss
+
+    def logits(self, latents, batch: int = 64) -> np.ndarray:
+        return np.concatenate([self._logits(np.asarray(latents[i:i + batch], np.float32)).numpy()
+                               for i in range(0, len(latents), batch)])
+
+
+def last_stage_of_run(run_dir, which: str = "best"):
+    """The Keras model of a run's last stage (TensorFlow; weights as trained)."""
+    from bnnkws.kws.train import load_run
+
+    cfg, model = load_run(run_dir, which)
+    return model.get_layer(f"stage{cfg.num_stages}")
