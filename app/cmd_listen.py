@@ -154,7 +154,7 @@ def run(args) -> int:
                 f"{args.suppression_ms:g} ms" + ("" if args.input else "; Ctrl-C to stop"),
             ]
             view.start(title, info)
-            summary = run_stream(iter(source), streamer, on_hop=view.hop,
+            summary = run_stream(_announce_audio(source, view), streamer, on_hop=view.hop,
                                  duration_s=args.duration, overflows=lambda: source.overflows)
     except SourceError as e:
         if isinstance(view, TerminalView):
@@ -162,6 +162,21 @@ def run(args) -> int:
         raise CLIError(f"{e}" + ("" if args.input else "\n" + FILE_HINT)) from e
     view.finish(summary)
     return 130 if summary.interrupted else 0
+
+
+LISTENING = "listening: audio is arriving (first result after one second)"
+
+
+def _announce_audio(source, view):
+    """Pass blocks through; say once when the first one arrives. A capture device starts
+    delivering some time after it is opened (about 0.5 s through PulseAudio): this line marks
+    stream time zero for anyone watching stderr."""
+    first = True
+    for block in source:
+        if first:
+            view.message(LISTENING)
+            first = False
+        yield block
 
 
 def _delta(detector, args) -> float:

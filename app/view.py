@@ -106,7 +106,7 @@ class TerminalView(_Base):
         self._draw(force=True)
 
     def message(self, text: str) -> None:
-        self._status = text
+        self._status = text if self._last is None else ""
         self._draw(force=True)
 
     def hop(self, hop: HopResult) -> None:

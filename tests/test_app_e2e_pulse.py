@@ -43,8 +43,8 @@ def test_listen_detects_keywords_played_into_pulseaudio(app_bundle, keyword_sequ
         def drain():
             for line in proc.stderr:
                 err_lines.append(line)
-                if line.startswith("kws listen - microphone"):
-                    ready.set()  # printed once the input stream is running: stream time 0
+                if line.startswith("listening: audio is arriving"):
+                    ready.set()  # printed when the first block arrives: stream time 0
 
         t_err = threading.Thread(target=drain, daemon=True)
         t_err.start()
@@ -72,3 +72,50 @@ def test_listen_detects_keywords_played_into_pulseaudio(app_bundle, keyword_sequ
         assert expected - 0.5 <= d["time_s"] <= expected + 1.25, (d, e, offset)
         assert d["exit"] >= 1 and d["latency_ms"] > 0
     assert "stopped after" in stderr  # the summary, on stderr
+
+
+RECORD = r"""
+import sys, numpy as np
+from bnnkws.app.sources import MicrophoneSource
+src = MicrophoneSource(block_ms=50)
+got, need = [], int(float(sys.argv[2]) * 16000)
+with src:
+    n = 0
+    for block in src:
+        if not got:  # audio is flowing (PortAudio + pulse take ~0.5 s after start to deliver)
+            print("ready", src.describe(), flush=True)
+        got.append(block); n += block.size
+        if n >= need:
+            break
+np.save(sys.argv[1], np.concatenate(got)[:need])
+print("overflows", src.overflows, flush=True)
+"""
+
+
+def test_microphone_source_captures_what_paplay_plays(sc_v2, tmp_path):
+    """The capture path alone: the samples the app reads are the samples played, in order."""
+    _require_pulse()
+    import numpy as np
+
+    from bnnkws.frontend.audio import load_audio
+
+    clip = sorted((sc_v2 / "yes").glob("*.wav"))[0]
+    ref = load_audio(clip)
+    with PulseServer(tmp_path / "pulse") as pa:
+        rec = subprocess.Popen([sys.executable, "-c", RECORD, str(tmp_path / "rec.npy"), "6.0"],
+                               env=pa.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        line = rec.stdout.readline()
+        assert line.startswith("ready"), line + rec.stderr.read()
+        assert pa.play(clip).wait(30) == 0
+        out, err = rec.communicate(timeout=60)
+    assert rec.returncode == 0, err
+    y = np.load(tmp_path / "rec.npy")
+    c = np.correlate(y, ref, "valid")
+    lag = int(np.argmax(c))
+    assert lag + ref.size <= y.size - 160, f"clip cut off: starts at {lag / 16000:.2f} s"
+    # 16-bit PCM through PulseAudio at 16 kHz mono: the clip arrives intact (to quantisation),
+    # except that a new playback stream may lose its first few tens of ms (here near-silence).
+    skip = 1600
+    np.testing.assert_allclose(y[lag + skip : lag + ref.size], ref[skip:], atol=2e-3)
+    assert "overflows 0" in out

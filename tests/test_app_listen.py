@@ -153,3 +153,33 @@ def test_cli_listen_missing_default_bundle_is_clear(monkeypatch, tmp_path, capsy
     assert rc == 2
     err = capsys.readouterr().err
     assert "default bundle is not installed" in err and str(tmp_path / "nope") in err
+
+
+def test_views_plain_when_piped_and_panel_fits_the_terminal(monkeypatch):
+    import io
+
+    from bnnkws.app.listen import Detection, HopResult
+    from bnnkws.app.view import JsonView, PlainView, TerminalView, make_view
+
+    assert isinstance(make_view(False, out=io.StringIO()), PlainView)
+    assert isinstance(make_view(True, out=io.StringIO()), JsonView)
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setenv("LINES", "30")
+    out = Tty()
+    view = make_view(False, out=out, num_exits=5, threshold=0.6)
+    assert isinstance(view, TerminalView)
+    view.start("kws listen - test", ["bundle x"])
+    det = Detection(2.5, "stop", 0.93, 2, 4.0)
+    for i, d in enumerate([None, det, None]):
+        view.hop(HopResult(1.0 + i / 10, "stop", 8, 0.9, 2, 0.1, 4.0, 3.0, -20.0, "stop", 0.8, d))
+    screen = out.getvalue()
+    assert "\x1b[" in screen and "stop" in screen and "exit 2/5" in screen
+    # every drawn line fits in 60 columns, so redrawing in place never wraps
+    for chunk in screen.split("\x1b[2K")[1:]:
+        assert len(chunk.split("\n")[0]) < 60
