@@ -100,8 +100,11 @@ def plan(words, per_word: int = 50, seed: int = 0, speakers: int | None = None,
     pool = [pairs[i] for i in rng.choice(len(pairs), n_spk, replace=False)]
     out = []
     for word in words:
-        for _ in range(per_word):
-            voice, variant = pool[int(rng.integers(len(pool)))]
+        # Speakers take turns (in a fresh order per word), so every speaker says every word
+        # about equally often and a speaker split keeps the classes balanced.
+        turn = rng.permutation(n_spk)
+        for j in range(per_word):
+            voice, variant = pool[int(turn[j % n_spk])]
             out.append(Utterance(
                 word=word, voice=voice, variant=variant,
                 rate=int(rng.integers(110, 211)), pitch=int(rng.integers(15, 86)),

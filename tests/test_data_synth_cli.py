@@ -49,6 +49,12 @@ def test_synth_is_deterministic_and_varied(tmp_path):
     assert a != synth.plan(["go"], per_word=20, seed=5)
     assert len({u.speaker for u in a}) >= 6
     assert len({u.rate for u in a}) > 10 and len({u.pitch for u in a}) > 10
+    # Speakers take turns: each says each word equally often (within one clip).
+    import collections
+
+    per = collections.Counter((u.word, u.speaker) for u in synth.plan(["a", "b"], 30, seed=1,
+                                                                        speakers=7))
+    assert len(per) == 14 and max(per.values()) - min(per.values()) <= 1
     synth.synthesize(["go"], tmp_path / "a", per_word=2, seed=4, progress=False)
     synth.synthesize(["go"], tmp_path / "b", per_word=2, seed=4, progress=False)
     fa = sorted(p.name for p in (tmp_path / "a" / "go").iterdir())
