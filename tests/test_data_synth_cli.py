@@ -105,3 +105,12 @@ def test_data_summary_on_shared_sets(sc_v2, fsdd, tmp_path, capsys):
     assert info["duration_s"]["under_1s"] > 1900
     assert main(["data", "summary", str(fsdd), "--task", "12"]) == 2
     assert "FSDD has digits only" in capsys.readouterr().err
+
+
+def test_data_bench_cli_prints_throughput(synth_words, capsys):
+    assert main(["data", "bench", str(synth_words), "--clips", "12", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("log-mel cold", "log-mel cached", "augmented batches"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(stage))
+        n, wall, rate, cpu_rate = line[len(stage):].split()
+        assert int(n) > 0 and float(rate) > 0 and float(cpu_rate) > 0
