@@ -20,7 +20,7 @@ class AugmentConfig:
     time_shift_ms: float = 100.0  # shift uniformly in [-ms, +ms], zero filled (no wrap-around)
     noise: bool = True
     noise_prob: float = 0.8  # share of clips that get background noise
-    snr_db: tuple[float, float] = (0.0, 20.0)  # speech-to-noise ratio, uniform
+    snr_db: tuple[float, float] = (5.0, 20.0)  # speech-to-noise ratio in dB, uniform
     # Clips with (almost) no signal (silence) get noise at an absolute level instead of an SNR.
     quiet_noise_dbfs: tuple[float, float] = (-60.0, -20.0)
     gain: bool = True
