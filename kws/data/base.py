@@ -1,4 +1,4 @@
-"""Clips, datasets and the cheap file checks every reader shares (numpy-free, no audio decoding)."""
+"""Clips, datasets and the file check every reader shares (no TensorFlow, no numpy)."""
 from __future__ import annotations
 
 import collections
