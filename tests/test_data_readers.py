@@ -271,3 +271,24 @@ def test_folder_with_noise_is_not_mistaken_for_speech_commands(tmp_path, synth_w
     shutil.copytree(root / "marvin", only / "marvin")
     with pytest.raises(ValueError, match="task 12 needs"):
         _load(f"sc:{only}", task="12")
+
+
+def test_folder_reads_flac_and_ogg_and_fsdd_is_resampled(tmp_path, synth_words, fsdd):
+    import soundfile as sf
+
+    from bnnkws.kws.features import load_waveforms
+
+    y, sr = sf.read(next((synth_words / "yes").glob("*.wav")), dtype="float32")
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    (tmp_path / "d" / "b").mkdir(parents=True)
+    sf.write(tmp_path / "d" / "a" / "s1_nohash_0.flac", y, sr)
+    sf.write(tmp_path / "d" / "b" / "s2_nohash_0.ogg", y, sr, format="OGG", subtype="VORBIS")
+    (tmp_path / "d" / "b" / "notes.txt").write_text("not audio")
+    ds = _load(tmp_path / "d")
+    assert sorted(Path(c.path).suffix for c in ds.clips) == [".flac", ".ogg"]
+    w = load_waveforms(ds.clips, cache_dir=tmp_path / "cache", progress=False)
+    assert w.ok.all() and list(w.lengths) == [16000, 16000]
+    # FSDD is 8 kHz: clips come out at the frontend's 16 kHz, twice as many samples.
+    clip = next(c for c in _load(fsdd).clips if Path(c.path).name == "0_jackson_0.wav")
+    w = load_waveforms([clip], cache_dir=tmp_path / "cache", progress=False)
+    assert w.lengths[0] == 2 * sf.info(clip.path).frames
