@@ -149,6 +149,11 @@ def list_audio(folder: Path) -> list[Path]:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
+    except OSError as exc:  # e.g. no permission: skip the folder, say so, keep going
+        import warnings
+
+        warnings.warn(f"{folder}: cannot list ({exc.strerror or exc}); skipped", stacklevel=2)
+        return []
     return sorted(Path(e.path) for e in entries
                   if e.is_file() and not e.name.startswith(".")
                   and e.name.lower().endswith(AUDIO_EXTENSIONS))
