@@ -98,3 +98,31 @@ def test_kws_eval_user_errors(eval_run, tmp_path, capsys):
     rc = main(["eval", str(eval_run), "--data", _data_of(eval_run), "--out", str(tmp_path / "r"),
                "--budget-ms", "3"])
     assert rc == 2 and "--stage-ms" in capsys.readouterr().err
+
+
+def test_kws_eval_bundle_goes_through_the_runtime(tiny_bundle, tiny_bundle_keras, sc_v2,
+                                                  tmp_path, capsys):
+    """A bundle is scored by the deployed runtime; its per-exit accuracy is the Keras model's."""
+    from bnnkws.app.cmd_eval import _subset
+    from bnnkws.kws import data as kdata
+    from bnnkws.kws import features
+    from bnnkws.kws.report import per_exit_accuracy
+    from bnnkws.kws.evaluate import ModelLogits
+
+    out = tmp_path / "bundle_report"
+    rc = main(["eval", str(tiny_bundle), "--data", str(sc_v2), "--out", str(out),
+               "--max-clips", "48", "--quiet"])
+    assert rc == 0
+    assert "deployed runtime" in capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    cfg, model = tiny_bundle_keras
+    clips = _subset(list(kdata.load_dataset(str(sc_v2), task="12", seed=0).testing), 48, 0)
+    clips = [c for c in clips if c.label in cfg.labels]
+    x = features.extract(clips, cfg.frontend, progress=False)
+    o = model.predict(x, verbose=0)
+    keras = ModelLogits.from_config("k", cfg, np.stack([o[n] for n in cfg.exit_names], 1),
+                                    [cfg.labels.index(c.label) for c in clips])
+    want = per_exit_accuracy(keras)
+    for name, acc in s["per_exit_accuracy"].items():
+        assert abs(acc - want[name]) <= 1.0 / len(clips) + 1e-9, (name, acc, want[name])
+    assert s["models"][0]["kind"] == "bundle"
