@@ -164,11 +164,12 @@ def _synthetic_clip(fcfg, seed=0) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = None,
                   cfg=None, model=None, overwrite: bool = False, progress: bool = True,
-                  check: bool = True) -> Path:
+                  check: bool = True, include_full: bool = True) -> Path:
     """Convert a run (or ``cfg`` + chained ``model``) into a bundle directory ``out``.
 
     Written into a temporary sibling directory and renamed at the end, so an interrupted export
-    never leaves a half bundle behind.
+    never leaves a half bundle behind. ``include_full=False`` skips full.tflite and
+    float32.tflite (the two slowest conversions; the staged files carry the same models).
     """
     import larq_compute_engine as lce
     from tqdm import tqdm
@@ -210,10 +211,12 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             fm = named_io_model(f, in_shape, "fmap_in")
             jobs += [(f"stage{k}.tflite", m, "lce"), (f"portable/stage{k}.tflite", m, "portable"),
                      (f"float32/stage{k}.tflite", fm, "float")]
-    full = named_io_model(chain(stages, cfg, "full"), (fcfg.clip_samples,), "audio", frontend=fcfg)
-    ffull = named_io_model(chain(fstages, cfg, "full_float"), (fcfg.clip_samples,), "audio",
-                           frontend=fcfg)
-    jobs += [("full.tflite", full, "lce"), ("float32.tflite", ffull, "float")]
+    if include_full:
+        full = named_io_model(chain(stages, cfg, "full"), (fcfg.clip_samples,), "audio",
+                              frontend=fcfg)
+        ffull = named_io_model(chain(fstages, cfg, "full_float"), (fcfg.clip_samples,), "audio",
+                               frontend=fcfg)
+        jobs += [("full.tflite", full, "lce"), ("float32.tflite", ffull, "float")]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.part-"))
@@ -256,8 +259,8 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             "heads": "numpy",
             "heads_file": HEADS,
             "stages": stage_entries,
-            "full": "full.tflite",
-            "float32": "float32.tflite",
+            "full": "full.tflite" if include_full else None,
+            "float32": "float32.tflite" if include_full else None,
             "files": files,
             "tools": tool_versions(),
             "source": {"run": str(run_dir) if run_dir else None, "which": which},

@@ -1,0 +1,127 @@
+"""Bundle layout, hashes and refusal of damaged or incompatible bundles (deploy, issue 6)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bnnkws.deploy.bundle import FORMAT_VERSION, Bundle, BundleError
+from bnnkws.deploy.interpreters import open_file
+
+
+def test_bundle_files_manifest_and_hashes(tiny_bundle):
+    b = Bundle.load(tiny_bundle)
+    m = b.manifest
+    n = len(b.stages)
+    expected = {"stage1.tflite", "stage1_features.tflite", "portable/stage1.tflite",
+                "portable/stage1_features.tflite", "float32/stage1.tflite", "heads.npz"}
+    expected |= {f"stage{k}.tflite" for k in range(2, n + 1)}
+    expected |= {f"portable/stage{k}.tflite" for k in range(2, n + 1)}
+    assert expected <= set(m["files"])
+    for name, info in m["files"].items():
+        data = (tiny_bundle / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == info["sha256"], name
+    assert m["format_version"] == FORMAT_VERSION
+    for key in ("labels", "frontend", "model_config", "temperatures", "delta", "policy", "tools",
+                "enrolment", "created", "exits"):
+        assert key in m, key
+    assert m["tools"]["larq-compute-engine"] and m["tools"]["tensorflow"]
+    assert m["frontend"]["n_mels"] == 64 and len(m["labels"]) == 12
+    # LCE stages are binary (custom ops), portable ones are not and are much larger
+    lce = sum(m["files"][f"stage{k}.tflite"]["bytes"] for k in range(2, n + 1))
+    port = sum(m["files"][f"portable/stage{k}.tflite"]["bytes"] for k in range(2, n + 1))
+    assert port > 4 * lce, (lce, port)
+    assert m["checks"]["top1_lce_eq_portable"] and m["checks"]["top1_lce_eq_keras"]
+
+
+def _copy(tiny_bundle, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+def test_corrupted_file_is_refused_naming_it(tiny_bundle, tmp_path):
+    dst = _copy(tiny_bundle, tmp_path)
+    p = dst / "stage2.tflite"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"stage2\.tflite.*SHA-256 mismatch"):
+        Bundle.load(dst)
+
+
+def test_missing_and_truncated_files_are_refused(tiny_bundle, tmp_path):
+    dst = _copy(tiny_bundle, tmp_path)
+    (dst / "portable" / "stage3.tflite").unlink()
+    with pytest.raises(BundleError, match=r"stage3\.tflite.*missing"):
+        Bundle.load(dst)
+    dst2 = tmp_path / "c"
+    shutil.copytree(tiny_bundle, dst2)
+    p = dst2 / "heads.npz"
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(BundleError, match=r"heads\.npz"):
+        Bundle.load(dst2)
+
+
+def test_wrong_format_version_and_bad_manifest_are_refused(tiny_bundle, tmp_path):
+    dst = _copy(tiny_bundle, tmp_path)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["format_version"] = FORMAT_VERSION + 1
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"manifest\.json.*format version"):
+        Bundle.load(dst)
+    (dst / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match=r"manifest\.json.*not valid JSON"):
+        Bundle.load(dst)
+    with pytest.raises(BundleError, match="not a bundle"):
+        Bundle.load(tmp_path)
+
+
+def test_stage_outputs_are_found_by_name(tiny_bundle):
+    """Every stage file's outputs carry our names, and the name->position map is right: the
+    'logits' output equals the numpy head applied to the 'embedding' output."""
+    b = Bundle.load(tiny_bundle)
+    rng = np.random.default_rng(0)
+    x = rng.normal(-6, 2, size=(1, 98, 64)).astype(np.float32)
+    files = [b.stages[0].features_file] + [s.file for s in b.stages[1:]]
+    stages = b.stages
+    for i, (spec, name) in enumerate(zip(stages, files)):
+        _, outs = b.io(name)
+        names = {o.name for o in outs}
+        last = i == len(stages) - 1
+        assert names == ({"embedding", "logits"} if last else {"fmap", "embedding", "logits"})
+        r = open_file(b, name, "lce")
+        o = r.run(x)
+        assert o["logits"].shape == (1, len(b.labels))
+        from bnnkws.deploy.bundle import head_logits
+
+        np.testing.assert_allclose(head_logits(b.heads[spec.exit], o["embedding"])[0],
+                                   o["logits"][0], atol=1e-4)
+        if not last:
+            assert o["fmap"].ndim == 4
+            x = o["fmap"]
+
+
+def test_write_heads_enrolment_keeps_bundle_valid(tiny_bundle, tmp_path):
+    from bnnkws.deploy.runtime import Detector
+
+    dst = _copy(tiny_bundle, tmp_path)
+    b = Bundle.load(dst)
+    heads = {}
+    for k, h in b.heads.items():
+        w = np.concatenate([np.where(h["kernel"] >= 0, 1.0, -1.0) * h["scale"],
+                            np.zeros((h["kernel"].shape[0], 1))], axis=1)
+        heads[k] = (w, np.concatenate([h["bias"], [-100.0]]))
+    b.write_heads(heads, b.labels + ["marvin"], {"kind": "test"})
+    b2 = Bundle.load(dst)
+    assert b2.labels[-1] == "marvin" and len(b2.manifest["enrolment"]) == 1
+    det = Detector(b2)
+    clip = np.random.default_rng(1).normal(0, 0.05, 16000).astype(np.float32)
+    z = det.exit_logits(audio=clip)
+    assert z.shape == (len(b2.exits), 13)
+    # the old classes' logits are unchanged by the new (sign_input, real kernel) form
+    z_old = Detector(tiny_bundle).exit_logits(audio=clip)
+    np.testing.assert_allclose(z[:, :12], z_old, atol=1e-4)

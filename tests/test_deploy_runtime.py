@@ -1,0 +1,152 @@
+"""The deployed runtime against Keras on real clips; portable vs LCE; bench and deploy (issue 6)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bnnkws.deploy.bundle import Bundle
+from bnnkws.deploy.runtime import Detector
+
+
+@pytest.fixture(scope="module")
+def clips(sc_v2, tiny_bundle):
+    """6 test clips per class of the bundle (72 real clips), audio and label index."""
+    from bnnkws.frontend.audio import load_audio
+
+    labels = Bundle.load(tiny_bundle).labels
+    audio, y = [], []
+    for i, lab in enumerate(labels):
+        files = sorted((sc_v2 / lab).glob("*.wav"))[-6:]  # the stand-in trains on the first 20
+        audio += [load_audio(p, length=16000) for p in files]
+        y += [i] * len(files)
+    return np.stack(audio), np.array(y)
+
+
+@pytest.fixture(scope="module")
+def keras_logits(tiny_bundle_keras, clips):
+    from bnnkws.frontend.reference import log_mel_batch
+
+    cfg, model = tiny_bundle_keras
+    out = model.predict(log_mel_batch(clips[0]), verbose=0)
+    return np.stack([np.asarray(out[k]) for k in cfg.exit_names], axis=1)  # (N, E, C)
+
+
+@pytest.fixture(scope="module")
+def lce_logits(tiny_bundle, clips):
+    return Detector(tiny_bundle, backend="lce").exit_logits_batch(audio=clips[0])
+
+
+def test_per_exit_top1_agreement_keras_vs_bundle(keras_logits, lce_logits, clips):
+    agree = (keras_logits.argmax(-1) == lce_logits.argmax(-1)).mean(axis=0)
+    acc_k = (keras_logits.argmax(-1) == clips[1][:, None]).mean(axis=0)
+    print("per-exit agreement", np.round(agree, 3), "keras accuracy", np.round(acc_k, 3))
+    assert np.all(agree >= 0.99), agree
+    # not a degenerate model: predictions vary across clips
+    assert len(np.unique(lce_logits[:, -1].argmax(-1))) > 1
+
+
+@pytest.mark.parametrize("delta", [0.3, 0.6, 0.9])
+def test_detector_decisions_equal_keras_policy(tiny_bundle, keras_logits, clips, delta):
+    from bnnkws.kws.policy import ExitPolicy, decide_batch
+
+    b = Bundle.load(tiny_bundle)
+    det = Detector(b, delta=delta)
+    pol = ExitPolicy(delta, normalized=b.policy_settings["normalized"],
+                     min_exit=b.policy_settings["min_exit"], temperatures=b.temperatures)
+    exits, labels, _ = decide_batch(keras_logits, pol)
+    res = det.classify_batch(audio=clips[0])
+    same = np.mean([(r.exit, r.label_index) == (e, l) for r, e, l in zip(res, exits, labels)])
+    print(f"delta {delta}: same decision {same:.3f}, mean exit {np.mean([r.exit for r in res]):.2f}")
+    assert same >= 0.99
+    # early exit really skips stages
+    for r in res:
+        assert len(r.stage_ms) == r.exit and r.label == b.labels[r.label_index]
+
+
+def test_portable_path_agrees_with_lce(tiny_bundle, clips, lce_logits):
+    det = Detector(tiny_bundle, backend="litert")
+    assert det.backend == "litert"
+    z = det.exit_logits_batch(audio=clips[0][:24])
+    assert (z.argmax(-1) == lce_logits[:24].argmax(-1)).mean() >= 0.99
+    np.testing.assert_allclose(z, lce_logits[:24], atol=1e-3 * max(1, np.abs(z).max()))
+
+
+def test_numpy_heads_equal_tflite_logits(tiny_bundle, clips):
+    det = Detector(tiny_bundle)
+    for x in clips[0][:5]:
+        r = det.run_all(audio=x)
+        np.testing.assert_allclose(r["logits"], np.stack(r["tflite_logits"]), atol=1e-4)
+
+
+def test_stage1_audio_equals_stage1_features_on_reference_logmel(tiny_bundle, clips):
+    from bnnkws.frontend.reference import log_mel
+
+    det = Detector(tiny_bundle)
+    for x in clips[0][::12]:
+        a = det.run_all(audio=x)
+        f = det.run_all(features=log_mel(x))
+        assert np.array_equal(a["logits"].argmax(-1), f["logits"].argmax(-1))
+        np.testing.assert_allclose(a["embeddings"][0], f["embeddings"][0],
+                                   atol=0.05 * max(1.0, np.abs(f["embeddings"][0]).max()))
+
+
+def test_bench_report(tiny_bundle, clips, tmp_path):
+    from bnnkws.deploy.bench import run_bench, to_markdown, write_report
+
+    res = run_bench(tiny_bundle, runs=5, warmup=1, tune_runs=3, data=(clips[0][:24], clips[1][:24]),
+                    deltas=[0.0, 0.5, 1.0], progress=False)
+    assert res["speedup"] > 0 and len(res["exits"]) == len(Bundle.load(tiny_bundle).exits)
+    assert res["tuning"][0]["correct"]
+    sw = res["sweep"]["rows"]
+    assert sw[0]["mean_exit"] == len(res["exits"])  # delta 0: always the last exit
+    assert sw[-1]["mean_ms"] <= sw[0]["mean_ms"] * 1.5
+    md, js = write_report(res, tmp_path)
+    assert "speedup" in js.read_text() and "| exit |" in md.read_text()
+    print(to_markdown(res))
+
+
+def test_detector_refuses_bad_input(tiny_bundle):
+    det = Detector(tiny_bundle)
+    with pytest.raises(ValueError, match="exactly one"):
+        det.classify()
+    with pytest.raises(ValueError, match="input shape"):
+        det.classify(features=np.zeros((10, 64), np.float32))
+
+
+def test_deploy_pi_runs_without_tensorflow(tiny_bundle, clips, tmp_path):
+    import soundfile as sf
+
+    from bnnkws.deploy.targets import deploy
+
+    out = deploy(tiny_bundle, "pi", tmp_path / "pi")
+    for f in ("run_pi.py", "install_pi.sh", "bench_device.sh", "README.md", "requirements.txt",
+              "bundle/manifest.json", "lib/bnnkws/deploy/runtime.py"):
+        assert (out / f).exists(), f
+    assert "ai-edge-litert" in (out / "requirements.txt").read_text()
+    subprocess.run(["sh", "-n", str(out / "bench_device.sh")], check=True)
+    assert "lce_benchmark_model_aarch64 --graph=bundle/stage1.tflite" in (out / "README.md").read_text()
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, clips[0][0], 16000)
+    code = ("import runpy, sys; sys.argv = ['run_pi.py', 'classify', sys.argv[1]]\n"
+            "try:\n    runpy.run_path(sys.argv[0] if False else %r, run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules, 'runtime imported TensorFlow'\n"
+            % str(out / "run_pi.py"))
+    r = subprocess.run([sys.executable, "-c", code, str(wav)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "backend:" in r.stdout and "exit" in r.stdout
+
+
+def test_deploy_android_script(tiny_bundle, tmp_path):
+    from bnnkws.deploy.targets import deploy
+
+    out = deploy(tiny_bundle, "android", tmp_path / "android")
+    script = (out / "android_bench.sh").read_text()
+    subprocess.run(["sh", "-n", str(out / "android_bench.sh")], check=True)
+    assert "lce_benchmark_model_android_arm64" in script and "adb push" in script
+    for s in Bundle.load(out / "bundle").stages:
+        assert f"bench {s.file}" in script
