@@ -140,3 +140,63 @@ def keyword_sequence(app_bundle, sc_v2, tmp_path_factory):
     path = tmp_path_factory.mktemp("app") / "keywords.wav"
     sf.write(path, seq.audio, 16000, subtype="PCM_16")
     return path, seq.events
+
+
+# ---- deploy (issue 6): the tiny run exported into a bundle ----
+_DEPLOY_KERAS = {}
+
+
+def _deploy_standin(sc_v2):
+    """Until the training fixture exists: a width-0.25 QuickNet fitted 3 epochs on 240 clips."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bnnkws.frontend.audio import load_audio
+    from bnnkws.frontend.reference import log_mel_batch
+    from bnnkws.kws.config import ModelConfig
+    from bnnkws.kws.models import build_model
+
+    cfg = ModelConfig(arch="quicknet", width=0.25, delta=0.5)
+    paths, y = [], []
+    for i, lab in enumerate(cfg.labels):
+        files = sorted((sc_v2 / lab).glob("*.wav"))[:20]
+        paths += files
+        y += [i] * len(files)
+    X = log_mel_batch(np.stack([load_audio(p, length=16000) for p in paths]))
+    cfg = cfg.replace(norm_mean=float(X.mean()), norm_std=float(X.std()))
+    tf.random.set_seed(0)
+    model = build_model(cfg)
+    model.compile(tf.keras.optimizers.Adam(3e-3),
+                  loss={k: tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+                        for k in cfg.exit_names})
+    y = np.array(y)
+    model.fit(X, {k: y for k in cfg.exit_names}, epochs=3, batch_size=32, verbose=0)
+    return cfg, model
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(request, tmp_path_factory, sc_v2) -> Path:
+    """The ``tiny_run`` fixture's run exported with ``kws export`` machinery (without
+    full.tflite/float32.tflite, the two slowest conversions). Path to the bundle directory."""
+    from bnnkws.deploy.export import export_bundle
+
+    out = tmp_path_factory.mktemp("deploy") / "tiny_bundle"
+    try:
+        run = request.getfixturevalue("tiny_run")
+    except pytest.FixtureLookupError:
+        run = None
+    if run is not None:
+        from bnnkws.kws.train import load_run
+
+        cfg, model = load_run(run, "best")
+    else:
+        cfg, model = _deploy_standin(sc_v2)
+    _DEPLOY_KERAS["cfg"], _DEPLOY_KERAS["model"] = cfg, model
+    export_bundle(out, cfg=cfg, model=model, run_dir=None, progress=False, include_full=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_keras(tiny_bundle):
+    """(ModelConfig, keras.Model) the tiny bundle was exported from."""
+    return _DEPLOY_KERAS["cfg"], _DEPLOY_KERAS["model"]
