@@ -58,10 +58,14 @@ def register(subparsers) -> None:
                    help="choose delta on the validation split so that the average exit is <= X")
     p.add_argument("--budget-ms", type=float, default=None, metavar="MS",
                    help="choose delta on the validation split so that the mean latency is <= MS; "
-                        "needs --stage-ms")
+                        "needs --bench or --stage-ms")
+    p.add_argument("--bench", default=None, metavar="BENCH_JSON",
+                   help="bench.json written by `kws bench` for this model: its per-exit "
+                        "cumulative median LCE latency is the cost of each exit (mean latency "
+                        "per delta in the report, and --budget-ms)")
     p.add_argument("--stage-ms", default=None, metavar="T1,T2,...",
-                   help="measured latency of each stage in ms (e.g. from `kws bench`), "
-                        "comma-separated; its cumulative sums are the cost of each exit")
+                   help="measured latency of each stage in ms, comma-separated (instead of "
+                        "--bench); its cumulative sums are the cost of each exit")
     p.add_argument("--max-clips", type=int, default=None, metavar="N",
                    help="score a fixed random subset of N clips (quick looks)")
     p.add_argument("--batch-size", type=int, default=128, help="clips per Keras batch (runs)")
@@ -201,6 +205,18 @@ class _Target:
         return res
 
 
+def _bench_latency(path: Path) -> list:
+    """Cumulative median latency (ms) per exit from a `kws bench` bench.json."""
+    try:
+        res = json.loads(path.read_text())
+        rows = sorted(res["exits"], key=lambda r: int(r["exit"]))
+        return [float(r["lce_ms"]["median"]) for r in rows]
+    except FileNotFoundError:
+        raise CLIError(f"--bench {path}: no such file") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CLIError(f"--bench {path}: not a bench.json from `kws bench` ({e})") from None
+
+
 # -- main -------------------------------------------------------------------------------------
 def run(args) -> int:
     from bnnkws.kws import calibration as cal
@@ -209,16 +225,23 @@ def run(args) -> int:
 
     if args.budget_exit is not None and args.budget_ms is not None:
         raise CLIError("give --budget-exit or --budget-ms, not both")
-    if args.budget_ms is not None and not args.stage_ms:
-        raise CLIError("--budget-ms needs --stage-ms (per-stage latency in ms, e.g. from kws bench)")
+    if args.budget_ms is not None and not (args.stage_ms or args.bench):
+        raise CLIError("--budget-ms needs --bench BENCH_JSON (from `kws bench`) or --stage-ms")
+    if args.stage_ms and args.bench:
+        raise CLIError("give --bench or --stage-ms, not both")
     if args.delta is not None and (args.budget_exit is not None or args.budget_ms is not None):
         raise CLIError("--delta and a budget both choose delta; give one")
-    stage_ms = None
+    cum_ms = None  # cumulative latency of leaving at exit 1..E
     if args.stage_ms:
         try:
             stage_ms = [float(x) for x in args.stage_ms.split(",") if x.strip()]
         except ValueError as e:
             raise CLIError(f"--stage-ms {args.stage_ms!r}: {e}") from e
+        import itertools
+
+        cum_ms = list(itertools.accumulate(stage_ms))
+    elif args.bench:
+        cum_ms = _bench_latency(Path(args.bench))
 
     seen: set = set()
     targets = [_Target(Path(t), args, seen) for t in args.targets]
@@ -273,15 +296,14 @@ def run(args) -> int:
         if args.calibrate:
             calib[t.name] = cal.calibrate_exits(res.logits, res.labels, res.exit_names,
                                                 fit_on=(val.logits, val.labels))
+        lat = None
+        if cum_ms is not None:
+            if len(cum_ms) < max(cfg.active_exits):
+                raise CLIError(f"{args.bench or '--stage-ms'}: {len(cum_ms)} latencies, "
+                               f"{t.name} has {cfg.num_exits} exits")
+            lat = [cum_ms[k - 1] for k in cfg.active_exits]
+            res.latency_ms = lat
         if (args.budget_exit is not None or args.budget_ms is not None) and res.is_multi_exit:
-            lat = None
-            if stage_ms is not None:
-                if len(stage_ms) != cfg.num_stages:
-                    raise CLIError(f"--stage-ms has {len(stage_ms)} values, {t.name} has "
-                                   f"{cfg.num_stages} stages")
-                import numpy as np
-
-                lat = list(np.cumsum(stage_ms))
             try:
                 d = policy.delta_for_budget(
                     val.logits, args.budget_exit, target_latency=args.budget_ms,

@@ -47,6 +47,7 @@ class ModelLogits:
     macs: Optional[dict] = None
     macs_note: str = ""
     temperatures: Optional[list] = None  # per present exit
+    latency_ms: Optional[list] = None  # cumulative measured latency per present exit (bench)
     delta: float = 0.3
     normalized: bool = True
     min_exit: int = 1

@@ -67,6 +67,8 @@ def sweep_point(ml, delta, criterion: str = "entropy", min_exit: Optional[int] =
         "macs_saved": None,
         "exit_fractions": {name: float(np.sum(pos == i + 1) / n)
                            for i, name in enumerate(ml.exit_names)},
+        "mean_latency_ms": (float(np.mean(np.asarray(ml.latency_ms, np.float64)[pos - 1]))
+                            if ml.latency_ms else None),
     }
     if ml.macs:
         tot = np.asarray(ml.macs["total"], dtype=np.float64)
@@ -147,7 +149,7 @@ def model_summary(ml, delta, criterion="entropy", min_exit=None) -> dict:
         "width": ml.width, "binary": ml.binary, "single_exit": ml.single_exit,
         "exits": ml.exit_names, "num_clips": int(len(ml.labels)),
         "per_exit_accuracy": acc, "last_exit_accuracy": last,
-        "exit_macs": ml.macs, "macs_note": ml.macs_note,
+        "exit_macs": ml.macs, "macs_note": ml.macs_note, "exit_latency_ms": ml.latency_ms,
         "temperatures": {n: float(t) for n, t in zip(ml.exit_names, ml.temperatures)},
         "criterion": criterion, "entropy_normalized": ml.normalized,
         "chosen": chosen, "sweep": rows,
@@ -475,9 +477,9 @@ def write_report(models: Sequence, out_dir, *, delta: Optional[float] = None,
                          for s in sums for i, (e, a) in enumerate(s["per_exit_accuracy"].items())]))
     written.append(_csv(out / "sweep.csv",
                         ["model", "delta", "coarse", "accuracy", "avg_exit", "mean_macs",
-                         "macs_saved"] + [f"frac_{e}" for e in ps["exits"]],
+                         "macs_saved", "mean_latency_ms"] + [f"frac_{e}" for e in ps["exits"]],
                         [(s["name"], r["delta"], int(r["coarse"]), r["accuracy"], r["avg_exit"],
-                          r["mean_macs"], r["macs_saved"],
+                          r["mean_macs"], r["macs_saved"], r["mean_latency_ms"],
                           *[r["exit_fractions"].get(e) for e in ps["exits"]])
                          for s in sums if len(s["exits"]) > 1 for r in s["sweep"]]))
     frac = class_exit_fractions(primary, chosen, criterion, min_exit)
@@ -602,7 +604,9 @@ def markdown(summary, sums, primary, figs, calibration) -> str:
           f"- Early exit at delta={summary['chosen_delta']:g}: **{_pct(ch['accuracy'])}**, "
           f"average exit {ch['avg_exit']:.2f}"
           + (f", mean {_macs_str(ch['mean_macs'])} MACs ({_pct(ch['macs_saved'])} saved)"
-             if ch["mean_macs"] is not None else "")]
+             if ch["mean_macs"] is not None else "")
+          + (f", mean latency {ch['mean_latency_ms']:.3f} ms (last exit "
+             f"{ps['exit_latency_ms'][-1]:.3f} ms)" if ch["mean_latency_ms"] is not None else "")]
     w = ps["delta_within_1pt"]
     if w is not None:
         L.append(f"- Accuracy stays within 1 point of the last exit up to delta={w['delta']:g}: "
@@ -634,16 +638,18 @@ def markdown(summary, sums, primary, figs, calibration) -> str:
         L += [f"*{ps['macs_note'] or 'MACs unavailable'}*", ""]
 
     if len(ps["exits"]) > 1:
+        lat = ps["exit_latency_ms"] is not None
         L += ["## Delta sweep (Figures 2 and 4)", "",
               "| delta | accuracy | vs last exit | average exit | mean MACs | MACs saved | "
-              + " | ".join(ps["exits"]) + " |",
-              "|" + "---|" * (6 + len(ps["exits"]))]
+              + ("mean latency | " if lat else "") + " | ".join(ps["exits"]) + " |",
+              "|" + "---|" * (6 + lat + len(ps["exits"]))]
         for r in ps["sweep"]:
             if r["coarse"]:
                 L.append(f"| {r['delta']:g} | {_pct(r['accuracy'])} | "
                          f"{100 * (r['accuracy'] - ps['last_exit_accuracy']):+.2f} | "
                          f"{r['avg_exit']:.2f} | {_macs_str(r['mean_macs'])} | "
                          f"{_pct(r['macs_saved'])} | "
+                         + (f"{r['mean_latency_ms']:.3f} ms | " if lat else "")
                          + " | ".join(f"{100 * r['exit_fractions'][e]:.0f}%"
                                       for e in ps["exits"]) + " |")
         L += ["", "The fine sweep (every 1/40 of the range) is in `sweep.csv` and "
