@@ -14,7 +14,8 @@ Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with 
   the builtin RFFT2D (``dft="rfft"``, the default), or as one FULLY_CONNECTED against a constant
   windowed ``(win_length, 2K)`` cos/sin matrix restricted to the ``K = 248`` bins that carry mel
   weight (``dft="matmul"``). Both meet the 1e-3 parity bound on real clips (max abs diff
-  3.2e-5 rfft, 1.7e-5 matmul). Measured in the LCE interpreter on x86-64 (1 thread, 400 runs
+  3.2e-5 rfft, 3.8e-5 matmul over 510 clips incl. the quietest `_silence_` ones, with the
+  default log_offset 1e-6: ``python -m bnnkws.frontend.bench``). Measured in the LCE interpreter on x86-64 (1 thread, 400 runs
   interleaved, one second of audio): median 0.59 ms rfft vs 0.63 ms matmul with the default
   kernels (p10 0.526 vs 0.525 ms: a tie); with XNNPack 0.57 vs 0.46 ms. rfft is the default
   because, at equal speed here, it is 12x smaller (69 KB vs 841 KB of float32 DFT constants in
