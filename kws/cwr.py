@@ -148,6 +148,8 @@ class CWRStar:
     weight_decay: float = 0.0
     precision: Precision = field(default_factory=Precision)
     seed: int = 0
+    train_bias: bool = True
+    target_loss: Optional[float] = None  # stop SGD once the batch's mean CE is below this
 
     def __post_init__(self):
         self.cw = np.array(self.cw, dtype=np.float32)
@@ -212,6 +214,10 @@ class CWRStar:
         x = np.asarray(x, np.float32)
         n = len(y)
         for _ in range(self.epochs):
+            if self.target_loss is not None:
+                probs = softmax(self._forward(x, tw, tb))
+                if cross_entropy(probs, y) < self.target_loss:
+                    break
             order = self._rng.permutation(n)
             for s in range(0, n, self.batch_size):
                 idx = order[s:s + self.batch_size]
@@ -219,7 +225,8 @@ class CWRStar:
                 dw, db = cross_entropy_grad(x[idx], probs, y[idx])
                 if self.weight_decay:
                     dw = dw + self.weight_decay * tw
-                tw, tb = self._store(tw - self.lr * dw, tb - self.lr * db)
+                tw, tb = self._store(tw - self.lr * dw,
+                                     tb - self.lr * db if self.train_bias else tb)
         return tw, tb
 
     def consolidate(self, tw: np.ndarray, tb: np.ndarray, counts: dict) -> None:
