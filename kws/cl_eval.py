@@ -12,8 +12,8 @@ and overall, for
 * ``replay_stage`` the last stage itself (TensorFlow, from the training run) and its head
                  retrained on new + replayed latents; earlier exits use CWR* (only with a run);
 * ``naive``      plain SGD of the heads on the new words only (shows forgetting);
-* ``joint``      the heads retrained on old-class training clips plus all new words (upper
-                 bound).
+* ``joint``      the heads retrained on old-class training clips plus all new words, classes
+                 balanced by oversampling (upper bound).
 
 Accuracy is reported at the last exit and with the model's early-exit policy. The quantization
 study reruns CWR* with every (lp, hp) pair of 8/16/32 bits/float.
@@ -259,6 +259,18 @@ def _cat(parts: Sequence[Encoded]) -> Encoded:
     return Encoded(feats, lat, np.concatenate([p.y for p in parts]), 0.0)
 
 
+def _balanced(d: Encoded, seed: int) -> Encoded:
+    """Oversample every class to the largest class's count (5 new examples vs 20 old)."""
+    rng = np.random.default_rng(seed)
+    cls, cnt = np.unique(d.y, return_counts=True)
+    m = int(cnt.max())
+    idx = np.concatenate([np.flatnonzero(d.y == c) if n == m else
+                          rng.choice(np.flatnonzero(d.y == c), m, replace=True)
+                          for c, n in zip(cls, cnt)])
+    return Encoded([f[idx] for f in d.feats], None if d.latents is None else d.latents[idx],
+                   d.y[idx], d.ms_per_clip)
+
+
 # ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +378,8 @@ def run_protocol(backbone: Backbone, cfg: CLEvalConfig, data: dict, methods=METH
                                                   epochs=cfg.epochs, precision=precision,
                                                   seed=cfg.seed)
                 elif method == "joint":
-                    allx = _cat([data["old_train"]] + [x["train"] for x in exps[:e]])
+                    allx = _balanced(_cat([data["old_train"]] + [x["train"] for x in exps[:e]]),
+                                     cfg.seed)
                     for j, k in enumerate(backbone.exits):
                         w0, b0 = backbone.heads[k]
                         w = np.concatenate([w0, np.zeros((w0.shape[0], n_cls - w0.shape[1]))], 1)

@@ -14,7 +14,8 @@ def test_cl_eval_small_protocol(app_bundle, sc_v1_sample, sc_v2, tmp_path, capsy
     rc = main(["cl-eval", str(app_bundle), "--out", str(out), "--words", "marvin,sheila,wow,tree",
                "--experiences", "2", "--words-per-experience", "2", "--old-test-per-class", "5",
                "--old-train-per-class", "5", "--memory", "60", "--bits", "8,16,float",
-               "--epochs", "20", "--old-data", str(sc_v2), "--new-data", str(sc_v1_sample)])
+               "--epochs", "20", "--old-data", str(sc_v2), "--new-data", str(sc_v1_sample),
+               "--no-stage-retrain"])
     assert rc == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]
