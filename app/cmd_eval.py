@@ -167,6 +167,15 @@ class _Target:
             self.task = infer_task(self.cfg.labels)
 
     def evaluate(self, clips, split, args, cfg=None):
+        from bnnkws.kws.evaluate import EvalError
+        from bnnkws.kws.policy import PolicyError
+
+        try:
+            return self._evaluate(clips, split, args, cfg)
+        except (EvalError, PolicyError) as e:
+            raise CLIError(f"{self.path}: {e}") from e
+
+    def _evaluate(self, clips, split, args, cfg=None):
         from bnnkws.kws import evaluate as ev
 
         cfg = cfg or self.cfg

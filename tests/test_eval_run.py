@@ -126,3 +126,24 @@ def test_kws_eval_bundle_goes_through_the_runtime(tiny_bundle, tiny_bundle_keras
     for name, acc in s["per_exit_accuracy"].items():
         assert abs(acc - want[name]) <= 1.0 / len(clips) + 1e-9, (name, acc, want[name])
     assert s["models"][0]["kind"] == "bundle"
+
+
+def test_runtime_decisions_equal_the_report_rule(tiny_bundle, sc_v2):
+    """The device's exit choice (Detector.classify) is decide() on the same exit logits."""
+    from bnnkws.deploy.runtime import Detector
+    from bnnkws.frontend.audio import load_audio
+
+    paths = [sorted((sc_v2 / w).glob("*.wav"))[i] for w in ("yes", "stop", "_silence_")
+             for i in range(3)]
+    for delta in (0.0, 0.3, 0.8, 2.0):
+        det = Detector(tiny_bundle, delta=delta)
+        for p in paths:
+            y = load_audio(p, length=16000)
+            r = det.classify(audio=y)
+            d = det.policy.decide(list(det.exit_logits(audio=y)))
+            assert (r.exit, r.label_index) == (d.exit, d.label_index), (p, delta)
+            assert r.entropy == pytest.approx(d.entropy, abs=1e-9)
+        if delta == 0.0:
+            assert r.exit == max(det.exits)
+        if delta == 2.0:
+            assert r.exit == min(det.exits)
