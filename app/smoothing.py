@@ -12,8 +12,8 @@ Two deliberate differences from the TensorFlow class, both because users asked f
 
 * ``_silence_`` and ``_unknown_`` (``ignore_labels``) never fire. They still *win* the average,
   which matters for the next point.
-* A label that fired is *re-armed* only once it stops being the confident top label (another
-  label, silence or unknown takes the lead, or the score drops below the threshold). TensorFlow
+* A label that fired is *re-armed* only once it stops being the top label (another label,
+  silence or unknown takes the lead) or its averaged score falls below half the threshold. TensorFlow
   either refuses the same word twice in a row (Python version: "yes ... yes" gives one detection)
   or fires again as soon as suppression ends (C++ version: a long "yeees" gives two). Re-arming
   gives one detection per utterance and still catches a repeated word.
@@ -69,6 +69,7 @@ class RecognizeCommands:
         minimum_count: int = DEFAULT_MIN_COUNT,
         suppression_ms: float = DEFAULT_SUPPRESSION_MS,
         ignore_labels: Iterable[str] = IGNORE_LABELS,
+        rearm_fraction: float = 0.5,
     ):
         self.labels = [str(x) for x in labels]
         if len(self.labels) < 2:
@@ -86,6 +87,7 @@ class RecognizeCommands:
         self.minimum_count = int(minimum_count)
         self.suppression_ms = float(suppression_ms)
         self.ignore = frozenset(ignore_labels)
+        self.rearm_fraction = float(rearm_fraction)
         self._ignored_index = np.array([lab in self.ignore for lab in self.labels])
         if self._ignored_index.all():
             raise ValueError(f"every label is ignored ({sorted(self.ignore)}): nothing could fire")
@@ -124,8 +126,10 @@ class RecognizeCommands:
         score = float(avg[top])
         self._top_index = top
         confident = score > self.detection_threshold
-        # Re-arm a label once it is no longer the confident top result.
-        if self._armed_block is not None and not (confident and top == self._armed_block):
+        # Re-arm a label once another label leads or its score has clearly dropped (half the
+        # threshold: a score wobbling around the threshold must not fire the same word twice).
+        if self._armed_block is not None and (
+                top != self._armed_block or score < self.rearm_fraction * self.detection_threshold):
             self._armed_block = None
         fire = (
             confident

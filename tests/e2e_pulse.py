@@ -144,10 +144,11 @@ def compose(clips, bed: np.ndarray, lead_s: float = 1.0, gap_s: float = 1.5,
 
 
 def pick_clips(detector, sc_v2: Path, words, per_word: int = 1, seed: int = 0,
-               max_tries: int = 12):
+               max_tries: int = 12, want: int | None = None):
     """Test-split clips of ``words`` that the bundle detects on their own through the streaming
     path (one detection, the right word, over real background noise): the offline check that
-    makes a sequence a fair test of the audio stack rather than of the model."""
+    makes a sequence a fair test of the audio stack rather than of the model. Stops once
+    ``want`` clips are found."""
     from bnnkws.app.listen import StreamingDetector, run_stream
     from bnnkws.app.smoothing import RecognizeCommands
     from bnnkws.app.sources import ArraySource
@@ -159,6 +160,8 @@ def pick_clips(detector, sc_v2: Path, words, per_word: int = 1, seed: int = 0,
     streamer = StreamingDetector(detector, RecognizeCommands(detector.labels))
     chosen = []
     for word in words:
+        if want is not None and len(chosen) >= want:
+            break
         pool = [c for c in test if c.label == word]
         rng.shuffle(pool)
         got = 0

@@ -113,3 +113,8 @@ def test_rejects_out_of_order_and_wrong_width():
         rc.process(np.ones(3) / 3, 600)
     with pytest.raises(ValueError, match="every label is ignored"):
         RecognizeCommands(["_silence_", "_unknown_"])
+
+
+def test_score_wobbling_around_the_threshold_fires_once():
+    seq = [("_silence_", 0.9)] * 5 + [("yes", 0.65), ("yes", 0.55)] * 15 + [("_silence_", 0.9)] * 5
+    assert [lab for _, lab in feed(make(suppression_ms=500), seq)] == ["yes"]
