@@ -8,20 +8,21 @@ Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with 
 ``tf.lite.TFLiteConverter`` and ``larq_compute_engine.convert_keras_model``):
 
 * framing by RESHAPE into hop-sized rows, then STRIDED_SLICE + CONCATENATION of the
-  ``ceil(win_length / hop_length)`` shifted row blocks (``tf.signal.frame`` lowers to ops that
-  are not all builtins);
+  ``ceil(win_length / hop_length)`` shifted row blocks: static shapes only, nothing that could
+  fall back to a Select-TF op;
 * the DFT either as ``tf.signal.rfft`` of the windowed, zero-padded frame, which converts to
   the builtin RFFT2D (``dft="rfft"``, the default), or as one FULLY_CONNECTED against a constant
   windowed ``(win_length, 2K)`` cos/sin matrix restricted to the ``K = 248`` bins that carry mel
   weight (``dft="matmul"``). Both meet the 1e-3 parity bound on real clips (max abs diff
   3.2e-5 rfft, 3.8e-5 matmul over 510 clips incl. the quietest `_silence_` ones, with the
-  default log_offset 1e-6: ``python -m bnnkws.frontend.bench``). Measured in the LCE interpreter on x86-64 (1 thread, 400 runs
-  interleaved, one second of audio): median 0.59 ms rfft vs 0.63 ms matmul with the default
-  kernels (p10 0.526 vs 0.525 ms: a tie); with XNNPack 0.57 vs 0.46 ms. rfft is the default
-  because, at equal speed here, it is 12x smaller (69 KB vs 841 KB of float32 DFT constants in
-  every raw-audio model) and needs ~8x fewer multiply-adds (the matmul DFT is 19.4 M MACs per
-  second of audio), which is what counts on the ARM targets where no AVX hides it. ``matmul``
-  stays available for an ``n_fft`` that is not a power of two (RFFT2D requires one);
+  default log_offset 1e-6: ``python -m bnnkws.frontend.bench``). Timed in the LCE interpreter
+  on x86-64 (default kernels, 1 thread, one second of audio, the two models interleaved over
+  1500 runs, twice, on a loaded machine): median 0.61 / 0.68 ms rfft vs 0.65 / 0.72 ms matmul,
+  so rfft is the default: slightly faster here, 12x smaller (69 KB vs 841 KB of float32 DFT
+  constants in every raw-audio model) and ~8x fewer multiply-adds (the matmul DFT alone is
+  19.4 M MACs per second of audio), which matters more on the ARM targets. With XNNPack
+  (not the LCE default) the matmul was faster (0.46 vs 0.57 ms). ``matmul`` also serves an
+  ``n_fft`` that is not a power of two (RFFT2D requires one);
 * power as MUL/ADD, the filterbank as a second FULLY_CONNECTED, LOG of (mel + log_offset).
 """
 from __future__ import annotations
