@@ -46,26 +46,31 @@ def test_listen_detects_keywords_played_into_pulseaudio(app_bundle, keyword_sequ
                 if line.startswith("listening: audio is arriving"):
                     ready.set()  # printed when the first block arrives: stream time 0
 
+        out_lines = []
         t_err = threading.Thread(target=drain, daemon=True)
+        t_out = threading.Thread(target=lambda: out_lines.extend(proc.stdout), daemon=True)
         t_err.start()
+        t_out.start()
         try:
-            assert ready.wait(120), "kws listen never opened the input:\n" + "".join(err_lines)
+            assert ready.wait(120), "kws listen never got audio:\n" + "".join(err_lines)
             t_ready = time.monotonic()
             player = pa.play(wav)
             t_play = time.monotonic()
-            out, _ = proc.communicate(timeout=duration + 60)
+            proc.wait(timeout=duration + 60)
             assert player.wait(30) == 0, player.stderr.read()
         finally:
             if proc.poll() is None:
                 proc.kill()
         t_err.join(5)
+        t_out.join(5)
+    out = "".join(out_lines)
     stderr = "".join(err_lines)
     assert proc.returncode == 0, stderr
     assert "pulse" in stderr.lower() or "default" in stderr.lower(), stderr
 
     dets = [json.loads(x) for x in out.splitlines()]
     assert [d["label"] for d in dets] == [e["label"] for e in events], (dets, events, stderr)
-    # Stream time 0 is when the input opened; the sequence starts once paplay connects.
+    # Stream time 0 is when the first block arrived; the sequence starts once paplay connects.
     offset = t_play - t_ready
     for d, e in zip(dets, events):
         expected = offset + e["end_s"]
