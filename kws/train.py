@@ -344,11 +344,13 @@ def _resolve_resume(tc: TrainConfig, out: Path) -> TrainConfig:
 
 
 def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
-                 model_fn: Optional[Callable] = None) -> Path:
+                 model_fn: Optional[Callable] = None, extra_callbacks=()) -> Path:
     """Train as ``tc`` says and return the run directory.
 
     ``data`` and ``model_fn(ModelConfig) -> keras.Model`` replace the dataset loader and
-    :func:`bnnkws.kws.models.build_model` (tests, notebooks).
+    :func:`bnnkws.kws.models.build_model` (tests, notebooks); ``extra_callbacks`` run after the
+    built-in ones. The learning-rate and gamma schedules span ``tc.epochs``: resuming with the
+    same ``--epochs`` replays the uninterrupted run, a larger one stretches the schedules.
     """
     out = Path(tc.out) if tc.out else _default_out(tc)
     ckpt_dir = out / rundir.CHECKPOINTS
@@ -427,6 +429,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         tf.keras.callbacks.CSVLogger(str(out / rundir.HISTORY), append=True),
         tf.keras.callbacks.TensorBoard(str(out / rundir.TENSORBOARD), write_graph=False,
                                        profile_batch=0, update_freq="epoch"),
+        *extra_callbacks,
     ]
 
     val = (tf.data.Dataset.from_tensor_slices(
