@@ -8,8 +8,8 @@ from bnnkws.frontend.audio import load_audio
 from bnnkws.frontend.reference import log_mel
 
 
-def test_features_all_impls_write_npy_and_png(tmp_path, fsdd, capsys):
-    clip = fsdd / "3_yweweler_10.wav"  # 8 kHz, shorter than 1 s
+def test_features_all_impls_write_npy_and_png(tmp_path, sc_v2, capsys):
+    clip = sorted((sc_v2 / "stop").glob("*.wav"))[0]
     out, png = tmp_path / "f.npy", tmp_path / "f.png"
     rc = main(["features", str(clip), "--out", str(out), "--plot", str(png), "--runs", "3"])
     text = capsys.readouterr().out
@@ -27,6 +27,15 @@ def test_features_all_impls_write_npy_and_png(tmp_path, fsdd, capsys):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a real, non-blank figure
     assert not list(tmp_path.glob("*.tmp*"))  # atomic writes leave no temporaries
+
+
+def test_features_short_8k_file(fsdd, capsys):
+    clip = fsdd / "3_yweweler_10.wav"  # 8 kHz, shorter than 1 s: resampled, padded for timing
+    assert main(["features", str(clip), "--impl", "streaming", "--chunk", "1000", "--runs", "3"]) == 0
+    text = capsys.readouterr().out
+    frames = log_mel(load_audio(clip)).shape
+    assert f"shape {frames}" in text and "16000 Hz" in text
+    assert re.search(r"^streaming \(1000-sample chunks\)\s+0\.00e\+00", text, re.M), text
 
 
 def test_features_user_errors(tmp_path, capsys):

@@ -35,7 +35,7 @@ def test_fixed_chunk_sizes(frontend_clips, size):
     assert s.frames_emitted == 98 and s.samples_seen == 16000
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_chunkings_of_real_clips(frontend_clips, data):
     names = sorted(frontend_clips)
