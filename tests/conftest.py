@@ -200,3 +200,24 @@ def tiny_bundle(request, tmp_path_factory, sc_v2) -> Path:
 def tiny_bundle_keras(tiny_bundle):
     """(ModelConfig, keras.Model) the tiny bundle was exported from."""
     return _DEPLOY_KERAS["cfg"], _DEPLOY_KERAS["model"]
+
+
+# ---- training (issue 4): a tiny trained run directory for eval/deploy/app/CWR* tests ----
+@pytest.fixture(scope="session")
+def tiny_run(sc_v2, tmp_path_factory) -> Path:
+    """A real `kws train` run directory: QuickNet width 0.25, Bop, 2 epochs on 320 clips of the
+    sc_v2 12-class task (no augmentation, seed 0). It holds config.json, weights.h5, best.h5,
+    history.csv, split.json, checkpoints/ and test_metrics.json; accuracy is near chance (it
+    is for plumbing, not quality). Set KWS_TEST_TINY_RUN=DIR to reuse a run made earlier."""
+    override = os.environ.get("KWS_TEST_TINY_RUN")
+    if override:
+        return Path(override)
+    from bnnkws.kws.train import TrainConfig, run_training
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    tc = TrainConfig(data=str(sc_v2), task="12", arch="quicknet", width=0.25, epochs=2,
+                     batch_size=64, max_train_clips=320, augment=False, seed=0,
+                     out=str(base / "run"),
+                     cache_dir=os.environ.get("KWS_CACHE_DIR") or str(base / "cache"),
+                     verbose=0)
+    return run_training(tc)

@@ -1,0 +1,131 @@
+"""The real QuickNet trained through `run_training` (the `tiny_run` fixture) and `kws train`'s CLI."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from bnnkws.app import cli
+
+
+def _rows(run):
+    with open(run / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_directory_is_complete(tiny_run):
+    from bnnkws.kws.config import ModelConfig
+
+    for name in ("config.json", "train_config.json", "split.json", "weights.h5", "best.h5",
+                 "history.csv", "test_metrics.json"):
+        assert (tiny_run / name).is_file(), name
+    assert (tiny_run / "checkpoints" / "checkpoint").is_file()
+    cfg = ModelConfig.load(tiny_run / "config.json")
+    assert cfg.arch == "quicknet" and cfg.binary and len(cfg.labels) == 12
+    # normalisation statistics of real log-mel (not the 0/1 defaults)
+    assert cfg.norm_mean != 0.0 and cfg.norm_std != 1.0 and cfg.norm_std > 0.5
+    rows = _rows(tiny_run)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    for k in range(1, 6):
+        for col in (f"exit{k}_loss", f"exit{k}_accuracy", f"val_exit{k}_loss",
+                    f"val_exit{k}_accuracy"):
+            assert col in rows[0]
+    for r in rows:
+        assert math.log(1e-9) <= float(r["flip_ratio"]) < math.log(5)
+        assert math.isfinite(float(r["loss"]))
+    assert float(rows[0]["flips"]) > 0  # Bop moved binary weights of the real model
+    tm = json.loads((tiny_run / "test_metrics.json").read_text())
+    assert set(tm["best"]) == set(cfg.exit_names) and tm["num_clips"] > 100
+    split = json.loads((tiny_run / "split.json").read_text())
+    assert len(split["train"]) == 320 and split["validation"] and split["testing"]
+    assert not set(split["train"]) & set(split["testing"])
+
+
+def test_load_run_rebuilds_the_trained_model(tiny_run):
+    import h5py
+
+    from bnnkws.kws.optim import binary_variables
+    from bnnkws.kws.train import load_run
+
+    cfg, model = load_run(tiny_run, which="best")
+    assert sorted(model.output_names) == sorted(cfg.exit_names)
+    # the loaded weights are the file's, not a fresh initialisation
+    with h5py.File(tiny_run / "best.h5", "r") as f:
+        stored = []
+        f.visititems(lambda n, o: stored.append(np.asarray(o)) if isinstance(o, h5py.Dataset)
+                     else None)
+    total = sum(float(np.abs(w).sum()) for w in model.get_weights())
+    assert total == pytest.approx(sum(float(np.abs(a).sum()) for a in stored), rel=1e-5)
+    # Bop leaves every binary kernel of the trained QuickNet at exactly +-1
+    for v in binary_variables(model):
+        assert set(np.unique(v.numpy())) <= {-1.0, 1.0}, v.name
+    x = np.zeros((2, 98, 64), np.float32) + cfg.norm_mean
+    out = model.predict(x, verbose=0)
+    assert out["exit5"].shape == (2, 12)
+    _, last = load_run(tiny_run, which="last")
+    assert len(last.get_weights()) == len(model.get_weights())
+
+
+def test_cli_help_lists_every_option_and_mirrors_defaults(capsys):
+    from bnnkws.app import cmd_train
+    from bnnkws.kws.train import TrainConfig
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    for opt in ("--data", "--arch", "--task", "--width", "--epochs", "--batch-size",
+                "--optimizer", "--bop-threshold", "--bop-gamma", "--bop-gamma-decay", "--lr",
+                "--exit-weights", "--single-exit", "--real-valued", "--seed", "--out",
+                "--resume", "--max-train-clips", "--no-augment", "--label-smoothing"):
+        assert opt in text, opt
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    for action in sub._actions:
+        if action.dest != "help":
+            assert action.help, action.dest
+    defaults = TrainConfig(data="x")
+    for k, v in vars(cmd_train._defaults()).items():
+        assert getattr(defaults, k) == v, k
+
+
+def test_cli_user_errors(tmp_path, tiny_run, capsys):
+    assert cli.main(["train", "--arch", "quicknet"]) == 2
+    assert "--data is required" in capsys.readouterr().err
+    assert cli.main(["train", "--data", str(tmp_path), "--real-valued", "--optimizer",
+                     "bop"]) == 2
+    assert "real-valued" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
+    assert "train_config.json" in capsys.readouterr().err
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    assert cli.main(["train", "--resume", "--out", str(run), "--arch", "birealnet"]) == 2
+    err = capsys.readouterr().err
+    assert "arch" in err and "quicknet" in err and "birealnet" in err
+    # without --resume an existing run is never overwritten
+    assert cli.main(["train", "--data", str(tmp_path), "--out", str(run)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_cli_resume_keeps_the_runs_options(tiny_run, tmp_path):
+    """`kws train --resume --out R --epochs N` rebuilds the saved config with only N changed."""
+    import argparse
+
+    from bnnkws.app import cmd_train
+    from bnnkws.kws.train import TrainConfig
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    args = cli.build_parser().parse_args(["train", "--resume", "--out", str(run),
+                                          "--epochs", "4"])
+    tc = cmd_train.config_from_args(args)
+    saved = TrainConfig(**json.loads((run / "train_config.json").read_text()))
+    assert tc.epochs == 4 and tc.resume
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in ("epochs", "resume", "out", "verbose"):
+            assert getattr(tc, f.name) == getattr(saved, f.name), f.name
+    assert isinstance(args, argparse.Namespace)
