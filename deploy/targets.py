@@ -113,8 +113,10 @@ def deploy(source, target: str, out, overwrite: bool = False, which: str = "best
                        COMMANDS="\n".join(f"      ./lce_benchmark_model_aarch64 {c}" for c in cmds))
     else:
         dev = "/data/local/tmp/bnnkws"
-        files = sorted({s.file for s in b.stages} | {s.float32 for s in b.stages if s.float32}
-                       | {b.manifest.get("full", "full.tflite")})
+        files = {s.file for s in b.stages} | {s.float32 for s in b.stages if s.float32}
+        files |= {f for f in (b.manifest.get("full"), b.manifest.get("float32"))
+                  if f and f in b.manifest["files"]}
+        files = sorted(files)
         setup = "\n".join(
             [f'adb shell mkdir -p {dev}/bundle/float32',
              f'adb push "$BIN" {dev}/lce_benchmark_model >/dev/null',

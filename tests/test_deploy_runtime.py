@@ -102,7 +102,8 @@ def test_bench_report(tiny_bundle, clips, tmp_path):
     assert res["tuning"][0]["correct"]
     sw = res["sweep"]["rows"]
     assert sw[0]["mean_exit"] == len(res["exits"])  # delta 0: always the last exit
-    assert sw[-1]["mean_ms"] <= sw[0]["mean_ms"] * 1.5
+    # each clip's latency is its own stage times summed up to its exit: earlier exits cost less
+    assert sw[-1]["mean_exit"] < sw[0]["mean_exit"] and sw[-1]["mean_ms"] < sw[0]["mean_ms"]
     md, js = write_report(res, tmp_path)
     assert "speedup" in js.read_text() and "| exit |" in md.read_text()
     print(to_markdown(res))
