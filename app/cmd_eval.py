@@ -228,6 +228,8 @@ def _bench_latency(path: Path) -> list:
 
 # -- main -------------------------------------------------------------------------------------
 def run(args) -> int:
+    import numpy as np
+
     from bnnkws.kws import calibration as cal
     from bnnkws.kws import data as kdata
     from bnnkws.kws import policy, report
@@ -289,6 +291,13 @@ def run(args) -> int:
             val = t.evaluate(vclips, "validation", args, cfg)
         if args.calibrate:
             temps = cal.fit_temperatures(val.logits, val.labels)
+            lo, hi = (float(np.exp(b)) for b in cal.LOG_T_BOUNDS)
+            edge = [f"exit{k}" for k, tk in zip(cfg.active_exits, temps)
+                    if tk > 0.99 * hi or tk < 1.01 * lo]
+            if edge:
+                notes.append(f"{t.name}: the temperature of {', '.join(edge)} reached the search "
+                             f"bound [{lo:g}, {hi:g}]: the exit is barely better than chance on "
+                             f"the validation split (a flat softmax fits it best)")
             new = list(cfg.temperatures)
             for k, tk in zip(cfg.active_exits, temps):
                 new[k - 1] = tk
