@@ -210,6 +210,8 @@ def _pct(x) -> str:
 def _macs_str(x) -> str:
     if x is None:
         return "-"
+    if x == 0:
+        return "0"
     return f"{x / 1e6:.2f} M" if x >= 1e5 else f"{x / 1e3:.1f} k"
 
 
@@ -404,7 +406,7 @@ def plot_accuracy_vs_compute(summaries, path):
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy versus compute, all models")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     return _savefig(fig, path)
 
 
@@ -662,7 +664,8 @@ def markdown(summary, sums, primary, figs, calibration) -> str:
                  f"{_pct(v['ece_uncalibrated'])} |")
     L.append("")
     if calibration:
-        L += ["Temperatures fitted on the validation split (NLL):", "",
+        L += ["Temperatures fitted on the validation split (minimum NLL); ECE and NLL below are "
+              f"measured on the `{summary['split']}` split, before (T = 1) and after:", "",
               "| model | exit | T | ECE before | ECE after | NLL before | NLL after |",
               "|---|---|---|---|---|---|---|"]
         for name, cal in calibration.items():
