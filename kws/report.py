@@ -350,7 +350,7 @@ def plot_class_exit_fractions(s, frac, labels, path, delta):
     ax.set_xlim(0, 100)
     ax.set_xlabel("clips of the class leaving at each exit (%)")
     ax.set_ylabel("true class")
-    ax.set_title(f"{s['name']}: exit per class at delta={delta:g}")
+    ax.set_title(f"{s['name']}: exit per class at delta={delta:.3g}")
     ax.legend(title="exit", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     return _savefig(fig, path)
 
@@ -529,7 +529,7 @@ def write_report(models: Sequence, out_dir, *, delta: Optional[float] = None,
             ps, frac, primary.model_labels, out / "class_exit_fractions.png", chosen)
     figs["confusion"] = plot_confusion(
         cm, primary.model_labels, out / "confusion.png",
-        f"{primary.name}: confusion at delta={chosen:g} "
+        f"{primary.name}: confusion at delta={chosen:.3g} "
         f"(accuracy {100 * ps['chosen']['accuracy']:.1f}%)")
     figs["accuracy_vs_compute"] = plot_accuracy_vs_compute(sums, out / "accuracy_vs_compute.png")
     figs["reliability"] = plot_reliability(primary, out / "reliability.png")
