@@ -1,0 +1,245 @@
+"""Early-exit architectures: shapes and names, E_s and real twins, LCE binary kernels, costs,
+the exit head's numpy arithmetic, and that a few gradient steps on real speech lower the loss.
+
+Widths are tiny (0.125-0.25) so the four architectures build, convert and train in seconds.
+"""
+import collections
+
+import numpy as np
+import pytest
+
+import bnnkws.frontend  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import larq as lq
+import tensorflow as tf
+
+from bnnkws.frontend.audio import load_audio
+from bnnkws.frontend.reference import log_mel
+from bnnkws.kws.config import SPEECH_COMMANDS_12, ModelConfig
+from bnnkws.kws.models import build_model, build_stages, describe
+from bnnkws.kws.models.exits import head_params
+from bnnkws.kws.models.head_math import exit_logits
+
+ARCHS = ["quicknet", "birealnet", "meliusnet", "binarydensenet"]
+
+
+def binary_convs(model):
+    """Binary QuantConv2D layers of a chained model or stage (input and kernel quantized)."""
+    layers = []
+    for lay in model.layers:
+        if isinstance(lay, tf.keras.Model):
+            layers += binary_convs(lay)
+        elif (isinstance(lay, lq.layers.QuantConv2D) and lay.kernel_quantizer is not None
+              and getattr(lay.input_quantizer, "precision", None) == 1):
+            layers.append(lay)
+    return layers
+
+
+def tflite_op_counts(flatbuffer: bytes) -> collections.Counter:
+    """Operator name -> count in a TFLite flatbuffer (custom ops by their custom code)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = []
+    for oc in model.operatorCodes:
+        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+        names.append(oc.customCode.decode() if code == schema.BuiltinOperator.CUSTOM
+                     else builtin[code])
+    return collections.Counter(names[op.opcodeIndex] for sg in model.subgraphs
+                               for op in sg.operators)
+
+
+@pytest.fixture(scope="module")
+def speech(sc_v2):
+    """Two clips per class of the 12-class test layout as log-mel (24, 98, 64) + labels."""
+    x, y = [], []
+    for i, label in enumerate(SPEECH_COMMANDS_12):
+        files = sorted((sc_v2 / label).glob("*.wav"))[:2]
+        assert len(files) == 2, f"expected clips under {sc_v2 / label}"
+        for f in files:
+            x.append(log_mel(load_audio(f, length=16000)))
+            y.append(i)
+    x = np.stack(x).astype("float32")
+    return x, np.array(y, dtype="int32")
+
+
+def norm_cfg(speech, **kw):
+    x, _ = speech
+    return ModelConfig(norm_mean=float(x.mean()), norm_std=float(x.std()), **kw)
+
+
+_BUILT = {}
+
+
+@pytest.fixture(params=ARCHS)
+def built(request, speech):
+    """(cfg, model) per architecture at width 0.125, built once for the whole module (building
+    is most of the cost); the training test runs last and may change its weights."""
+    arch = request.param
+    if arch not in _BUILT:
+        cfg = norm_cfg(speech, arch=arch, width=0.125)
+        _BUILT[arch] = (cfg, build_model(cfg))
+    return _BUILT[arch]
+
+
+def test_builds_with_named_logit_exits(built):
+    cfg, model = built
+    _check_model(cfg, model, 12)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_builds_for_35_classes(arch):
+    cfg = ModelConfig(arch=arch, width=0.125, labels=[f"w{i}" for i in range(35)])
+    _check_model(cfg, build_model(cfg), 35)
+
+
+def _check_model(cfg, model, classes):
+    assert model.input_shape == (None, 98, 64)
+    x = np.random.default_rng(0).normal(size=(3, 98, 64)).astype("float32")
+    out = model(x, training=False)
+    assert sorted(out) == cfg.exit_names
+    for name in cfg.exit_names:
+        assert out[name].shape == (3, classes)
+        assert np.all(np.isfinite(out[name].numpy()))
+    # stages are the shared layers stage1..stage5 with the contract's outputs
+    stages = [model.get_layer(f"stage{k}") for k in range(1, 6)]
+    for k, st in enumerate(stages, start=1):
+        expect = {"embedding", "logits"} | ({"fmap"} if k < 5 else set())
+        assert set(st.output) == expect, (k, st.output)
+    # chaining = running the stages by hand with the same weights; logits, not probabilities
+    h = x
+    for k, st in enumerate(stages, start=1):
+        o = st(h, training=False)
+        np.testing.assert_allclose(o["logits"].numpy(), out[f"exit{k}"].numpy(), atol=1e-4)
+        h = o.get("fmap")
+    assert not np.allclose(out["exit5"].numpy().sum(-1), 1.0)
+
+
+def test_single_exit_variant_stops_after_its_exit(built):
+    full_cfg, full_model = built
+    cfg = full_cfg.replace(single_exit=2)
+    model = build_model(cfg)
+    assert list(model.output_names) == ["exit2"]
+    stage_names = [lay.name for lay in model.layers if isinstance(lay, tf.keras.Model)]
+    assert stage_names == ["stage1", "stage2"]
+    assert set(model.get_layer("stage1").output) == {"fmap"}  # no exit head before exit 2
+    full = describe(full_model)
+    es = describe(cfg)
+    assert [c.exit for c in es] == [2]
+    # same backbone up to exit 2 minus exit 1's head
+    assert es[0].binary_macs < full[1].binary_macs
+    assert es[0].binary_macs > full[0].binary_macs
+    out = model(np.zeros((1, 98, 64), "float32"))
+    assert out["exit2"].shape == (1, 12)
+
+
+def test_real_valued_twin_is_same_graph_without_quantizers(built):
+    cfg, b = built
+    r = build_model(cfg.replace(binary=False))
+    for k in range(1, 6):
+        bl, rl = b.get_layer(f"stage{k}").layers, r.get_layer(f"stage{k}").layers
+        assert [lay.name for lay in bl] == [lay.name for lay in rl]
+        assert [w.shape for w in b.get_layer(f"stage{k}").weights] == \
+               [w.shape for w in r.get_layer(f"stage{k}").weights]
+        for lay in rl:
+            assert getattr(lay, "kernel_quantizer", None) is None
+            assert getattr(lay, "kernel_constraint", None) is None
+            assert getattr(getattr(lay, "input_quantizer", None), "precision", 32) == 32
+    assert binary_convs(r) == [] and len(binary_convs(b)) >= 10
+    assert describe(r)[-1].binary_macs == 0 and describe(r)[-1].real_macs > 0
+
+
+def test_describe_is_cumulative_and_matches_larq_summary(built):
+    cfg, model = built
+    stages = [model.get_layer(f"stage{k}") for k in range(1, 6)]
+    d = describe(model)
+    assert d.to_dicts() == describe(cfg, stages=stages).to_dicts()
+    assert [c.exit for c in d] == [1, 2, 3, 4, 5]
+    for prev, cur in zip(d, d[1:]):
+        assert cur.binary_macs > prev.binary_macs > 0
+        assert cur.real_macs >= prev.real_macs > 0
+        assert cur.binary_params > prev.binary_params
+        assert cur.binary_size_bytes > prev.binary_size_bytes
+        assert cur.float32_size_bytes > prev.float32_size_bytes
+    # binary MACs of stage 1 by hand: every binary conv's out pixels x k*k x c_in x c_out + head
+    st1 = stages[0]
+    macs = sum(int(np.prod(lay.output_shape[1:3])) * int(np.prod(lay.kernel.shape))
+               for lay in binary_convs(st1))
+    macs += int(np.prod(st1.get_layer("exit_dense").kernel.shape))
+    assert d[0].binary_macs == macs
+    # size arithmetic: 1 bit per binary weight, 32 per real
+    c = d[-1]
+    assert c.binary_size_bytes == pytest.approx(c.binary_params / 8 + c.real_params * 4, abs=2)
+    assert c.float32_size_bytes == 4 * c.params
+    # and larq's own printed summary of the stage agrees
+    lines = []
+    lq.models.summary(st1, print_fn=lines.append)
+    text = "\n".join(lines)
+    total = d[0].binary_macs + d[0].real_macs
+    printed = [ln for ln in text.splitlines() if "Number of MACs" in ln][0]
+    value, unit = printed.split("Number of MACs")[1].strip(" |").split()[:2]
+    assert float(value) * {"k": 1e3, "M": 1e6}[unit] == pytest.approx(total, rel=5e-3)
+    assert "exit5" in str(d) and "binary MACs" in d.table()
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_exit_head_numpy_arithmetic_reproduces_logits(speech, binary):
+    x, _ = speech
+    cfg = norm_cfg(speech, arch="quicknet", width=0.125, binary=binary)
+    stages = build_stages(cfg)
+    h = x
+    for st in stages:
+        out = st(h, training=False)
+        p = head_params(st)
+        assert p["binary"] == binary
+        want = out["logits"].numpy()
+        got = exit_logits(out["embedding"].numpy(), p["kernel"], p["scale"], p["bias"],
+                          binary=p["binary"])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+        h = out.get("fmap")
+
+
+def test_lce_converts_every_binary_conv_to_lce_bconv2d(built):
+    import larq_compute_engine as lce
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    cfg, model = built
+    n_binary = len(binary_convs(model))
+    fb = lce.convert_keras_model(model)
+    ops = tflite_op_counts(fb)
+    assert ops["LceBconv2d"] == n_binary, ops
+    assert ops["CONV_2D"] < n_binary  # the real-valued convs stay few (stem, transitions)
+    # the converted graph computes what Keras computes
+    x = np.random.default_rng(1).normal(size=(1, 98, 64)).astype("float32")
+    interp = Interpreter(fb, num_threads=1)
+    got = interp.predict(x)
+    want = model(x, training=False)
+    got = got if isinstance(got, list) else [got]
+    want_arrays = sorted((v.numpy() for v in want.values()), key=lambda a: float(a.sum()))
+    got_arrays = sorted((np.asarray(g).reshape(1, -1) for g in got), key=lambda a: float(a.sum()))
+    assert len(got_arrays) == 5
+    for g, w in zip(got_arrays, want_arrays):
+        np.testing.assert_allclose(g, w, atol=2e-3 * max(1.0, float(np.abs(w).max())))
+
+
+def test_a_few_gradient_steps_lower_the_loss_on_real_speech(speech, built):
+    x, y = speech
+    cfg, model = built
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = tf.keras.optimizers.Adam(1e-2)
+
+    def step():  # eager: tracing the gradient graph would cost more than the steps
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = tf.add_n([loss_fn(y, out[k]) for k in cfg.exit_names])
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    losses = [float(step()) for _ in range(12)]
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:2]), losses
+    # the weight clip constraint holds on every binary kernel latent
+    for lay in binary_convs(model):
+        clip = lay.kernel_constraint.clip_value
+        assert float(tf.reduce_max(tf.abs(lay.kernel))) <= clip + 1e-6
