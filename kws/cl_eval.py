@@ -9,8 +9,8 @@ and overall, for
 * ``cwr``        CWR* (Algorithm 3) on every exit head;
 * ``cwr_replay`` CWR* whose training batch also holds 1-bit latent replay (ratio 1:4) for the
                  heads after the replay boundary (the input of the last stage);
-* ``replay_stage`` the last stage itself (TensorFlow, from the training run) and its head
-                 retrained on new + replayed latents; earlier exits use CWR* (only with a run);
+* ``replay_stage`` CWR* on every head, then the last stage itself (TensorFlow, from the
+                 training run) and its head continue on new + replayed latents (only with a run);
 * ``naive``      plain SGD of the heads on the new words only (shows forgetting);
 * ``joint``      the heads retrained on old-class training clips plus all new words, classes
                  balanced by oversampling (upper bound).
@@ -367,9 +367,11 @@ def run_protocol(backbone: Backbone, cfg: CLEvalConfig, data: dict, methods=METH
                             h.fit_batch(x, tr.y)
                     memory.add(tr.latents, tr.y)
                 elif method == "replay_stage":
-                    for h, x in zip(heads[:-1], tr.feats[:-1]):
+                    # CWR* on every head (AR1*-style), then the last stage and its head
+                    # continue from the CWR* head on new + replayed latents.
+                    for h, x in zip(heads, tr.feats):
                         h.fit_batch(x, tr.y)
-                    learner.grow(n_cls)
+                    learner.set_head(heads[-1].cw, heads[-1].cb)
                     learner.fit(tr.latents, tr.y, memory)
                     memory.add(tr.latents, tr.y)
                 elif method == "naive":

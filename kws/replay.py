@@ -145,6 +145,15 @@ class ReplayMemory:
             x = x * self.scales[idx].astype(dtype).reshape((len(idx),) + (1,) * (len(self.shape) - 1) + (-1,))
         return x, self.labels[idx].astype(np.int64)
 
+    def roundtrip(self, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """What ``x (n, *shape)`` looks like after storage (1 bit, times the scales if kept)."""
+        x = np.asarray(x)
+        out = unpack_bits(pack_bits(x), self.shape, dtype)
+        if self.with_scales:
+            sc = channel_scales(x).astype(dtype)
+            out = out * sc.reshape((len(x),) + (1,) * (len(self.shape) - 1) + (-1,))
+        return out
+
     def sample(self, k: int):
         if self.size == 0:
             raise ValueError("the replay memory is empty")
@@ -280,6 +289,13 @@ class LastStageLearner:
             self.w, self.b = tf.Variable(w, name="head_w"), tf.Variable(b, name="head_b")
             self.opt = tf.keras.optimizers.Adam(self.lr)  # new variables, fresh slots
 
+    def set_head(self, w, b) -> None:
+        """Continue from another head (e.g. the CWR* head after this experience's update)."""
+        tf = self.tf
+        self.w = tf.Variable(np.asarray(w, np.float32), name="head_w")
+        self.b = tf.Variable(np.asarray(b, np.float32), name="head_b")
+        self.opt = tf.keras.optimizers.Adam(self.lr)
+
     def _logits(self, x, training=False):
         tf = self.tf
         e = self.stage(x, training=False)["embedding"]
@@ -294,6 +310,9 @@ class LastStageLearner:
         loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         variables = list(self.stage.trainable_variables) + [self.w, self.b]
         loss = float("nan")
+        # New latents go through the same 1-bit storage as replayed ones: otherwise "real-valued
+        # input" alone would tell new classes from old ones during training.
+        x_new = memory.roundtrip(x_new)
         for x, y in mixed_batches(x_new, y_new, memory, ratio=self.ratio,
                                   batch_new=self.batch_new, epochs=self.epochs, seed=self.seed):
             with tf.GradientTape() as tape:

@@ -145,3 +145,12 @@ def test_mixed_batches_ratio():
     assert len(batches) == 2
     for x, y in batches:
         assert (y == 1).sum() == 8 and (y == 0).sum() == 32 and x.shape == (40, 5)
+
+
+def test_roundtrip_matches_storage():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 2, 2, 8)).astype(np.float32)
+    for scales in (False, True):
+        m = ReplayMemory(5, (2, 2, 8), with_scales=scales)
+        m.add(x, np.arange(3))
+        np.testing.assert_allclose(m.roundtrip(x), m.get()[0], rtol=1e-6)
