@@ -1,7 +1,9 @@
 """Enrolment on a real bundle: a new word from real clips, old words kept, atomic updates, errors.
 
 Runs on a copy of the app's test bundle (the shipped default bundle, else the deploy tests'
-``tiny_bundle``), never on the original.
+``tiny_bundle``), never on the original. The new-word test needs a bundle that recognises
+words (measured: the 0.5-width QuickNet at 81 % validation accuracy keeps old-word accuracy
+0.717 -> 0.700 after enrolling "marvin" from 5 clips).
 """
 from __future__ import annotations
 
@@ -73,6 +75,10 @@ def test_enrolment_adds_a_working_word_and_keeps_old_ones(bundle_copy, sc_v1_sam
     before = Detector(bundle_copy)
     old = _old_clips(sc_v2, before.labels)
     acc_before = _accuracy(before, old)
+    if acc_before < 0.3:
+        pytest.fail(f"bundle {before.bundle.path} recognises only {acc_before:.0%} of old-word "
+                    f"test clips; the enrolment test needs a bundle that recognises words (the "
+                    f"shipped default bundle, or KWS_APP_TEST_BUNDLE)")
 
     clips = E.load_clips(train)
     res = E.enroll(bundle_copy, NEW_WORD, clips, source="test")
