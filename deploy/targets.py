@@ -79,6 +79,8 @@ def deploy(source, target: str, out, overwrite: bool = False, which: str = "best
     if target not in TARGETS:
         raise TargetError(f"target must be one of {TARGETS}, got {target!r}")
     source, out = Path(source), Path(out)
+    if not ((source / "manifest.json").is_file() or (source / "config.json").is_file()):
+        raise TargetError(f"{source}: neither a bundle (manifest.json) nor a run (config.json)")
     if out.exists():
         if not overwrite:
             raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")

@@ -125,3 +125,14 @@ def test_write_heads_enrolment_keeps_bundle_valid(tiny_bundle, tmp_path):
     # the old classes' logits are unchanged by the new (sign_input, real kernel) form
     z_old = Detector(tiny_bundle).exit_logits(audio=clip)
     np.testing.assert_allclose(z[:, :12], z_old, atol=1e-4)
+
+
+def test_cli_errors_name_the_path(tmp_path, capsys):
+    from bnnkws.app.cli import main
+
+    assert main(["bench", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not a bundle" in capsys.readouterr().err
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    assert f"{tmp_path}: not a training run" in capsys.readouterr().err
+    assert main(["deploy", str(tmp_path), "--target", "pi", "--out", str(tmp_path / "d")]) == 2
+    assert "neither a bundle" in capsys.readouterr().err
