@@ -465,6 +465,8 @@ def run(backbone: Backbone, cfg: CLEvalConfig, out_dir, policy=None, progress=Tr
     methods = [m for m in METHODS
                if (m not in ("cwr_replay", "replay_stage") or data["memory_factory"] is not None)
                and (m != "replay_stage" or cfg.run_dir)]
+    base = evaluate_heads(_heads(backbone, Precision(), cfg), data["old_test"], len(backbone.labels),
+                          policy)
     rows = run_protocol(backbone, cfg, data, methods, policy=policy, progress=progress)
     quant = []
     if cfg.quant_study:
@@ -490,6 +492,7 @@ def run(backbone: Backbone, cfg: CLEvalConfig, out_dir, policy=None, progress=Tr
                                        "train_files": x["train_files"],
                                        "test_files": x["test_files"]}
                                       for x in data["experiences"]]},
+        "base": base,
         "embed_ms_per_clip": data["old_test"].ms_per_clip,
         "rows": rows, "quantization": quant, "replay_memory": fidelity,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -559,7 +562,10 @@ def write_reports(result: dict, out: Path) -> None:
     _atomic_text(out / "results.json", json.dumps(result, indent=2, default=float) + "\n")
     md = [f"# Continual learning (new classes): {result['target']}\n",
           f"Old classes: {result['old_classes']}, old-class test clips: "
-          f"{result['counts']['old_test']}; per experience "
+          f"{result['counts']['old_test']} (accuracy before enrolment: "
+          f"{_fmt(result.get('base', {}).get('acc_old'))} at the last exit, "
+          f"{_fmt(result.get('base', {}).get('acc_all_early_exit'))} with early exit); "
+          f"per experience "
           + ", ".join(f"{x['words']}: {x['train']} train / {x['test']} test"
                       for x in result["counts"]["per_experience"]) + ".\n",
           table_markdown(result)]
