@@ -100,8 +100,11 @@ class MicrophoneSource:
         self.block = max(1, int(round(block_ms * self.sample_rate / 1000.0)))
         self.device = device
         # blocksize counts samples at the device's rate: at 48 kHz blocks are just shorter.
+        # latency="high": PortAudio's larger capture buffer rides out scheduling hiccups of a
+        # busy machine (overflows lose audio, which costs detections); a keyword spotter does not
+        # need the ~10 ms "low" setting.
         self._stream = MicrophoneStream(sample_rate=self.sample_rate, device=device,
-                                        blocksize=self.block)
+                                        blocksize=self.block, latency="high")
         self._block_ms = block_ms
         self.name = f"microphone {device if device is not None else '(default input)'}"
 

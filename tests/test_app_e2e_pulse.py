@@ -74,7 +74,8 @@ def test_listen_detects_keywords_played_into_pulseaudio(app_bundle, keyword_sequ
     offset = t_play - t_ready
     for d, e in zip(dets, events):
         expected = offset + e["end_s"]
-        assert expected - 0.5 <= d["time_s"] <= expected + 1.25, (d, e, offset)
+        # 0.75 s either side as in bench-stream, plus up to 0.5 s for paplay to connect
+        assert expected - 0.75 <= d["time_s"] <= expected + 1.25, (d, e, offset)
         assert d["exit"] >= 1 and d["latency_ms"] > 0
     assert "stopped after" in stderr  # the summary, on stderr
 

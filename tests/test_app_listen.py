@@ -121,7 +121,7 @@ def test_cli_listen_json_on_a_file(app_bundle, keyword_sequence):
     assert [x["label"] for x in lines] == [e["label"] for e in events]
     for x, e in zip(lines, events):
         assert set(x) == {"time_s", "label", "probability", "exit", "latency_ms"}
-        assert e["end_s"] - 0.3 <= x["time_s"] <= e["end_s"] + 0.75
+        assert abs(x["time_s"] - e["end_s"]) <= 0.75  # bench-stream's (and TF's) tolerance
         assert 0.0 < x["probability"] <= 1.0 and x["exit"] >= 1 and x["latency_ms"] > 0
     assert "stopped after" in proc.stderr  # the summary goes to stderr, not stdout
 
