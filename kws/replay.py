@@ -21,8 +21,7 @@ holds ``b`` new and ``4 b`` replayed samples).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 
@@ -202,58 +201,6 @@ def mixed_batches(x_new: np.ndarray, y_new: np.ndarray, memory: ReplayMemory, *,
                        np.concatenate([np.asarray(y_new[idx], np.int64), yr]))
             else:
                 yield np.asarray(x_new[idx], np.float32), np.asarray(y_new[idx], np.int64)
-
-
-@dataclass
-class ReplayReport:
-    capacity: int
-    stored: int
-    bytes_per_sample: int
-    float32_bytes_per_sample: int
-
-    @property
-    def compression(self) -> float:
-        return self.float32_bytes_per_sample / self.bytes_per_sample
-
-
-def report(memory: ReplayMemory) -> ReplayReport:
-    return ReplayReport(memory.capacity, len(memory), memory.bytes_per_sample,
-                        memory.float32_bytes_per_sample)
-
-
-# ---------------------------------------------------------------------------------------------
-# training the heads with replay (numpy; the stages after the boundary stay frozen)
-# ---------------------------------------------------------------------------------------------
-def train_heads_with_replay(heads: list, to_features: Callable, x_new, y_new,
-                            memory: ReplayMemory, *, ratio: float = 4.0, batch_new: int = 8,
-                            epochs: int = 30, lr: float = 0.05, seed: int = 0) -> None:
-    """SGD of every head on new + replayed latents (all units trained, replay keeps old ones).
-
-    ``heads`` are :class:`bnnkws.kws.cwr.CWRStar` (their ``cw``/``cb`` are updated in place);
-    ``to_features(latents) -> list of (n, D_k)`` runs the frozen stages after the boundary and
-    each head's input transform. Features of the new samples are computed once; replayed
-    latents are re-run per minibatch (they are few and stored packed).
-    """
-    from bnnkws.kws.cwr import cross_entropy_grad, softmax
-
-    feats_new = to_features(np.asarray(x_new, np.float32))
-    mem_x, mem_y = memory.get()
-    feats_mem = to_features(mem_x) if len(memory) else [np.zeros((0, h.dim)) for h in heads]
-    rng = np.random.default_rng(seed)
-    n = len(y_new)
-    y_new = np.asarray(y_new, np.int64)
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        for s in range(0, n, batch_new):
-            idx = order[s:s + batch_new]
-            k = int(round(ratio * len(idx))) if len(memory) else 0
-            ridx = rng.integers(0, len(memory), size=k) if k else np.zeros(0, int)
-            y = np.concatenate([y_new[idx], mem_y[ridx]])
-            for h, fn, fm in zip(heads, feats_new, feats_mem):
-                x = np.concatenate([fn[idx], fm[ridx]]).astype(np.float32)
-                probs = softmax(h._forward(x, h.cw, h.cb))
-                dw, db = cross_entropy_grad(x, probs, y)
-                h.cw, h.cb = h._store(h.cw - lr * dw, h.cb - lr * db)
 
 
 class LastStageLearner:
