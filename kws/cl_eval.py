@@ -596,13 +596,17 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, key, title in zip(axes, ("acc_old", "acc_new", "acc_all"),
                               ("old classes", "new words", "overall")):
+        base = result.get("base", {}).get("acc_old")
         for m in METHODS:
             rs = [r for r in result["rows"] if r["method"] == m]
             if rs:
-                ax.plot([r["experience"] for r in rs], [r[key] for r in rs], marker="o",
-                        label=METHOD_TITLES[m])
+                xs, ys = [r["experience"] for r in rs], [r[key] for r in rs]
+                if base is not None and key != "acc_new":  # start from the model before enrolment
+                    xs, ys = [0] + xs, [base] + ys
+                ax.plot(xs, ys, marker="o", label=METHOD_TITLES[m])
         ax.set_title(title)
-        ax.set_xlabel("experience")
+        ax.set_xlabel("experience (0 = before enrolment)")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (last exit)")
     axes[0].set_ylim(0, 1.02)
