@@ -19,7 +19,7 @@ from .bundle import Bundle, now_iso
 
 TEMPLATES = Path(__file__).parent / "templates"
 TARGETS = ("pi", "android")
-PI_REQUIREMENTS = ["numpy>=1.23,<2", "ai-edge-litert>=1.0", "sounddevice>=0.4.6",
+PI_REQUIREMENTS = ["numpy>=1.23,<2", "ai-edge-litert>=1.0", "sounddevice>=0.4.6", "soxr>=0.3",
                    "soundfile>=0.12"]
 PACKAGES = ("frontend", "kws", "deploy", "app")
 
