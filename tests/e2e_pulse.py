@@ -29,10 +29,17 @@ class PulseServer:
     """``with PulseServer(tmp) as pa: subprocess.run([...], env=pa.env)``."""
 
     def __init__(self, root: Path, rate: int = 16000):
-        self.root = Path(root)
+        import tempfile
+
+        # The server's socket path must stay under the 108-byte limit of a unix socket name,
+        # which a deep pytest tmp_path can exceed: keep the runtime files in a short /tmp dir.
+        self.root = Path(tempfile.mkdtemp(prefix="kwspa-", dir="/tmp" if os.path.isdir("/tmp")
+                                          else None))
+        self.logdir = Path(root)
         self.rate = rate
         self.proc = None
-        self.log = self.root / "pulseaudio.log"
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.log = self.logdir / "pulseaudio.log"
 
     @property
     def env(self) -> dict:
@@ -91,6 +98,7 @@ class PulseServer:
                 self.proc.wait()
         if getattr(self, "_logf", None):
             self._logf.close()
+        shutil.rmtree(self.root, ignore_errors=True)
         return False
 
     def play(self, wav: Path) -> subprocess.Popen:
