@@ -123,6 +123,8 @@ def run(args) -> int:
     if args.duration is not None and not args.duration > 0:
         raise CLIError(f"--duration must be > 0 seconds, got {args.duration}")
 
+    if args.input is not None and not Path(args.input).is_file():
+        raise CLIError(f"input file not found: {args.input}")
     bundle_path = resolve_bundle(args.bundle)
     detector, streamer = build_streamer(bundle_path, args)
 
@@ -137,8 +139,8 @@ def run(args) -> int:
         raise CLIError(f"{e}{hint}") from e
     except FileNotFoundError as e:
         raise CLIError(str(e)) from e
-    except ValueError as e:  # unreadable file (AudioError)
-        raise CLIError(f"cannot read {args.input}: {e}") from e
+    except ValueError as e:  # unreadable file (AudioError names the file and the problem)
+        raise CLIError(str(e)) from e
 
     view = make_view(args.json, overflows=lambda: source.overflows,
                      num_exits=len(getattr(detector, "exits", []) or []) or None,
