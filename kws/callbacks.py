@@ -118,7 +118,7 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, manager: tf.train.CheckpointManager, epoch_var: tf.Variable,
-                 last_weights: Path | None = None, extra_vars=None):
+                 last_weights: Path | None = None):
         super().__init__()
         self.manager = manager
         self.epoch_var = epoch_var

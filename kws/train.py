@@ -69,9 +69,15 @@ class TrainConfig:
     max_train_clips: Optional[int] = None
     augment: bool = True  # False turns every augmentation off
     time_shift: bool = True
-    noise: bool = True
+    # Background-noise mixing is opt-in: on the 12-class sc_v2 set (QuickNet w0.5, Bop, 5
+    # epochs) validation accuracy at the last exit was 42 % without augmentation, 38 % with
+    # shift+gain+SpecAugment, 27 % adding noise at 50 %/10-30 dB, 14 % with the data layer's
+    # general setting (80 %/0-20 dB). When enabled, the milder setting below is used.
+    noise: bool = False
     gain: bool = True
     spec_augment: bool = True
+    noise_prob: float = 0.5
+    snr_db: tuple = (10.0, 30.0)
     init_from: Optional[str] = None  # a run dir whose (e.g. real-valued) weights start this one
     cache_dir: Optional[str] = None
     eval_batch_size: int = 256
@@ -81,6 +87,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.exit_weights is not None:
             self.exit_weights = [float(w) for w in self.exit_weights]
+        self.snr_db = [float(v) for v in self.snr_db]
         if self.optimizer is None:
             self.optimizer = "adam" if self.real_valued else "bop"
         self.validate()
@@ -111,6 +118,10 @@ class TrainConfig:
             raise TrainError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.stage1_epochs is not None and not 0 <= self.stage1_epochs <= self.epochs:
             raise TrainError(f"stage1 epochs must be in 0..{self.epochs}, got {self.stage1_epochs}")
+        if not 0 <= self.noise_prob <= 1:
+            raise TrainError(f"noise prob must be in [0, 1], got {self.noise_prob}")
+        if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
+            raise TrainError(f"snr_db must be (min, max) with min <= max, got {self.snr_db}")
         if self.max_train_clips is not None and self.max_train_clips < 1:
             raise TrainError(f"max train clips must be >= 1, got {self.max_train_clips}")
 
@@ -137,7 +148,7 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
                     "lr_final", "stage1_epochs", "exit_weights", "single_exit", "real_valued",
                     "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise",
-                    "gain", "spec_augment", "init_from")
+                    "gain", "spec_augment", "noise_prob", "snr_db", "init_from")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +188,8 @@ def augment_config(tc: "TrainConfig"):
     if not tc.augment:
         return AugmentConfig.off()
     return AugmentConfig(time_shift=tc.time_shift, noise=tc.noise, gain=tc.gain,
-                         spec_augment=tc.spec_augment)
+                         spec_augment=tc.spec_augment, noise_prob=tc.noise_prob,
+                         snr_db=tuple(tc.snr_db))
 
 
 def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
