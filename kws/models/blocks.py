@@ -99,14 +99,19 @@ def real_conv(x, filters, kernel, strides=1, name=None, padding="same"):
 
 
 @tf.keras.utils.register_keras_serializable(package="bnnkws")
-def blurpool_initializer(shape, dtype=None):
+class BlurPool(tf.keras.initializers.Initializer):
     """Fixed anti-aliasing kernel of QuickNet's transition (Zhang 2019), as in larq-zoo."""
-    ksize, filters = shape[0], shape[2]
-    k = {2: np.array([1, 1]), 3: np.array([1, 2, 1]), 5: np.array([1, 4, 6, 4, 1])}[ksize]
-    k = np.outer(k, k).astype("float32")
-    k = k / np.sum(k)
-    k = np.repeat(k[:, :, None], filters, axis=-1)
-    return tf.constant(np.reshape(k, shape), dtype=dtype or "float32")
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        ksize, filters = shape[0], shape[2]
+        k = {2: np.array([1, 1]), 3: np.array([1, 2, 1]), 5: np.array([1, 4, 6, 4, 1])}[ksize]
+        k = np.outer(k, k).astype("float32")
+        k = k / np.sum(k)
+        k = np.repeat(k[:, :, None], filters, axis=-1)
+        return tf.constant(np.reshape(k, shape), dtype=dtype or "float32")
+
+
+blurpool_initializer = BlurPool()
 
 
 @tf.keras.utils.register_keras_serializable(package="bnnkws")
