@@ -4,9 +4,10 @@ Block structure as in larq-zoo: every binary 3x3 convolution has its own shortcu
 identity around each conv): ApproxSign input quantizer, magnitude-aware sign kernel quantizer,
 WeightClip(1), BN, add. A block that changes width uses stride 2 in its binary conv and a
 shortcut of AvgPool(2) -> real 1x1 conv -> BN. Changes for keyword spotting: the cheap stem of
-:func:`blocks.stem` (25, 8) instead of 7x7 conv + max-pool, and the 16 binary convolutions of
-Bi-Real-18 regrouped into five stages (the third section split in two) with the last two
-sections kept at 256 filters instead of 512 (2,800 training clips).
+:func:`blocks.stem` (25, 8) instead of 7x7 conv + max-pool, and Bi-Real-18's four sections of
+four binary convolutions reshaped into five stages of 4 + 4 + 2 + 2 + 2 = 14, the last three
+at 256 filters and 7x2 resolution instead of a 512-filter section (2,800 training clips, and
+a 3x3 conv on a 4x1 map would be mostly padding).
 
 Stage layout at width 1.0 (filters x binary convs, feature map):
   1: stem + 4 x 64 (25, 8)   2: 4 x 128 (13, 4)   3: 2 x 256 (7, 2)   4: 2 x 256   5: 2 x 256
