@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from e2e_pulse import PulseServer, pulse_missing
@@ -70,12 +71,16 @@ def test_listen_detects_keywords_played_into_pulseaudio(app_bundle, keyword_sequ
 
     dets = [json.loads(x) for x in out.splitlines()]
     assert [d["label"] for d in dets] == [e["label"] for e in events], (dets, events, stderr)
-    # Stream time 0 is when the first block arrived; the sequence starts once paplay connects.
+    # Each word is detected where the ground truth puts it relative to the others (TF's 0.75 s
+    # tolerance around one common shift), and that shift agrees with the wall clock: stream time 0
+    # is about when the first block arrived, the sequence starts once paplay connects (PortAudio's
+    # start-up buffering blurs both by a fraction of a second).
     offset = t_play - t_ready
-    for d, e in zip(dets, events):
-        expected = offset + e["end_s"]
-        # 0.75 s either side as in bench-stream, plus up to 0.5 s for paplay to connect
-        assert expected - 0.75 <= d["time_s"] <= expected + 1.25, (d, e, offset)
+    rel = [d["time_s"] - e["end_s"] for d, e in zip(dets, events)]
+    shift = float(np.median(rel))
+    assert all(abs(r - shift) <= 0.75 for r in rel), (rel, dets, events)
+    assert offset - 1.5 <= shift <= offset + 1.5, (shift, offset, dets, stderr)
+    for d in dets:
         assert d["exit"] >= 1 and d["latency_ms"] > 0
     assert "stopped after" in stderr  # the summary, on stderr
 

@@ -152,7 +152,7 @@ def test_cli_listen_missing_default_bundle_is_clear(monkeypatch, tmp_path, capsy
     from bnnkws.app import cli, cmd_listen
 
     monkeypatch.setattr(cmd_listen, "default_bundle_path", lambda: tmp_path / "nope")
-    rc = cli.main(["listen", "--input", "x.wav"])
+    rc = cli.main(["listen"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "default bundle is not installed" in err and str(tmp_path / "nope") in err
