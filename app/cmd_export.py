@@ -25,6 +25,10 @@ def register(subparsers) -> None:
     p.add_argument("--delta", type=float, default=None,
                    help="default exit threshold stored in the bundle (default: the run's delta)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--lean", action="store_true",
+                   help="LCE stages and heads only: no portable/ or float32/ twins and no "
+                        "full-graph files (small enough to ship; needs the LCE interpreter, and "
+                        "`kws bench` then has no float-32 comparison)")
     p.set_defaults(func=run)
 
 
@@ -40,7 +44,7 @@ def run(args) -> int:
 
     try:
         path = export_bundle(out, run_dir=run_dir, which=args.which, delta=args.delta,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, twins=not args.lean)
     except (ExportError, BundleError, FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
     b = Bundle.load(path)

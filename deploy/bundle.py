@@ -165,7 +165,7 @@ class StageSpec:
     index: int  # 1-based
     exit: int | None  # exit number this stage's logits belong to (None: no head)
     file: str
-    portable: str
+    portable: str | None  # None in a lean bundle (`kws export --lean`): LCE stages only
     features_file: str | None = None
     features_portable: str | None = None
     float32: str | None = None

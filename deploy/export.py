@@ -164,12 +164,15 @@ def _synthetic_clip(fcfg, seed=0) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = None,
                   cfg=None, model=None, overwrite: bool = False, progress: bool = True,
-                  check: bool = True, include_full: bool = True) -> Path:
+                  check: bool = True, include_full: bool = True, twins: bool = True) -> Path:
     """Convert a run (or ``cfg`` + chained ``model``) into a bundle directory ``out``.
 
     Written into a temporary sibling directory and renamed at the end, so an interrupted export
     never leaves a half bundle behind. ``include_full=False`` skips full.tflite and
     float32.tflite (the two slowest conversions; the staged files carry the same models).
+    ``twins=False`` (``kws export --lean``) also skips the portable/ and float32/ stages: the
+    binary LCE stages alone are a few hundred KiB, while the +-1-float twins of a width-1 model
+    are tens of MiB, too much to ship inside a package (the shipped default bundle is lean).
     """
     import larq_compute_engine as lce
     from tqdm import tqdm
@@ -200,18 +203,21 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             feats = named_io_model(s, shape1, "log_mel")
             faudio = named_io_model(f, (fcfg.clip_samples,), "audio", frontend=fcfg)
             ffeats = named_io_model(f, shape1, "log_mel")
-            jobs += [("stage1.tflite", audio, "lce"), ("stage1_features.tflite", feats, "lce"),
-                     ("portable/stage1.tflite", audio, "portable"),
-                     ("portable/stage1_features.tflite", feats, "portable"),
-                     ("float32/stage1.tflite", faudio, "float"),
-                     ("float32/stage1_features.tflite", ffeats, "float")]
+            jobs += [("stage1.tflite", audio, "lce"), ("stage1_features.tflite", feats, "lce")]
+            if twins:
+                jobs += [("portable/stage1.tflite", audio, "portable"),
+                         ("portable/stage1_features.tflite", feats, "portable"),
+                         ("float32/stage1.tflite", faudio, "float"),
+                         ("float32/stage1_features.tflite", ffeats, "float")]
         else:
             in_shape = s.input_shape[1:]
             m = named_io_model(s, in_shape, "fmap_in")
             fm = named_io_model(f, in_shape, "fmap_in")
-            jobs += [(f"stage{k}.tflite", m, "lce"), (f"portable/stage{k}.tflite", m, "portable"),
-                     (f"float32/stage{k}.tflite", fm, "float")]
-    if include_full:
+            jobs += [(f"stage{k}.tflite", m, "lce")]
+            if twins:
+                jobs += [(f"portable/stage{k}.tflite", m, "portable"),
+                         (f"float32/stage{k}.tflite", fm, "float")]
+    if include_full and twins:
         full = named_io_model(chain(stages, cfg, "full"), (fcfg.clip_samples,), "audio",
                               frontend=fcfg)
         ffull = named_io_model(chain(fstages, cfg, "full_float"), (fcfg.clip_samples,), "audio",
@@ -239,11 +245,12 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
         stage_entries = []
         for k in range(1, n + 1):
             e = {"index": k, "exit": k if k in active else None, "file": f"stage{k}.tflite",
-                 "portable": f"portable/stage{k}.tflite", "float32": f"float32/stage{k}.tflite"}
+                 "portable": f"portable/stage{k}.tflite" if twins else None,
+                 "float32": f"float32/stage{k}.tflite" if twins else None}
             if k == 1:
                 e.update(features_file="stage1_features.tflite",
-                         features_portable="portable/stage1_features.tflite",
-                         float32_features="float32/stage1_features.tflite")
+                         features_portable="portable/stage1_features.tflite" if twins else None,
+                         float32_features="float32/stage1_features.tflite" if twins else None)
             stage_entries.append(e)
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -259,8 +266,8 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             "heads": "numpy",
             "heads_file": HEADS,
             "stages": stage_entries,
-            "full": "full.tflite" if include_full else None,
-            "float32": "float32.tflite" if include_full else None,
+            "full": "full.tflite" if include_full and twins else None,
+            "float32": "float32.tflite" if include_full and twins else None,
             "files": files,
             "tools": tool_versions(),
             "source": {"run": str(run_dir) if run_dir else None, "which": which},
@@ -295,7 +302,8 @@ def check_bundle(path, stages, cfg, clip=None, tol: float = 0.05) -> dict:
 
     x = clip[None, :]
     port_logits = []
-    for spec in b.stages:
+    lean = any(spec.portable is None for spec in b.stages)
+    for spec in ([] if lean else b.stages):
         r = open_file(b, spec.portable, "lce")
         o = r.run(x)
         if "logits" in o:
@@ -313,6 +321,8 @@ def check_bundle(path, stages, cfg, clip=None, tol: float = 0.05) -> dict:
         x = o.get("fmap")
     heads = np.stack(lce_run["logits"])
     tfl = np.stack(lce_run["tflite_logits"])
+    if lean:  # no portable twins to compare: compare LCE with itself so the keys stay present
+        port_logits = list(tfl)
     res = {
         "clip": "synthetic",
         "heads_vs_tflite_logits_max_abs": float(np.abs(heads - tfl).max()),

@@ -16,7 +16,7 @@ import numpy as np
 
 from bnnkws.kws.policy import ExitPolicy
 
-from .bundle import Bundle, head_logits
+from .bundle import Bundle, BundleError, head_logits
 from .interpreters import open_file, resolve_backend
 
 
@@ -51,6 +51,11 @@ class Detector:
         self.stages = b.stages
         opts = dict(kernel_options or {}) if self.backend == "lce" else {}
         portable = self.backend == "litert"
+        if portable and any(s.portable is None for s in b.stages):
+            raise BundleError(
+                f"{b.path}: this bundle is lean (LCE stages only, `kws export --lean`), but the "
+                "LCE interpreter is not available here; re-export without --lean to get the "
+                "portable stages for ai-edge-litert")
 
         def runner(spec_file, spec_portable):
             return open_file(b, spec_portable if portable else spec_file, self.backend,
