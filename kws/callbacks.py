@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import bnnkws.frontend  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -92,6 +93,25 @@ class HyperLogger(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update(self._at_begin)
+
+
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Logs ``epoch_seconds``: wall time of the epoch's training and validation (the first
+    epoch of a process also includes tracing the graph)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._t0 = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        dt = time.perf_counter() - self._t0
+        self.seconds.append(dt)
+        if logs is not None:
+            logs["epoch_seconds"] = dt
 
 
 def atomic_save_weights(model, path) -> Path:

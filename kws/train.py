@@ -430,7 +430,8 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     last_exit = cfg.exit_names[-1]
     binaries = optim.binary_variables(model)
     interrupt = cbs.GracefulInterrupt()
-    callbacks = []
+    timer = cbs.EpochTimer()
+    callbacks = [timer]
     if binaries:
         callbacks.append(cbs.FlipCounter(binaries))
     callbacks += [
@@ -483,8 +484,11 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     done = int(epoch_var.numpy())
     wall = time.time() - t0
     if done > start and tc.verbose:
-        print(f"trained epochs {start + 1}..{done} in {wall:.0f} s "
-              f"({wall / (done - start):.1f} s/epoch)", file=sys.stderr)
+        secs = timer.seconds
+        steady = (f"{float(np.median(secs[1:])):.1f} s/epoch after the first "
+                  f"({secs[0]:.0f} s, includes graph tracing)" if len(secs) > 1
+                  else f"{secs[0]:.0f} s incl. graph tracing" if secs else "")
+        print(f"trained epochs {start + 1}..{done} in {wall:.0f} s; {steady}", file=sys.stderr)
     if interrupt.requested:
         print(f"stopped after epoch {done}; continue with: kws train --resume --out {out} "
               f"--epochs {tc.epochs}", file=sys.stderr)

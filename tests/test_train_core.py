@@ -176,6 +176,7 @@ def test_run_directory_history_and_flip_ratio(straight_run, small_data):
         assert math.log(1e-9) <= fr < math.log(5), fr
         assert float(r["flips"]) >= 0
     assert float(rows[0]["flips"]) > 0  # Bop flips in the first epoch
+    assert all(float(r["epoch_seconds"]) > 0 for r in rows)
     assert float(rows[1]["bop_gamma"]) < float(rows[0]["bop_gamma"])  # gamma decays
     cfg = ModelConfig.load(out / "config.json")
     assert cfg.labels == small_data.labels
