@@ -51,9 +51,9 @@ def register(subparsers) -> None:
                    help="train on a fixed random subset of N training clips (quick runs)")
     g.add_argument("--no-augment", dest="augment", action="store_false",
                    help="turn every augmentation off (cached features, fastest)")
-    g.add_argument("--noise", action="store_true",
-                   help="mix background noise into training clips (off by default: it slowed "
-                        "learning markedly in short runs on ~3k clips)")
+    g.add_argument("--noise", action=argparse.BooleanOptionalAction, default=d.noise,
+                   help="mix background noise into training clips (--no-noise: off; it slows "
+                        "short runs but helps in noisy rooms)")
     g.add_argument("--no-time-shift", dest="time_shift", action="store_false",
                    help="no random time shift")
     g.add_argument("--noise-prob", type=float, default=d.noise_prob, metavar="P",
@@ -129,8 +129,8 @@ def _defaults():
 
     return SimpleNamespace(task="12", arch="quicknet", width=1.0, epochs=30, batch_size=128,
                            lr=1e-3, lr_schedule="cosine", lr_final=0.01, bop_threshold=1e-6,
-                           bop_gamma=1e-3, bop_gamma_decay="exp", bop_gamma_final=0.01,
-                           label_smoothing=0.0, seed=0, noise_prob=0.5,
+                           bop_gamma=1e-3, bop_gamma_decay="cosine", bop_gamma_final=0.1,
+                           label_smoothing=0.0, seed=0, noise=True, noise_prob=0.5,
                            snr_db=[10.0, 30.0])
 
 
