@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from bnnkws.app.cli import CLIError
@@ -48,10 +47,9 @@ def register(subparsers) -> None:
 def _atomic_save_npy(path: Path, arr) -> None:
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
+    from bnnkws.kws.fileio import atomic_write
+
+    atomic_write(path, lambda f: np.save(f, arr))
 
 
 def _check_out_path(value: str | None, suffix: str, option: str) -> Path | None:
@@ -98,10 +96,13 @@ def plot_features(path: Path, y, feats, cfg, title: str) -> None:
     ax_s.set_xlabel("time (s)")
     ax_s.set_xlim(0, len(y) / sr)
     fig.colorbar(im, ax=ax_s, label=f"log(mel power + {cfg.log_offset:g})", pad=0.01)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from bnnkws.kws.fileio import atomic_path
+
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def run(args) -> int:

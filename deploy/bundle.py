@@ -28,11 +28,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bnnkws.kws.fileio import atomic_write_bytes as _atomic_write_bytes
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -56,18 +57,7 @@ def sha256_file(path) -> str:
 
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write via a temp file + rename so an interruption never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return _atomic_write_bytes(path, data)
 
 
 def write_manifest(bundle_dir, manifest: dict) -> Path:

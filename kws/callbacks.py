@@ -6,7 +6,6 @@ callback list (Keras hands the same dict down the list; its progress bar comes l
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -17,6 +16,7 @@ import bnnkws.frontend  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlo
 import tensorflow as tf
 
 from bnnkws.kws import optim
+from bnnkws.kws.fileio import atomic_path
 
 FLIP_EPS = 1e-9
 
@@ -117,14 +117,8 @@ class EpochTimer(tf.keras.callbacks.Callback):
 def atomic_save_weights(model, path) -> Path:
     """``model.save_weights`` to a temp file, then rename: a crash never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.h5")
-    try:
+    with atomic_path(path, suffix=".tmp.h5") as tmp:
         model.save_weights(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -25,8 +25,8 @@ functions.
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import resource
 import time
 import tracemalloc
@@ -36,6 +36,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
+from .fileio import atomic_path, atomic_write_text
 from .cwr import CWRStar, Precision, bits_name, sgd_finetune, train_joint
 from .replay import ReplayMemory
 
@@ -506,9 +507,7 @@ def run(backbone: Backbone, cfg: CLEvalConfig, out_dir, policy=None, progress=Tr
 # reports
 # ---------------------------------------------------------------------------------------------
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _fmt(v):
@@ -578,12 +577,11 @@ def write_reports(result: dict, out: Path) -> None:
     _atomic_text(out / "table.md", "\n".join(md))
     for name, rows in (("table.csv", result["rows"]), ("quant.csv", result["quantization"])):
         if rows:
-            tmp = out / (name + ".tmp")
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
-            os.replace(tmp, out / name)
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+            atomic_write_text(out / name, buf.getvalue())
     plot(result, out / "cl_eval.png")
 
 
@@ -613,7 +611,8 @@ def plot(result: dict, path: Path) -> None:
     axes[-1].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"New-class continual learning: {Path(str(result['target'])).name}")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from bnnkws.frontend.config import DEFAULT_FRONTEND, FrontendConfig
+from bnnkws.kws.fileio import atomic_write_text
 
 ARCHS = ("quicknet", "birealnet", "meliusnet", "binarydensenet")
 
@@ -149,18 +148,7 @@ class ModelConfig:
 
     def save(self, path) -> Path:
         """Write atomically (temp file + rename) so an interrupted save never leaves half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json() + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path) -> "ModelConfig":

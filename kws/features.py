@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from bnnkws.frontend import DEFAULT_FRONTEND, FrontendConfig
 
+from . import fileio
 from .data.base import Clip
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 MAX_SECONDS = 2.0  # longer recordings are centre-cropped to this before caching
 _INT16 = 32767.0
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def default_cache_dir() -> Path:
@@ -101,21 +99,8 @@ def _key(kind: str, params: dict, clips) -> str:
 
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, fsync, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a cache is as shareable as files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # fileio gives the file the umask mode (not mkstemp's 0600): a cache is as shareable as files
+    fileio.atomic_write(path, write, fsync=True)
 
 
 def _save_entry(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:

@@ -22,13 +22,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from bnnkws.kws.fileio import atomic_write_bytes
 from bnnkws.kws.calibration import expected_calibration_error, reliability
 from bnnkws.kws.policy import ExitPolicy, decide_batch, softmax
 
@@ -162,18 +161,7 @@ def model_summary(ml, delta, criterion="entropy", min_exit=None) -> dict:
 
 # -- files ------------------------------------------------------------------------------------
 def _atomic_write(path: Path, data) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
 
 
 def _csv(path: Path, header: Sequence[str], rows) -> Path:

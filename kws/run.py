@@ -18,9 +18,9 @@ Only the json helpers here are TensorFlow-free; :func:`load_run` imports the mod
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from bnnkws.kws.fileio import atomic_write_json
 
 CONFIG = "config.json"
 TRAIN_CONFIG = "train_config.json"
@@ -39,19 +39,7 @@ class RunError(FileNotFoundError):
 
 def write_json(path, obj) -> Path:
     """Write JSON atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_json(path, obj, indent=2, sort_keys=True)
 
 
 def read_json(path) -> dict:

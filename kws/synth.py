@@ -9,16 +9,16 @@ splits it by speaker (a voice never appears in two splits).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bnnkws.kws.fileio import atomic_path
 
 INSTALL_HINT = "install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu)"
 # eSpeak's own English voices; mbrola voices (mb/...) need extra packages that may be missing.
@@ -197,14 +197,8 @@ def synthesize(words, out, per_word: int = 50, seed: int = 0, speakers: int | No
     def make(i: int) -> None:
         y = render(utts[i], sample_rate, sample_rate)
         dest = targets[i]
-        fd, tmp = tempfile.mkstemp(prefix=".synth.", suffix=".wav", dir=dest.parent)
-        os.close(fd)
-        try:
+        with atomic_path(dest, suffix=".wav") as tmp:
             sf.write(tmp, y, sample_rate, subtype="PCM_16")
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
             tqdm(total=len(utts), desc="synthesizing", unit="clip",

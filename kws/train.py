@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ from bnnkws.kws import callbacks as cbs
 from bnnkws.kws import optim
 from bnnkws.kws import run as rundir
 from bnnkws.kws.config import ModelConfig
+from bnnkws.kws.fileio import atomic_write_text
 
 TRAIN_CONFIG_VERSION = 1
 
@@ -332,10 +334,9 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
     head, body = rows[0], rows[1:]
     keep = [r for r in body if r and int(r[0]) < epochs_done]
     if len(keep) != len(body):
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([head] + keep)
-        os.replace(tmp, path)
+        buf = io.StringIO()
+        csv.writer(buf).writerows([head] + keep)
+        atomic_write_text(path, buf.getvalue())
 
 
 def _resolve_resume(tc: TrainConfig, out: Path) -> TrainConfig:
