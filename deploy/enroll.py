@@ -30,6 +30,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from bnnkws.frontend.audio import loudest_window  # noqa: F401  (re-exported)
+
 from .bundle import HEADS, MANIFEST, Bundle, BundleError, normalize_head, read_heads
 
 MIN_EXAMPLES = 3  # per word: CWR* on fewer clips learns the speaker, not the word
@@ -54,20 +56,6 @@ def peak_dbfs(y: np.ndarray, sr: int = 16000, win_s: float = 0.05) -> float:
     k = len(y) // n
     rms = np.sqrt(np.mean(y[:k * n].reshape(k, n) ** 2, axis=1))
     return float(20 * np.log10(max(rms.max(), 1e-10)))
-
-
-def loudest_window(y: np.ndarray, length: int, hop: int = 160) -> np.ndarray:
-    """The ``length``-sample window with the most energy (pads short clips, centred)."""
-    y = np.asarray(y, np.float32)
-    if len(y) <= length:
-        out = np.zeros(length, np.float32)
-        off = (length - len(y)) // 2
-        out[off:off + len(y)] = y
-        return out
-    e = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
-    starts = np.arange(0, len(y) - length + 1, hop)
-    best = int(starts[np.argmax(e[starts + length] - e[starts])])
-    return y[best:best + length].copy()
 
 
 def list_clips(folder) -> list:

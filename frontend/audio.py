@@ -15,6 +15,7 @@ __all__ = [
     "AudioError",
     "AudioFileNotFoundError",
     "load_audio",
+    "loudest_window",
     "pad_or_crop",
     "resample",
     "to_mono",
@@ -162,6 +163,24 @@ def pad_or_crop(y: np.ndarray, length: int, crop: str = "center", rng=None) -> n
     out = np.zeros(length, dtype=y.dtype)
     out[offset : offset + n] = y
     return out
+
+
+def loudest_window(y: np.ndarray, length: int, hop: int = 160) -> np.ndarray:
+    """The ``length``-sample window with the most energy (pads short clips, centred).
+
+    ``hop``: candidate start positions every ``hop`` samples (10 ms at 16 kHz). Enrolment and
+    the continual-learning evaluation both cut the word out of a longer take with this.
+    """
+    y = np.asarray(y, np.float32)
+    if len(y) <= length:
+        out = np.zeros(length, np.float32)
+        off = (length - len(y)) // 2
+        out[off:off + len(y)] = y
+        return out
+    e = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
+    starts = np.arange(0, len(y) - length + 1, hop)
+    best = int(starts[np.argmax(e[starts + length] - e[starts])])
+    return y[best:best + length].copy()
 
 
 def load_audio(

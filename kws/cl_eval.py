@@ -200,6 +200,8 @@ def old_class_items(cfg: CLEvalConfig, labels: Sequence[str], new_words: Sequenc
 
 def read_items(items: Sequence[Item], clip_samples: int = 16000) -> np.ndarray:
     """``(n, clip_samples)`` audio: dataset clips via their reader, files centred on the word."""
+    from bnnkws.frontend.audio import loudest_window
+
     from .features import read_clip
 
     out = np.zeros((len(items), clip_samples), np.float32)
@@ -210,21 +212,8 @@ def read_items(items: Sequence[Item], clip_samples: int = 16000) -> np.ndarray:
             from bnnkws.frontend.audio import load_audio
 
             y = load_audio(it.path, sr=16000)
-        out[i] = _loudest(y, clip_samples)
+        out[i] = loudest_window(y, clip_samples)
     return out
-
-
-def _loudest(y, n):
-    y = np.asarray(y, np.float32)
-    if len(y) <= n:
-        out = np.zeros(n, np.float32)
-        o = (n - len(y)) // 2
-        out[o:o + len(y)] = y
-        return out
-    e = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
-    s = np.arange(0, len(y) - n + 1, 160)
-    b = int(s[np.argmax(e[s + n] - e[s])])
-    return y[b:b + n]
 
 
 @dataclass
