@@ -56,19 +56,11 @@ def atomic_path(path, suffix: str = ".tmp", *, fsync: bool = False) -> Iterator[
 def atomic_write(path, write: Callable, *, fsync: bool = False) -> Path:
     """Call ``write(f)`` on a binary file object of a temporary file, then rename onto ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     return path
 
 
