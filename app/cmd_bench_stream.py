@@ -94,13 +94,11 @@ def run(args) -> int:
     if args.save_wav:
         import soundfile as sf
 
-        from bnnkws.deploy.bundle import atomic_write_bytes
+        from bnnkws.kws.fileio import atomic_path, atomic_write_text
 
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "stream.wav.tmp"
-        sf.write(tmp, stream.audio, stream.sample_rate, subtype="PCM_16", format="WAV")
-        tmp.replace(out / "stream.wav")
-        atomic_write_bytes(out / "labels.txt", stream.labels_text().encode())
+        with atomic_path(out / "stream.wav", suffix=".tmp.wav") as tmp:
+            sf.write(tmp, stream.audio, stream.sample_rate, subtype="PCM_16", format="WAV")
+        atomic_write_text(out / "labels.txt", stream.labels_text())
 
     try:
         stats, summary = stream_bench.run_benchmark(streamer, stream, args.tolerance_ms)
