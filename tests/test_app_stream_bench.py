@@ -87,7 +87,7 @@ def test_cli_bench_stream_reports(app_bundle, sc_v2, tmp_path):
     rep = json.loads((out / "bench_stream.json").read_text())
     assert rep["keywords"] > 20 and rep["stream_s"] == pytest.approx(120.0)
     assert rep["correct"] + rep["wrong"] + rep["missed"] == rep["keywords"]
-    assert rep["hops"] == 1 + (1 + (45 * 16000 - 400) // 160 - 98) // 10
+    assert rep["hops"] == 1 + (1 + (120 * 16000 - 400) // 160 - 98) // 10
     assert 0 < rep["real_time_factor"] < 1 and rep["mean_hop_latency_ms"] > 0
     # A model that recognises keywords finds them in a stream too, far above chance (1 in 10),
     # and is right more often than wrong or falsely triggered. Two minutes (~30 keywords): on
