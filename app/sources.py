@@ -69,6 +69,8 @@ class ArraySource:
 class FileSource(ArraySource):
     """A sound file (any rate/format soundfile reads), resampled to the stream's rate, mono."""
 
+    TAIL_S = 1.0
+
     def __init__(self, path, sample_rate: int = 16000, block_ms: float = DEFAULT_BLOCK_MS,
                  realtime: bool = True):
         from bnnkws.frontend.audio import load_audio
@@ -77,6 +79,10 @@ class FileSource(ArraySource):
         if not path.exists():
             raise FileNotFoundError(f"input file not found: {path}")
         audio = load_audio(path, sr=sample_rate)
+        # One second of silence after the end: a microphone keeps delivering audio after a word,
+        # and the smoother needs the hops that follow it to reach its minimum count. Without
+        # this a one-second clip gives a single hop and can never fire. Time stamps are unchanged.
+        audio = np.concatenate([audio, np.zeros(int(sample_rate * self.TAIL_S), audio.dtype)])
         super().__init__(audio, sample_rate, block_ms, realtime, name=str(path))
 
 
