@@ -189,6 +189,12 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
 
         cfg, model = load_run(run_dir, which)
     fcfg = cfg.frontend
+    from bnnkws.kws.models.dead_channels import fold_dead_channels
+
+    # Dead BN channels after binary convs lose precision in LCE's fused output transform.
+    folded = fold_dead_channels(model)
+    if progress and folded:
+        print(f"folded {folded} dead batch-norm channel(s) into constants before conversion")
     stages = stage_models(model, cfg)
     fstages = float_twin_stages(cfg, stages)
     n = len(stages)
