@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -59,11 +60,17 @@ def kernel_options(machine: str | None = None) -> dict:
 
 
 _LCE_MODULE = None
+_LCE_PACKAGE_NAME = "larq_compute_engine.tflite.python.interpreter_wrapper_lite"
 
 
 def lce_module():
     """LCE's ``interpreter_wrapper_lite`` extension, loaded without importing TensorFlow."""
     global _LCE_MODULE
+    # pybind11 refuses to load the same extension twice in one process ("LiteInterpreter is
+    # already registered"), so the module is shared with LCE's own package name: whichever of
+    # this loader and `larq_compute_engine...interpreter.Interpreter` comes first, both work.
+    if _LCE_MODULE is None and _LCE_PACKAGE_NAME in sys.modules:
+        _LCE_MODULE = sys.modules[_LCE_PACKAGE_NAME]
     if _LCE_MODULE is None:
         spec = importlib.util.find_spec("larq_compute_engine")
         if spec is None or spec.origin is None:
@@ -78,6 +85,7 @@ def lce_module():
         mod = importlib.util.module_from_spec(so_spec)
         so_spec.loader.exec_module(mod)
         _LCE_MODULE = mod
+        sys.modules.setdefault(_LCE_PACKAGE_NAME, mod)
     return _LCE_MODULE
 
 

@@ -13,33 +13,6 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-
-def _share_lce_interpreter_extension() -> None:
-    """Load LCE's interpreter extension once for the whole session, under both names.
-
-    ``bnnkws.deploy.interpreters.lce_module`` loads ``interpreter_wrapper_lite.so`` by file (no
-    TensorFlow), while ``larq_compute_engine.tflite.python.interpreter.Interpreter`` imports it
-    as a package module; pybind11 refuses the second load of the same extension in one process
-    ("generic_type: type "LiteInterpreter" is already registered!"). In a whole-suite run the
-    deploy/app tests load it first and every later LCE ``Interpreter`` test then failed, so the
-    package name is pointed at the module the runtime loaded (cheap: no TensorFlow import).
-    """
-    import sys
-
-    name = "larq_compute_engine.tflite.python.interpreter_wrapper_lite"
-    if name in sys.modules:
-        return
-    try:
-        from bnnkws.deploy.interpreters import lce_module
-
-        sys.modules[name] = lce_module()
-    except Exception:  # no LCE here: the tests that need it report that themselves
-        pass
-
-
-_share_lce_interpreter_extension()
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("KWS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
