@@ -205,7 +205,7 @@ def tiny_bundle_keras(tiny_bundle):
 # ---- training (issue 4): a tiny trained run directory for eval/deploy/app/CWR* tests ----
 @pytest.fixture(scope="session")
 def tiny_run(sc_v2, tmp_path_factory) -> Path:
-    """A real `kws train` run directory: QuickNet width 0.25, Bop, 2 epochs on 320 clips of the
+    """A real `kws train` run directory: QuickNet width 0.25, Bop, 2 epochs on 1,600 clips of the
     sc_v2 12-class task (no augmentation, seed 0). It holds config.json, weights.h5, best.h5,
     history.csv, split.json, checkpoints/ and test_metrics.json; accuracy is near chance (it
     is for plumbing, not quality). Set KWS_TEST_TINY_RUN=DIR to reuse a run made earlier."""

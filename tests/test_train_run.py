@@ -42,7 +42,7 @@ def test_tiny_run_directory_is_complete(tiny_run):
     tm = json.loads((tiny_run / "test_metrics.json").read_text())
     assert set(tm["best"]) == set(cfg.exit_names) and tm["num_clips"] > 100
     split = json.loads((tiny_run / "split.json").read_text())
-    assert len(split["train"]) == 320 and split["validation"] and split["testing"]
+    assert len(split["train"]) == 1600 and split["validation"] and split["testing"]
     assert not set(split["train"]) & set(split["testing"])
 
 
