@@ -51,8 +51,9 @@ def test_enroll_record_takes_words_from_the_microphone(app_bundle, sc_v1_sample,
         t.start()
         assert prompted.wait(120), "".join(err)
         player = pa.play(played)  # starts while take 1 is being prompted
-        out, _ = proc.communicate(timeout=120)
-        t.join(5)
+        out = proc.stdout.read()  # stderr belongs to the drain thread alone
+        proc.wait(timeout=120)
+        t.join(10)
         player.kill()
         player.wait()
 
