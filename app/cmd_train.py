@@ -123,15 +123,10 @@ def register(subparsers) -> None:
 
 
 def _defaults():
-    # Mirrors TrainConfig's defaults (importing it would load TensorFlow and slow `kws --help`);
-    # tests/test_train_cli.py checks that the two agree.
-    from types import SimpleNamespace
+    # TrainConfig lives in a TensorFlow-free module, so `kws --help` stays instant.
+    from bnnkws.kws.train_config import TrainConfig
 
-    return SimpleNamespace(task="12", arch="quicknet", width=1.0, epochs=30, batch_size=128,
-                           lr=1e-3, lr_schedule="cosine", lr_final=0.01, bop_threshold=1e-6,
-                           bop_gamma=1e-3, bop_gamma_decay="cosine", bop_gamma_final=0.1,
-                           label_smoothing=0.0, seed=0, noise=True, noise_prob=0.5,
-                           snr_db=[10.0, 30.0])
+    return TrainConfig()
 
 
 _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer", "bop_threshold",
@@ -164,12 +159,8 @@ def config_from_args(args):
         defaults = vars(_defaults())
         base = {k: saved[k] for k in _FIELDS if k in saved}
         for k, v in given.items():
-            default = defaults.get(k, None)
-            if k in ("augment", "time_shift", "gain", "spec_augment"):
-                default = True
-            if k in ("real_valued", "noise"):
-                default = False
-            if v is not None and v != default:
+            # argparse defaults are TrainConfig's, so only options the user changed differ.
+            if v is not None and v != defaults.get(k):
                 base[k] = v
         given = base
     elif given["epochs"] is None:

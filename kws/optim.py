@@ -22,9 +22,7 @@ import bnnkws.frontend  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlo
 import larq as lq
 import tensorflow as tf
 
-OPTIMIZERS = ("bop", "adam", "two-stage")
-GAMMA_DECAYS = ("exp", "cosine", "none")
-LR_SCHEDULES = ("cosine", "exp", "constant")
+from bnnkws.kws.train_config import GAMMA_DECAYS, LR_SCHEDULES, OPTIMIZERS  # noqa: F401
 
 Schedule = tf.keras.optimizers.schedules.LearningRateSchedule
 
