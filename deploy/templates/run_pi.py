@@ -16,9 +16,34 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 BUNDLE = os.path.join(HERE, "bundle")
+MEL_FILE = os.path.join(HERE, "mel_filterbank.npz")
+
+
+def use_shipped_filterbank():
+    """Serve the mel filterbank `kws deploy` saved next to this file (computed there by librosa)
+    to the streaming frontend, which would otherwise import librosa: not installed here, as it
+    pulls in scipy, scikit-learn and numba. Other frontend settings still go to librosa."""
+    if not os.path.isfile(MEL_FILE):
+        return
+    import numpy as np
+    from bnnkws.frontend import reference
+
+    with np.load(MEL_FILE) as z:
+        mel = np.ascontiguousarray(z["mel"], dtype=np.float64)
+        key = tuple(float(z[k]) for k in ("sample_rate", "n_fft", "n_mels", "fmin", "fmax"))
+    mel.setflags(write=False)
+    computed = reference._mel
+
+    def _mel(sample_rate, n_fft, n_mels, fmin, fmax):
+        if tuple(float(v) for v in (sample_rate, n_fft, n_mels, fmin, fmax)) == key:
+            return mel
+        return computed(sample_rate, n_fft, n_mels, fmin, fmax)
+
+    reference._mel = _mel
 
 
 def main(argv):
+    use_shipped_filterbank()
     if argv[:1] == ["bench"]:
         p = argparse.ArgumentParser(prog="run_pi.py bench")
         p.add_argument("--runs", type=int, default=100)
@@ -50,5 +75,24 @@ def main(argv):
     return int(args.func(args) or 0)
 
 
+def run(argv):
+    """main() with the `kws` CLI's error handling: a user-facing error (no microphone, damaged
+    bundle, unreadable clip, no interpreter) is one line on stderr, not a traceback."""
+    from bnnkws.app.cli import CLIError
+    from bnnkws.deploy.bundle import BundleError
+    from bnnkws.deploy.interpreters import BackendError
+    from bnnkws.frontend.audio import AudioError
+
+    try:
+        return main(argv)
+    except (CLIError, BundleError, BackendError, AudioError, FileNotFoundError) as e:
+        # the app's hints name its `kws listen` command; here the same options go to this script
+        print(f"run_pi.py: error: {e}".replace("kws listen", "python3 run_pi.py"), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:]))
