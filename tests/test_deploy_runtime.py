@@ -127,6 +127,12 @@ def test_deploy_pi_runs_without_tensorflow(tiny_bundle, clips, tmp_path):
               "bundle/manifest.json", "lib/bnnkws/deploy/runtime.py"):
         assert (out / f).exists(), f
     assert "ai-edge-litert" in (out / "requirements.txt").read_text()
+    from bnnkws.deploy.targets import MEL_FILE
+    from bnnkws.frontend.reference import mel_matrix
+
+    # the Pi gets the filterbank as a file instead of librosa
+    np.testing.assert_array_equal(np.load(out / MEL_FILE)["mel"],
+                                  mel_matrix(Bundle.load(out / "bundle").frontend))
     subprocess.run(["sh", "-n", str(out / "bench_device.sh")], check=True)
     assert "lce_benchmark_model_aarch64 --graph=bundle/stage1.tflite" in (out / "README.md").read_text()
     wav = tmp_path / "clip.wav"
@@ -151,3 +157,26 @@ def test_deploy_android_script(tiny_bundle, tmp_path):
     assert "lce_benchmark_model_android_arm64" in script and "adb push" in script
     for s in Bundle.load(out / "bundle").stages:
         assert f"bench {s.file}" in script
+
+
+
+def test_deploy_pi_refuses_a_lean_bundle_it_cannot_complete(tiny_run, tmp_path):
+    """A Pi has no LCE Python wheel, so a lean bundle (LCE stages only) needs its portable
+    stages converted again from its run; with the run gone, deploy must say so and leave no
+    half-made package. (The success path was checked by hand on app/default_bundle in an
+    emulated aarch64 chroot; on this tiny run the re-conversion is not byte-identical, and
+    deploy refuses that too, see the session note.)"""
+    import json
+
+    from bnnkws.deploy.export import export_bundle
+    from bnnkws.deploy.targets import TargetError, deploy
+
+    lean = export_bundle(tmp_path / "lean", run_dir=tiny_run, include_full=False, twins=False,
+                         progress=False)
+    assert not any(s.portable for s in Bundle.load(lean).stages)
+    m = json.loads((lean / "manifest.json").read_text())
+    m["source"]["run"] = str(tmp_path / "no_such_run")
+    (lean / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(TargetError, match="lean bundle"):
+        deploy(lean, "pi", tmp_path / "pi")
+    assert not (tmp_path / "pi").exists()
