@@ -7,7 +7,12 @@ from pathlib import Path
 from bnnkws.app.cli import CLIError
 
 DEFAULT_BUNDLE_DIRNAME = "default_bundle"
-FILE_HINT = "To stream a recording through the same path instead: kws listen --input clip.wav"
+# The command users typed: the Pi runner (deploy's run_pi.py) reuses this module under its own name.
+COMMAND = "kws listen"
+
+
+def file_hint() -> str:
+    return f"To stream a recording through the same path instead: {COMMAND} --input clip.wav"
 
 
 def default_bundle_path() -> Path:
@@ -100,7 +105,7 @@ def resolve_bundle(path) -> Path:
     if not (bundle / "manifest.json").is_file():
         raise CLIError(
             f"no bundle given and the default bundle is not installed (looked in {bundle}).\n"
-            "  Give one explicitly: kws listen path/to/bundle   (make one with `kws train` then "
+            f"  Give one explicitly: {COMMAND} path/to/bundle   (make one with `kws train` then "
             "`kws export`),\n  or reinstall bnn-kws from a checkout that ships app/default_bundle/.")
     return bundle
 
@@ -112,10 +117,10 @@ def run(args) -> int:
         try:
             text = list_devices_text()
         except SourceError as e:
-            raise CLIError(f"{e}\n{FILE_HINT}") from e
+            raise CLIError(f"{e}\n{file_hint()}") from e
         print(text)
         if "no audio capture device found" in text or "no device can record" in text:
-            print(FILE_HINT)
+            print(file_hint())
             return 1
         return 0
     if args.fast and args.input is None:
@@ -135,7 +140,7 @@ def run(args) -> int:
         source = open_source(args.input, device=args.device, fast=args.fast,
                              sample_rate=streamer.cfg.sample_rate, block_ms=args.block_ms)
     except SourceError as e:
-        hint = "" if args.input else "\n" + FILE_HINT
+        hint = "" if args.input else "\n" + file_hint()
         raise CLIError(f"{e}{hint}") from e
     except FileNotFoundError as e:
         raise CLIError(str(e)) from e
@@ -161,7 +166,7 @@ def run(args) -> int:
     except SourceError as e:
         if isinstance(view, TerminalView):
             view.out.write("\x1b[?25h")
-        raise CLIError(f"{e}" + ("" if args.input else "\n" + FILE_HINT)) from e
+        raise CLIError(f"{e}" + ("" if args.input else "\n" + file_hint())) from e
     view.finish(summary)
     return 130 if summary.interrupted else 0
 

@@ -224,3 +224,15 @@ def tiny_run(sc_v2, tmp_path_factory) -> Path:
                      cache_dir=os.environ.get("KWS_CACHE_DIR") or str(base / "cache"),
                      verbose=0)
     return run_training(tc)
+
+
+@pytest.fixture
+def no_sound_card_env(tmp_path):
+    """Environment for a subprocess in which PortAudio sees no devices at all: ALSA's default
+    device is a sound card that does not exist, and there is no PulseAudio server to fall back on."""
+    conf = tmp_path / "asound.conf"
+    conf.write_text("pcm.!default { type hw card 99 }\nctl.!default { type hw card 99 }\n")
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+            "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}",
+            "PULSE_SERVER": "unix:/nonexistent", "PULSE_RUNTIME_PATH": str(tmp_path / "pulse"),
+            "XDG_RUNTIME_DIR": str(tmp_path)}

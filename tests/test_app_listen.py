@@ -126,26 +126,14 @@ def test_cli_listen_json_on_a_file(app_bundle, keyword_sequence):
     assert "stopped after" in proc.stderr  # the summary goes to stderr, not stdout
 
 
-def test_cli_listen_without_any_input_device_says_what_to_do(app_bundle, tmp_path):
+def test_cli_listen_without_any_input_device_says_what_to_do(app_bundle, no_sound_card_env):
     """No sound card: the error names what is missing and how to stream a file instead."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-           # ALSA's default device is a sound card that does not exist, and there is no
-           # PulseAudio server to fall back on: PortAudio sees no devices at all.
-           "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{_no_card_alsa(tmp_path)}",
-           "PULSE_SERVER": "unix:/nonexistent", "PULSE_RUNTIME_PATH": str(tmp_path / "pulse"),
-           "XDG_RUNTIME_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "bnnkws.app", "listen", str(app_bundle)],
-                          capture_output=True, text=True, timeout=60, env=env)
+                          capture_output=True, text=True, timeout=60, env=no_sound_card_env)
     assert proc.returncode == 2
     assert "no audio capture device found" in proc.stderr
     assert "kws listen --input clip.wav" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def _no_card_alsa(tmp_path):
-    p = tmp_path / "asound.conf"
-    p.write_text("pcm.!default { type hw card 99 }\nctl.!default { type hw card 99 }\n")
-    return p
 
 
 def test_cli_listen_missing_default_bundle_is_clear(monkeypatch, tmp_path, capsys):

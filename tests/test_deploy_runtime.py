@@ -117,7 +117,7 @@ def test_detector_refuses_bad_input(tiny_bundle):
         det.classify(features=np.zeros((10, 64), np.float32))
 
 
-def test_deploy_pi_runs_without_tensorflow(tiny_bundle, clips, tmp_path):
+def test_deploy_pi_runs_without_tensorflow(tiny_bundle, clips, tmp_path, no_sound_card_env):
     import soundfile as sf
 
     from bnnkws.deploy.targets import deploy
@@ -146,6 +146,17 @@ def test_deploy_pi_runs_without_tensorflow(tiny_bundle, clips, tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert "backend:" in r.stdout and "exit" in r.stdout
+
+    # No microphone on the Pi: the hints name the script the user ran, not the `kws` CLI.
+    r = subprocess.run([sys.executable, str(out / "run_pi.py"), "--list-devices"],
+                       capture_output=True, text=True, timeout=120, env=no_sound_card_env)
+    assert r.returncode == 1, r.stderr
+    assert "no audio capture device found" in r.stdout
+    assert "python3 run_pi.py --input clip.wav" in r.stdout and "kws listen" not in r.stdout
+    r = subprocess.run([sys.executable, str(out / "run_pi.py")], capture_output=True, text=True,
+                       timeout=120, env=no_sound_card_env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "python3 run_pi.py --input clip.wav" in r.stderr and "kws listen" not in r.stderr
 
 
 def test_deploy_android_script(tiny_bundle, tmp_path):

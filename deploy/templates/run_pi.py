@@ -68,6 +68,7 @@ def main(argv):
         return 0
     from bnnkws.app import cmd_listen
 
+    cmd_listen.COMMAND = "python3 run_pi.py"  # its printed hints name this script
     p = argparse.ArgumentParser(prog="run_pi.py")
     sub = p.add_subparsers(dest="command")
     cmd_listen.register(sub)
