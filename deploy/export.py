@@ -187,6 +187,12 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             raise ValueError("give run_dir or cfg+model")
         from bnnkws.kws.train import load_run
 
+        # Keras names unnamed layers from process-wide counters, and the names land in the
+        # flatbuffer: without a reset the same run converted twice in one process gives
+        # different bytes, and `kws deploy` could not recognise a lean bundle's own run.
+        import tf_keras
+
+        tf_keras.backend.clear_session()
         cfg, model = load_run(run_dir, which)
     fcfg = cfg.frontend
     from bnnkws.kws.models.dead_channels import fold_dead_channels

@@ -171,13 +171,12 @@ def test_deploy_android_script(tiny_bundle, tmp_path):
 
 
 
-def test_deploy_pi_refuses_a_lean_bundle_it_cannot_complete(tiny_run, tmp_path):
-    """A Pi has no LCE Python wheel, so a lean bundle (LCE stages only) needs its portable
-    stages converted again from its run; with the run gone, deploy must say so and leave no
-    half-made package. (The success path was checked by hand on app/default_bundle in an
-    emulated aarch64 chroot; on this tiny run the re-conversion is not byte-identical, and
-    deploy refuses that too, see the session note.)"""
+def test_deploy_pi_completes_a_lean_bundle_from_its_run_or_refuses(tiny_run, clips, tmp_path):
+    """A Pi has no LCE Python wheel, so a lean bundle (LCE stages only) gets its portable stages
+    converted again from its run: the package must then run them on ai-edge-litert with the
+    LCE stages' decisions. With the run gone, deploy must say so and leave no half-made package."""
     import json
+    import shutil
 
     from bnnkws.deploy.export import export_bundle
     from bnnkws.deploy.targets import TargetError, deploy
@@ -185,9 +184,24 @@ def test_deploy_pi_refuses_a_lean_bundle_it_cannot_complete(tiny_run, tmp_path):
     lean = export_bundle(tmp_path / "lean", run_dir=tiny_run, include_full=False, twins=False,
                          progress=False)
     assert not any(s.portable for s in Bundle.load(lean).stages)
-    m = json.loads((lean / "manifest.json").read_text())
+    orphan = shutil.copytree(lean, tmp_path / "orphan")
+
+    out = deploy(lean, "pi", tmp_path / "pi")
+    done = Bundle.load(out / "bundle")
+    assert all(s.portable for s in done.stages) and done.manifest["twins_added"]
+    for s in done.stages:  # the device runs the bundle it was given, byte for byte
+        assert (out / "bundle" / s.file).read_bytes() == (lean / s.file).read_bytes()
+    audio = clips[0][:24]
+    z_lce = Detector(lean, backend="lce").exit_logits_batch(audio=audio)
+    det = Detector(out / "bundle", backend="litert")
+    assert det.backend == "litert"
+    z = det.exit_logits_batch(audio=audio)
+    assert (z.argmax(-1) == z_lce.argmax(-1)).mean() >= 0.99
+    np.testing.assert_allclose(z, z_lce, atol=1e-3 * max(1, np.abs(z).max()))
+
+    m = json.loads((orphan / "manifest.json").read_text())
     m["source"]["run"] = str(tmp_path / "no_such_run")
-    (lean / "manifest.json").write_text(json.dumps(m))
+    (orphan / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(TargetError, match="lean bundle"):
-        deploy(lean, "pi", tmp_path / "pi")
-    assert not (tmp_path / "pi").exists()
+        deploy(orphan, "pi", tmp_path / "pi2")
+    assert not (tmp_path / "pi2").exists()
