@@ -289,6 +289,10 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
         if check:
             manifest["checks"] = check_bundle(tmp, stages, cfg)
             write_manifest(tmp, manifest)
+        # mkdtemp makes the directory private (0700); a bundle is shared like any other folder
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -35,6 +37,10 @@ def test_bundle_files_manifest_and_hashes(tiny_bundle):
     port = sum(m["files"][f"portable/stage{k}.tflite"]["bytes"] for k in range(2, n + 1))
     assert port > 4 * lce, (lce, port)
     assert m["checks"]["top1_lce_eq_portable"] and m["checks"]["top1_lce_eq_keras"]
+    # written in a private temporary directory, but shared like a folder made by mkdir
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(tiny_bundle.stat().st_mode) == 0o777 & ~umask
 
 
 def _copy(tiny_bundle, tmp_path):
