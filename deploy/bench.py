@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import Bundle, atomic_write_bytes
-from .interpreters import kernel_options, open_file, time_runner, tune
+from .interpreters import kernel_options, open_file, tune
 
 MIB = 1024 * 1024
 DEFAULT_DELTAS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -47,17 +47,25 @@ def _stats(a):
 
 def chained_times(runners, first_input, runs, warmup):
     """(runs, stages) ms: each run chains the stages on real intermediate tensors."""
-    t = np.empty((runs, len(runners)))
+    return interleaved_times([(runners, first_input)], runs, warmup)[0]
+
+
+def interleaved_times(chains, runs, warmup):
+    """:func:`chained_times` of several ``(runners, first_input)`` chains, taking turns run by
+    run: on a shared or throttling machine the speed drifts by tens of percent over seconds, and
+    measuring one model after the other turned that drift into the binary-vs-float ratio."""
+    ts = [np.empty((runs, len(runners))) for runners, _ in chains]
     for i in range(-warmup, runs):
-        x = first_input
-        for j, r in enumerate(runners):
-            t0 = time.perf_counter()
-            o = r.run(x)
-            dt = (time.perf_counter() - t0) * 1e3
-            if i >= 0:
-                t[i, j] = dt
-            x = o.get("fmap")
-    return t
+        for t, (runners, first_input) in zip(ts, chains):
+            x = first_input
+            for j, r in enumerate(runners):
+                t0 = time.perf_counter()
+                o = r.run(x)
+                dt = (time.perf_counter() - t0) * 1e3
+                if i >= 0:
+                    t[i, j] = dt
+                x = o.get("fmap")
+    return ts
 
 
 def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=None,
@@ -84,27 +92,31 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
     tuning = tune(b, tune_files, feats_in, runs=tune_runs, warmup=3, num_threads=threads)
     best = tuning[0]["options"]
 
-    # 2. LCE stages chained, stage 1 from audio; and stage1_features alone
-    lce_runners = [open_file(b, s1.file, "lce", threads, **best)] + \
-        [open_file(b, n, "lce", threads, **best) for n in lce_rest]
-    t_lce = chained_times(lce_runners, clip[None, :], runs, warmup)
-    r_feat = open_file(b, s1.features_file, "lce", threads, **best)
-    t_feat = time_runner(r_feat, feats_in[s1.features_file], runs, warmup)
-
-    # 3. float-32 twin stages (XNNPACK on or off, whichever is faster for it)
+    # 2. float-32 twin stages: XNNPACK on or off, whichever is faster for it
     float_files = [s.float32 for s in stages]
     have_float = all(f and f in b.manifest["files"] for f in float_files)
     float_opts, t_float = None, None
     if have_float:
-        best_ms = None
-        for xnn in (True, False):
-            rs = [open_file(b, f, "lce", threads, use_xnnpack=xnn) for f in float_files]
-            t = chained_times(rs, clip[None, :], max(10, runs // 5), 3)
-            ms = float(np.median(t.sum(1)))
-            if best_ms is None or ms < best_ms:
-                best_ms, float_opts = ms, {"use_xnnpack": xnn}
-        rs = [open_file(b, f, "lce", threads, **float_opts) for f in float_files]
-        t_float = chained_times(rs, clip[None, :], runs, warmup)
+        xnn_on, xnn_off = ([open_file(b, f, "lce", threads, use_xnnpack=x) for f in float_files]
+                           for x in (True, False))
+        t_on, t_off = interleaved_times([(xnn_on, clip[None, :]), (xnn_off, clip[None, :])],
+                                        max(10, runs // 5), 3)
+        faster_on = np.median(t_on.sum(1)) <= np.median(t_off.sum(1))
+        float_opts = {"use_xnnpack": bool(faster_on)}
+        float_runners = xnn_on if faster_on else xnn_off
+
+    # 3. LCE stages chained (stage 1 from audio), stage1_features alone and the float twin,
+    # taking turns so that they see the same machine
+    lce_runners = [open_file(b, s1.file, "lce", threads, **best)] + \
+        [open_file(b, n, "lce", threads, **best) for n in lce_rest]
+    r_feat = open_file(b, s1.features_file, "lce", threads, **best)
+    chains = [(lce_runners, clip[None, :]), ([r_feat], feats_in[s1.features_file])]
+    if have_float:
+        chains.append((float_runners, clip[None, :]))
+    times = interleaved_times(chains, runs, warmup)
+    t_lce, t_feat = times[0], times[1][:, 0]
+    if have_float:
+        t_float = times[2]
 
     # 4. table
     files = b.manifest["files"]

@@ -213,18 +213,6 @@ def open_file(bundle: Bundle, name: str, backend: str, num_threads: int = 1, **o
     raise ValueError(f"backend must be 'lce' or 'litert', got {backend!r}")
 
 
-def time_runner(runner: StageRunner, x, runs: int = 50, warmup: int = 5) -> np.ndarray:
-    """Wall times (ms) of ``runs`` invocations after ``warmup``."""
-    for _ in range(warmup):
-        runner.run(x)
-    out = np.empty(runs)
-    for i in range(runs):
-        t = time.perf_counter()
-        runner.run(x)
-        out[i] = (time.perf_counter() - t) * 1e3
-    return out
-
-
 def tune(bundle: Bundle, files: list, inputs: dict, runs: int = 30, warmup: int = 5,
          num_threads: int = 1, rtol: float = 1e-3) -> list:
     """Time every LCE option set on ``files`` (summed medians) and check outputs agree with the
@@ -234,16 +222,28 @@ def tune(bundle: Bundle, files: list, inputs: dict, runs: int = 30, warmup: int 
         r = open_file(bundle, name, "lce", num_threads, use_reference_bconv=True,
                       use_indirect_bgemm=False, use_xnnpack=False)
         ref[name] = r.run(inputs[name])
-    rows = []
+    runners, errs = [], []
     for opts in CANDIDATE_OPTIONS:
-        total, err = 0.0, 0.0
+        rs, err = [], 0.0
         for name in files:
             r = open_file(bundle, name, "lce", num_threads, **opts)
             out = r.run(inputs[name])
             for k, v in out.items():
                 scale = max(1.0, float(np.abs(ref[name][k]).max()))
                 err = max(err, float(np.abs(v - ref[name][k]).max()) / scale)
-            total += float(np.median(time_runner(r, inputs[name], runs, warmup)))
-        rows.append({"options": opts, "ms": total, "max_rel_err": err, "correct": err <= rtol})
+            rs.append(r)
+        runners.append(rs)
+        errs.append(err)
+    # The option sets take turns run by run, so a machine whose speed drifts favours none of them.
+    t = np.empty((runs, len(runners), len(files)))
+    for i in range(-warmup, runs):
+        for o, rs in enumerate(runners):
+            for f, (name, r) in enumerate(zip(files, rs)):
+                t0 = time.perf_counter()
+                r.run(inputs[name])
+                if i >= 0:
+                    t[i, o, f] = (time.perf_counter() - t0) * 1e3
+    rows = [{"options": opts, "ms": float(np.median(t[:, o], axis=0).sum()), "max_rel_err": err,
+             "correct": err <= rtol} for o, (opts, err) in enumerate(zip(CANDIDATE_OPTIONS, errs))]
     rows.sort(key=lambda r: (not r["correct"], r["ms"]))
     return rows
