@@ -216,7 +216,7 @@ def no_input_message(devices=None) -> str:
     else:
         names = ", ".join(f"{i}: {d['name']}" for i, d in enumerate(devices))
         lines.append(f"  Devices present, none with input channels: {names}.")
-    lines.append("  Check a microphone is plugged in and not muted, then see `kws listen --list-devices`.")
+    lines.append("  Check a microphone is plugged in and not muted, then list the devices again with --list-devices.")
     return "\n".join(lines)
 
 
