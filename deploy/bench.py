@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import Bundle, atomic_write_bytes
-from .interpreters import kernel_options, open_file, tune
+from .interpreters import interleaved_times, kernel_options, open_file, tune
 
 MIB = 1024 * 1024
 DEFAULT_DELTAS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
@@ -48,24 +48,6 @@ def _stats(a):
 def chained_times(runners, first_input, runs, warmup):
     """(runs, stages) ms: each run chains the stages on real intermediate tensors."""
     return interleaved_times([(runners, first_input)], runs, warmup)[0]
-
-
-def interleaved_times(chains, runs, warmup):
-    """:func:`chained_times` of several ``(runners, first_input)`` chains, taking turns run by
-    run: on a shared or throttling machine the speed drifts by tens of percent over seconds, and
-    measuring one model after the other turned that drift into the binary-vs-float ratio."""
-    ts = [np.empty((runs, len(runners))) for runners, _ in chains]
-    for i in range(-warmup, runs):
-        for t, (runners, first_input) in zip(ts, chains):
-            x = first_input
-            for j, r in enumerate(runners):
-                t0 = time.perf_counter()
-                o = r.run(x)
-                dt = (time.perf_counter() - t0) * 1e3
-                if i >= 0:
-                    t[i, j] = dt
-                x = o.get("fmap")
-    return ts
 
 
 def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=None,

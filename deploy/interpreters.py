@@ -213,10 +213,29 @@ def open_file(bundle: Bundle, name: str, backend: str, num_threads: int = 1, **o
     raise ValueError(f"backend must be 'lce' or 'litert', got {backend!r}")
 
 
+def interleaved_times(chains, runs, warmup):
+    """Wall times (ms), one ``(runs, stages)`` array per ``(runners, first_input)`` chain; a run
+    of a chain feeds each stage's ``fmap`` output to the next. The chains take turns run by
+    run: on a shared or throttling machine the speed drifts by tens of percent over seconds, and
+    measuring one model after the other turned that drift into the binary-vs-float ratio."""
+    ts = [np.empty((runs, len(runners))) for runners, _ in chains]
+    for i in range(-warmup, runs):
+        for t, (runners, first_input) in zip(ts, chains):
+            x = first_input
+            for j, r in enumerate(runners):
+                t0 = time.perf_counter()
+                o = r.run(x)
+                dt = (time.perf_counter() - t0) * 1e3
+                if i >= 0:
+                    t[i, j] = dt
+                x = o.get("fmap")
+    return ts
+
+
 def tune(bundle: Bundle, files: list, inputs: dict, runs: int = 30, warmup: int = 5,
          num_threads: int = 1, rtol: float = 1e-3) -> list:
-    """Time every LCE option set on ``files`` (summed medians) and check outputs agree with the
-    reference kernels. Returns rows ``{options, ms, max_rel_err, correct}``, fastest first."""
+    """Time every LCE option set on ``files``, a chain of stages (summed medians), and check
+    outputs agree with the reference kernels on ``inputs``. Returns rows ``{options, ms, max_rel_err, correct}``, fastest first."""
     ref = {}
     for name in files:
         r = open_file(bundle, name, "lce", num_threads, use_reference_bconv=True,
@@ -235,15 +254,8 @@ def tune(bundle: Bundle, files: list, inputs: dict, runs: int = 30, warmup: int 
         runners.append(rs)
         errs.append(err)
     # The option sets take turns run by run, so a machine whose speed drifts favours none of them.
-    t = np.empty((runs, len(runners), len(files)))
-    for i in range(-warmup, runs):
-        for o, rs in enumerate(runners):
-            for f, (name, r) in enumerate(zip(files, rs)):
-                t0 = time.perf_counter()
-                r.run(inputs[name])
-                if i >= 0:
-                    t[i, o, f] = (time.perf_counter() - t0) * 1e3
-    rows = [{"options": opts, "ms": float(np.median(t[:, o], axis=0).sum()), "max_rel_err": err,
-             "correct": err <= rtol} for o, (opts, err) in enumerate(zip(CANDIDATE_OPTIONS, errs))]
+    times = interleaved_times([(rs, inputs[files[0]]) for rs in runners], runs, warmup)
+    rows = [{"options": opts, "ms": float(np.median(t, axis=0).sum()), "max_rel_err": err,
+             "correct": err <= rtol} for opts, err, t in zip(CANDIDATE_OPTIONS, errs, times)]
     rows.sort(key=lambda r: (not r["correct"], r["ms"]))
     return rows
