@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import bnnkws.frontend  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from bnnkws.kws.fileio import DIR_MODE
 
 from .bundle import (FORMAT_VERSION, HEADS, Bundle, atomic_write_bytes, heads_to_bytes, now_iso,
                      sha256_file, write_manifest)
@@ -289,10 +290,7 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
         if check:
             manifest["checks"] = check_bundle(tmp, stages, cfg)
             write_manifest(tmp, manifest)
-        # mkdtemp makes the directory private (0700); a bundle is shared like any other folder
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        os.chmod(tmp, DIR_MODE)  # a bundle is shared like any other folder, not mkdtemp-private
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

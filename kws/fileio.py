@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 _UMASK = os.umask(0o022)  # read the process umask once (os.umask can only be read by setting it)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK  # what os.mkdir gives; mkdtemp's is a private 0700
 
 
 def _unlink_quietly(p) -> None:

@@ -87,8 +87,7 @@ def run(argv):
     try:
         return main(argv)
     except (CLIError, BundleError, BackendError, AudioError, FileNotFoundError) as e:
-        # the app's hints name its `kws listen` command; here the same options go to this script
-        print(f"run_pi.py: error: {e}".replace("kws listen", "python3 run_pi.py"), file=sys.stderr)
+        print(f"run_pi.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
