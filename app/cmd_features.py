@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from bnnkws.app.cli import CLIError
+from bnnkws.frontend.config import DFT_MODES
 
 IMPLS = ("reference", "keras", "streaming")
 
@@ -36,9 +37,10 @@ def register(subparsers) -> None:
                    help="timed runs per implementation (the median is reported)")
     p.add_argument("--chunk", type=int, default=160,
                    help="samples per push for the streaming extractor (160 = one 10 ms hop)")
-    p.add_argument("--dft", choices=("rfft", "matmul"), default="rfft",
-                   help="DFT inside the Keras layer: TFLite's RFFT2D, or a matmul against a "
-                        "windowed cos/sin matrix")
+    p.add_argument("--dft", choices=DFT_MODES, default=DFT_MODES[0],
+                   help="DFT inside the Keras layer: 'fourstep' = two small cos/sin matmuls with a "
+                        "twiddle multiply between (Bailey's four-step FFT, the default), 'rfft' = "
+                        "TFLite's RFFT2D, 'matmul' = one matmul against a windowed cos/sin matrix")
     p.add_argument("--threads", type=int, default=1,
                    help="interpreter threads for --impl keras")
     p.set_defaults(func=run)

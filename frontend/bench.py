@@ -90,15 +90,16 @@ def parity_report(data_root, per_folder: int = 20, chunkings=(1, 160, 1000, 4096
     with quiet_native_output():
         from larq_compute_engine.tflite.python.interpreter import Interpreter
 
+        from .config import DFT_MODES
         from .keras_layer import convert, frontend_model
 
         models = {(d, c): convert(frontend_model(cfg, d), c)
-                  for d in ("rfft", "matmul") for c in ("lce", "tflite")}
+                  for d in DFT_MODES for c in ("lce", "tflite")}
     for (dft, conv), fb in models.items():
         out = Interpreter(fb, num_threads=1).predict(Y)
         worst = np.abs(out - ref).max(axis=(1, 2))
         i = int(worst.argmax())
-        print(f"TFLite ({conv} converter, dft={dft:<6}) vs reference: max |diff| {worst.max():.2e} "
+        print(f"TFLite ({conv} converter, dft={dft:<8}) vs reference: max |diff| {worst.max():.2e} "
               f"(worst clip {names[i]}), model {len(fb) / 1024:.0f} KB")
     rng = np.random.default_rng(seed)
     s = StreamingLogMel(cfg)

@@ -58,3 +58,7 @@ class FrontendConfig:
 
 
 DEFAULT_FRONTEND = FrontendConfig()
+
+# How the TFLite-convertible Keras layer computes the DFT (first = default; see keras_layer.py).
+# Here, not there, so that command lines can offer the choice without importing TensorFlow.
+DFT_MODES = ("fourstep", "rfft", "matmul")

@@ -10,19 +10,27 @@ Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with 
 * framing by RESHAPE into hop-sized rows, then STRIDED_SLICE + CONCATENATION of the
   ``ceil(win_length / hop_length)`` shifted row blocks: static shapes only, nothing that could
   fall back to a Select-TF op;
-* the DFT either as ``tf.signal.rfft`` of the windowed, zero-padded frame, which converts to
-  the builtin RFFT2D (``dft="rfft"``, the default), or as one FULLY_CONNECTED against a constant
-  windowed ``(win_length, 2K)`` cos/sin matrix restricted to the ``K = 248`` bins that carry mel
-  weight (``dft="matmul"``). Both meet the 1e-3 parity bound on real clips (max abs diff
-  3.2e-5 rfft, 3.8e-5 matmul over 510 clips incl. the quietest `_silence_` ones, with the
-  default log_offset 1e-6: ``python -m bnnkws.frontend.bench``). Timed in the LCE interpreter
-  on x86-64 (default kernels, 1 thread, one second of audio, the two models interleaved over
-  1500 runs, twice, on a loaded machine): median 0.61 / 0.68 ms rfft vs 0.65 / 0.72 ms matmul,
-  so rfft is the default: slightly faster here, 12x smaller (69 KB vs 841 KB of float32 DFT
-  constants in every raw-audio model) and ~8x fewer multiply-adds (the matmul DFT alone is
-  19.4 M MACs per second of audio), which matters more on the ARM targets. With XNNPack
-  (not the LCE default) the matmul was faster (0.46 vs 0.57 ms). ``matmul`` also serves an
-  ``n_fft`` that is not a power of two (RFFT2D requires one);
+* the DFT in one of three ways (``DFT_MODES``):
+
+  - ``dft="fourstep"`` (the default): Bailey's four-step FFT with ``n_fft = 16 x 32``. A
+    TRANSPOSE puts the 16-long index last, one FULLY_CONNECTED does those 16-point DFTs, a MUL
+    applies the twiddle factors, a second TRANSPOSE and FULLY_CONNECTED do the 32-point DFTs of
+    only the bins that reach the mel band; the filterbank's rows are permuted to that output
+    order instead of permuting the spectrum. 4.5 M multiply-adds per second of audio, 86 KB of
+    constants;
+  - ``dft="rfft"``: ``tf.signal.rfft`` of the windowed, zero-padded frame, the builtin RFFT2D;
+  - ``dft="matmul"``: one FULLY_CONNECTED against a constant windowed ``(win_length, 2K)``
+    cos/sin matrix restricted to the ``K = 248`` bins that carry mel weight (19.4 M
+    multiply-adds, 841 KB of constants; also serves an ``n_fft`` that is not a power of two).
+
+  All three meet the 1e-3 parity bound on real clips (``python -m bnnkws.frontend.bench``: max
+  abs diff over 340 clips 7.7e-5 fourstep, 3.2e-5 rfft, 2.2e-5 matmul).
+  Timed as a whole frontend model in the LCE interpreter on x86-64 (1 thread, one second of
+  audio, the modes interleaved over 500 runs, machine shared with a training run): median
+  fourstep 0.40 ms (0.40 with XNNPack), rfft 0.62 (0.60), matmul 0.59 (0.45). TFLite's RFFT2D
+  is a portable scalar kernel that no delegate takes; the four-step form is plain matrix
+  products, which XNNPack and the ARM kernels vectorise, and does 4.3x less arithmetic than
+  the one-matmul DFT, which matters more on the ARM targets;
 * power as MUL/ADD, the filterbank as a second FULLY_CONNECTED, LOG of (mel + log_offset).
 """
 from __future__ import annotations
@@ -37,12 +45,10 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from .bench import quiet_native_output  # noqa: E402
-from .config import DEFAULT_FRONTEND, FrontendConfig  # noqa: E402
+from .config import DEFAULT_FRONTEND, DFT_MODES, FrontendConfig  # noqa: E402
 from .reference import hann_window, mel_matrix  # noqa: E402
 
-__all__ = ["LogMel", "dft_matrices", "mel_band"]
-
-DFT_MODES = ("matmul", "rfft")
+__all__ = ["LogMel", "dft_matrices", "fourstep_matrices", "mel_band"]
 
 
 def mel_band(cfg: FrontendConfig = DEFAULT_FRONTEND) -> tuple[int, int]:
@@ -68,6 +74,49 @@ def dft_matrices(cfg: FrontendConfig = DEFAULT_FRONTEND) -> tuple[np.ndarray, np
     return dft.astype(np.float32), mel_matrix(cfg)[lo:hi].astype(np.float32)
 
 
+def _split(n: int) -> tuple[int, int]:
+    """``n = n1 * n2`` with ``n1`` the largest divisor not above sqrt(n): 512 -> (16, 32)."""
+    n1 = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return n1, n // n1
+
+
+def _angle(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """``2 pi (a b mod n) / n`` in float64: integer reduction first keeps the angles exact."""
+    return 2.0 * np.pi * ((a * b) % n) / n
+
+
+def fourstep_matrices(cfg: FrontendConfig = DEFAULT_FRONTEND) -> dict:
+    """Constants of the four-step DFT (Bailey's algorithm) of one windowed frame, float32.
+
+    With ``n_fft = N1 * N2``, sample ``n = N2 n1 + n2`` and bin ``k = k1 + N1 k2``:
+    ``X[k] = sum_n2 W_N^(n2 k1) W_N2^(n2 k2) sum_n1 x[N2 n1 + n2] W_N1^(n1 k1)``, i.e. a length-N1
+    DFT over ``n1`` (``w1``, only the ``rows`` that hold window samples, the rest is zero padding),
+    a twiddle multiply (``tw_re``, ``tw_im``, ``(N2, N1)``), and a length-N2 DFT over ``n2``
+    (``w2``, only the ``k2`` that reach the mel band). ``mel`` is the filterbank with its rows in
+    that output order (``k1 * K2 + k2``; rows past ``n_fft // 2`` are zero).
+    """
+    n1_, n2_ = _split(cfg.n_fft)
+    rows = math.ceil(cfg.win_length / n2_)
+    _, hi = mel_band(cfg)
+    k2_ = math.ceil(hi / n1_)
+    n1 = np.arange(rows)[:, None]
+    k1 = np.arange(n1_)[None, :]
+    w1 = np.concatenate([np.cos(_angle(n1, k1, n1_)), -np.sin(_angle(n1, k1, n1_))], axis=1)
+    n2 = np.arange(n2_)[:, None]
+    tw = _angle(n2, k1, cfg.n_fft)
+    k2 = np.arange(k2_)[None, :]
+    c2, s2 = np.cos(_angle(n2, k2, n2_)), -np.sin(_angle(n2, k2, n2_))
+    # rows [re B | im B] over n2, columns [re X | im X] over k2: (a + ib)(c + is)
+    w2 = np.block([[c2, s2], [-s2, c2]])
+    k = (np.arange(n1_)[:, None] + n1_ * np.arange(k2_)[None, :]).ravel()  # k1 * K2 + k2 -> k
+    full = mel_matrix(cfg)
+    mel = np.zeros((k.size, cfg.n_mels))
+    mel[k < len(full)] = full[k[k < len(full)]]
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    return {"n1": n1_, "n2": n2_, "rows": rows, "k2": k2_, "w1": f32(w1), "tw_re": f32(np.cos(tw)),
+            "tw_im": f32(-np.sin(tw)), "w2": f32(w2), "mel": f32(mel)}
+
+
 @keras.utils.register_keras_serializable(package="bnnkws")
 class LogMel(keras.layers.Layer):
     """``(batch, samples)`` float32 audio -> ``(batch, frames, n_mels)`` log-mel.
@@ -76,7 +125,7 @@ class LogMel(keras.layers.Layer):
     here); it gives ``1 + (samples - win_length) // hop_length`` frames, 98 for one second.
     """
 
-    def __init__(self, cfg: FrontendConfig | dict = DEFAULT_FRONTEND, dft: str = "rfft", **kwargs):
+    def __init__(self, cfg: FrontendConfig | dict = DEFAULT_FRONTEND, dft: str = DFT_MODES[0], **kwargs):
         super().__init__(**kwargs)
         if isinstance(cfg, dict):
             cfg = FrontendConfig.from_dict(cfg)
@@ -110,6 +159,9 @@ class LogMel(keras.layers.Layer):
         self._dft = tf.constant(dft)
         self._mel = tf.constant(mel)
         self._window = tf.constant(hann_window(cfg).astype(np.float32))
+        if self.dft == "fourstep":
+            self._fs = {k: tf.constant(v) if isinstance(v, np.ndarray) else v
+                        for k, v in fourstep_matrices(cfg).items()}
         super().build(input_shape)
 
     def _frames(self, x):
@@ -133,6 +185,8 @@ class LogMel(keras.layers.Layer):
         if self.dft == "matmul":
             spec = tf.matmul(frames, self._dft)  # (batch*frames, 2K): [re | im]
             re, im = spec[:, : self._nbins], spec[:, self._nbins :]
+        elif self.dft == "fourstep":
+            return tf.reshape(self._fourstep(frames), [-1, self._num_frames, cfg.n_mels])
         else:
             padded = tf.pad(frames * self._window, [[0, 0], [0, cfg.n_fft - cfg.win_length]])
             spec = tf.signal.rfft(padded, fft_length=[cfg.n_fft])
@@ -143,6 +197,22 @@ class LogMel(keras.layers.Layer):
         mel = tf.matmul(power, self._mel)
         out = tf.math.log(mel + cfg.log_offset)
         return tf.reshape(out, [-1, self._num_frames, cfg.n_mels])
+
+    def _fourstep(self, frames):
+        """Log-mel of ``(rows, win_length)`` frames through two small DFT matmuls (see
+        :func:`fourstep_matrices`); TRANSPOSE moves the index each DFT runs over last."""
+        f, cfg = self._fs, self.cfg
+        n1, n2, rows, k2 = f["n1"], f["n2"], f["rows"], f["k2"]
+        x = tf.pad(frames * self._window, [[0, 0], [0, rows * n2 - cfg.win_length]])
+        x = tf.transpose(tf.reshape(x, [-1, rows, n2]), [0, 2, 1])  # [frame, n2, n1]
+        a = tf.reshape(tf.matmul(tf.reshape(x, [-1, rows]), f["w1"]), [-1, n2, 2 * n1])
+        re, im = a[:, :, :n1], a[:, :, n1:]
+        b = tf.stack([re * f["tw_re"] - im * f["tw_im"], re * f["tw_im"] + im * f["tw_re"]], 2)
+        b = tf.transpose(b, [0, 3, 2, 1])  # [frame, n2, re|im, k1] -> [frame, k1, re|im, n2]
+        spec = tf.matmul(tf.reshape(b, [-1, 2 * n2]), f["w2"])  # rows (frame, k1): [re | im]
+        re, im = spec[:, :k2], spec[:, k2:]
+        power = tf.reshape(re * re + im * im, [-1, n1 * k2])  # columns k1 * K2 + k2
+        return tf.math.log(tf.matmul(power, f["mel"]) + cfg.log_offset)
 
     def compute_output_shape(self, input_shape):
         samples = input_shape[-1]
@@ -158,7 +228,7 @@ class LogMel(keras.layers.Layer):
         return cls(FrontendConfig.from_dict(config.pop("cfg")), **config)
 
 
-def frontend_model(cfg: FrontendConfig = DEFAULT_FRONTEND, dft: str = "rfft") -> keras.Model:
+def frontend_model(cfg: FrontendConfig = DEFAULT_FRONTEND, dft: str = DFT_MODES[0]) -> keras.Model:
     """A model that is just the frontend: raw ``(clip_samples,)`` audio in, log-mel out."""
     audio = keras.Input((cfg.clip_samples,), name="audio")
     return keras.Model(audio, LogMel(cfg, dft=dft, name="log_mel")(audio), name="frontend")

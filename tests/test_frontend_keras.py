@@ -3,7 +3,8 @@ and saving/loading inside a model."""
 import numpy as np
 import pytest
 
-from bnnkws.frontend import DEFAULT_FRONTEND
+from bnnkws.frontend import DEFAULT_FRONTEND, FrontendConfig
+from bnnkws.frontend.config import DFT_MODES
 from bnnkws.frontend.reference import log_mel_batch
 
 tf = pytest.importorskip("tensorflow")
@@ -13,7 +14,7 @@ from larq_compute_engine.tflite.python.interpreter import Interpreter  # noqa: E
 # Every op the layer may use; anything else (Flex*, custom ops) fails the test.
 ALLOWED = {
     "RESHAPE", "STRIDED_SLICE", "CONCATENATION", "FULLY_CONNECTED", "MUL", "ADD", "LOG",
-    "PAD", "EXPAND_DIMS", "RFFT2D", "REAL", "IMAG",
+    "PAD", "EXPAND_DIMS", "RFFT2D", "REAL", "IMAG", "TRANSPOSE", "PACK", "SUB",
 }
 
 _converted = {}
@@ -26,7 +27,7 @@ def converted(dft, converter):
 
 
 @pytest.mark.parametrize("converter", ["lce", "tflite"])
-@pytest.mark.parametrize("dft", ["matmul", "rfft"])
+@pytest.mark.parametrize("dft", DFT_MODES)
 def test_converts_to_builtins_and_matches_reference(frontend_clips, dft, converter):
     fb = converted(dft, converter)
     ops = tflite_op_names(fb)
@@ -47,6 +48,16 @@ def test_keras_graph_matches_reference_in_batch(frontend_clips):
     Y = np.stack(list(frontend_clips.values()))[:6]
     out = frontend_model()(Y).numpy()  # eager TF, no TFLite: the graph itself is right
     np.testing.assert_allclose(out, log_mel_batch(Y), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("n_fft,win_length,fmax", [(1024, 400, 8000.0), (480, 480, 7800.0)])
+def test_fourstep_dft_fits_other_sizes(frontend_clips, n_fft, win_length, fmax):
+    # 1024 = 32 x 32 with the band reaching Nyquist (a k past n_fft // 2 gets a zero mel row);
+    # 480 = 20 x 24, not a power of two, with no zero padding at all.
+    cfg = FrontendConfig(n_fft=n_fft, win_length=win_length, fmax=fmax)
+    Y = np.stack(list(frontend_clips.values()))[:4]
+    out = frontend_model(cfg, "fourstep")(Y).numpy()
+    np.testing.assert_allclose(out, log_mel_batch(Y, cfg), atol=1e-3, rtol=0)
 
 
 @pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
@@ -80,9 +91,7 @@ def test_layer_rejects_unusable_input():
 
 
 def test_rfft_needs_power_of_two_fft():
-    from bnnkws.frontend import FrontendConfig
-
     cfg = FrontendConfig(n_fft=480)
     with pytest.raises(ValueError, match="power of two"):
-        LogMel(cfg)
-    assert LogMel(cfg, dft="matmul").dft == "matmul"
+        LogMel(cfg, dft="rfft")
+    assert LogMel(cfg).dft == "fourstep" and LogMel(cfg, dft="matmul").dft == "matmul"
