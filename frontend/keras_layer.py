@@ -12,11 +12,13 @@ Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with 
   fall back to a Select-TF op;
 * the DFT in one of three ways (``DFT_MODES``):
 
-  - ``dft="fourstep"`` (the default): Bailey's four-step FFT with ``n_fft = 16 x 32``. A
-    TRANSPOSE puts the 16-long index last, one FULLY_CONNECTED does those 16-point DFTs, a MUL
-    applies the twiddle factors, a second TRANSPOSE and FULLY_CONNECTED do the 32-point DFTs of
-    only the bins that reach the mel band; the filterbank's rows are permuted to that output
-    order instead of permuting the spectrum. 4.5 M multiply-adds per second of audio, 86 KB of
+  - ``dft="fourstep"`` (the default): Bailey's four-step FFT with ``n_fft = 16 x 32``, as two
+    ops that XNNPack and the ARM kernels vectorise. The audio is reshaped into rows of 32
+    samples; a DEPTHWISE_CONV_2D over those rows (13 tall, stride 5 = one hop) does the framing,
+    the window, the 16-point DFTs and the twiddle factors at once; a TRANSPOSE and a
+    FULLY_CONNECTED do the 32-point DFTs of only the bins that reach the mel band; the
+    filterbank's rows are permuted to that output order (and doubled, so that the mel matmul
+    also adds re^2 and im^2). 4.5 M multiply-adds of DFT per second of audio, 195 KB of
     constants;
   - ``dft="rfft"``: ``tf.signal.rfft`` of the windowed, zero-padded frame, the builtin RFFT2D;
   - ``dft="matmul"``: one FULLY_CONNECTED against a constant windowed ``(win_length, 2K)``
@@ -24,13 +26,12 @@ Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with 
     multiply-adds, 841 KB of constants; also serves an ``n_fft`` that is not a power of two).
 
   All three meet the 1e-3 parity bound on real clips (``python -m bnnkws.frontend.bench``: max
-  abs diff over 340 clips 7.7e-5 fourstep, 3.2e-5 rfft, 2.2e-5 matmul).
+  abs diff over 340 clips 7.6e-5 fourstep, 3.2e-5 rfft, 2.2e-5 matmul).
   Timed as a whole frontend model in the LCE interpreter on x86-64 (1 thread, one second of
-  audio, the modes interleaved over 500 runs, machine shared with a training run): median
-  fourstep 0.40 ms (0.40 with XNNPack), rfft 0.62 (0.60), matmul 0.59 (0.45). TFLite's RFFT2D
-  is a portable scalar kernel that no delegate takes; the four-step form is plain matrix
-  products, which XNNPack and the ARM kernels vectorise, and does 4.3x less arithmetic than
-  the one-matmul DFT, which matters more on the ARM targets;
+  audio, the modes interleaved over 500 runs): median fourstep 0.29 ms with XNNPack (0.44
+  without), rfft 0.62 (0.64), matmul 0.46 (0.60). TFLite's RFFT2D is a portable scalar kernel
+  that no delegate takes; the four-step form is a convolution and matrix products and does
+  4.3x less arithmetic than the one-matmul DFT, which matters more on the ARM targets;
 * power as MUL/ADD, the filterbank as a second FULLY_CONNECTED, LOG of (mel + log_offset).
 """
 from __future__ import annotations
@@ -74,10 +75,13 @@ def dft_matrices(cfg: FrontendConfig = DEFAULT_FRONTEND) -> tuple[np.ndarray, np
     return dft.astype(np.float32), mel_matrix(cfg)[lo:hi].astype(np.float32)
 
 
-def _split(n: int) -> tuple[int, int]:
-    """``n = n1 * n2`` with ``n1`` the largest divisor not above sqrt(n): 512 -> (16, 32)."""
-    n1 = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
-    return n1, n // n1
+def _split(cfg: FrontendConfig) -> tuple[int, int]:
+    """``n_fft = n1 * n2`` with ``n2`` the largest common divisor of ``n_fft`` and
+    ``hop_length`` not above ``sqrt(2 n_fft)``: 512 and 160 -> (16, 32). ``n2`` must divide the
+    hop so that every frame starts on a row of ``n2`` samples."""
+    g = math.gcd(cfg.n_fft, cfg.hop_length)
+    n2 = max(d for d in range(1, g + 1) if g % d == 0 and d * d <= 2 * cfg.n_fft)
+    return cfg.n_fft // n2, n2
 
 
 def _angle(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
@@ -86,35 +90,41 @@ def _angle(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
 
 
 def fourstep_matrices(cfg: FrontendConfig = DEFAULT_FRONTEND) -> dict:
-    """Constants of the four-step DFT (Bailey's algorithm) of one windowed frame, float32.
+    """Constants of the four-step DFT (Bailey's algorithm) of the windowed frames, float32.
 
-    With ``n_fft = N1 * N2``, sample ``n = N2 n1 + n2`` and bin ``k = k1 + N1 k2``:
-    ``X[k] = sum_n2 W_N^(n2 k1) W_N2^(n2 k2) sum_n1 x[N2 n1 + n2] W_N1^(n1 k1)``, i.e. a length-N1
-    DFT over ``n1`` (``w1``, only the ``rows`` that hold window samples, the rest is zero padding),
-    a twiddle multiply (``tw_re``, ``tw_im``, ``(N2, N1)``), and a length-N2 DFT over ``n2``
-    (``w2``, only the ``k2`` that reach the mel band). ``mel`` is the filterbank with its rows in
-    that output order (``k1 * K2 + k2``; rows past ``n_fft // 2`` are zero).
+    With ``n_fft = N1 * N2``, sample ``n = N2 n1 + n2`` of a frame and bin ``k = k1 + N1 k2``:
+    ``X[k] = sum_n2 W_N2^(n2 k2) [sum_n1 w[n] x[n] W_N^(n k1)]``. The bracket (a length-N1 DFT
+    over ``n1`` times the twiddle ``W_N^(n2 k1)``, with the window) is linear in the ``rows``
+    samples ``x[N2 n1 + n2]`` of column ``n2``: with the audio as rows of ``N2`` samples (one
+    channel per ``n2``), it is a depthwise convolution over rows, ``rows`` tall, stride
+    ``hop / N2``, ``2 N1`` outputs per channel (``dw``: ``(rows, 1, N2, 2 N1)``, last axis
+    ``(k1, re|im)``), which also does the framing. The length-N2 DFT over ``n2`` is a matmul
+    (``w2``: rows ``(re|im, n2)``, columns ``(re|im, k2)``, only the ``k2`` that reach the mel
+    band). ``mel`` maps the squared spectrum, columns ``(k1, re|im, k2)``, to mel bands (each
+    bin's filterbank row twice, once for re^2 and once for im^2; zero past ``n_fft // 2``).
     """
-    n1_, n2_ = _split(cfg.n_fft)
+    n1_, n2_ = _split(cfg)
     rows = math.ceil(cfg.win_length / n2_)
     _, hi = mel_band(cfg)
     k2_ = math.ceil(hi / n1_)
-    n1 = np.arange(rows)[:, None]
-    k1 = np.arange(n1_)[None, :]
-    w1 = np.concatenate([np.cos(_angle(n1, k1, n1_)), -np.sin(_angle(n1, k1, n1_))], axis=1)
+    n = n2_ * np.arange(rows)[:, None, None] + np.arange(n2_)[None, :, None]  # (n1, n2, 1)
+    k1 = np.arange(n1_)[None, None, :]
+    window = np.zeros(rows * n2_)
+    window[: cfg.win_length] = hann_window(cfg)
+    ang = _angle(n, k1, cfg.n_fft)
+    dw = np.stack([window[n] * np.cos(ang), -window[n] * np.sin(ang)], axis=-1)
     n2 = np.arange(n2_)[:, None]
-    tw = _angle(n2, k1, cfg.n_fft)
     k2 = np.arange(k2_)[None, :]
     c2, s2 = np.cos(_angle(n2, k2, n2_)), -np.sin(_angle(n2, k2, n2_))
-    # rows [re B | im B] over n2, columns [re X | im X] over k2: (a + ib)(c + is)
-    w2 = np.block([[c2, s2], [-s2, c2]])
-    k = (np.arange(n1_)[:, None] + n1_ * np.arange(k2_)[None, :]).ravel()  # k1 * K2 + k2 -> k
+    w2 = np.block([[c2, s2], [-s2, c2]])  # (a + ib)(c + is): [re | im] rows, [re | im] columns
+    k = np.broadcast_to(np.arange(n1_)[:, None, None] + n1_ * np.arange(k2_)[None, None, :],
+                        (n1_, 2, k2_)).ravel()
     full = mel_matrix(cfg)
     mel = np.zeros((k.size, cfg.n_mels))
     mel[k < len(full)] = full[k[k < len(full)]]
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    return {"n1": n1_, "n2": n2_, "rows": rows, "k2": k2_, "w1": f32(w1), "tw_re": f32(np.cos(tw)),
-            "tw_im": f32(-np.sin(tw)), "w2": f32(w2), "mel": f32(mel)}
+    return {"n1": n1_, "n2": n2_, "rows": rows, "step": cfg.hop_length // n2_, "k2": k2_,
+            "dw": f32(dw.reshape(rows, 1, n2_, 2 * n1_)), "w2": f32(w2), "mel": f32(mel)}
 
 
 @keras.utils.register_keras_serializable(package="bnnkws")
@@ -181,12 +191,12 @@ class LogMel(keras.layers.Layer):
     def call(self, inputs):
         cfg = self.cfg
         x = tf.cast(inputs, tf.float32)
+        if self.dft == "fourstep":
+            return tf.reshape(self._fourstep(x), [-1, self._num_frames, cfg.n_mels])
         frames = tf.reshape(self._frames(x), [-1, cfg.win_length])  # (batch*frames, win)
         if self.dft == "matmul":
             spec = tf.matmul(frames, self._dft)  # (batch*frames, 2K): [re | im]
             re, im = spec[:, : self._nbins], spec[:, self._nbins :]
-        elif self.dft == "fourstep":
-            return tf.reshape(self._fourstep(frames), [-1, self._num_frames, cfg.n_mels])
         else:
             padded = tf.pad(frames * self._window, [[0, 0], [0, cfg.n_fft - cfg.win_length]])
             spec = tf.signal.rfft(padded, fft_length=[cfg.n_fft])
@@ -198,20 +208,21 @@ class LogMel(keras.layers.Layer):
         out = tf.math.log(mel + cfg.log_offset)
         return tf.reshape(out, [-1, self._num_frames, cfg.n_mels])
 
-    def _fourstep(self, frames):
-        """Log-mel of ``(rows, win_length)`` frames through two small DFT matmuls (see
-        :func:`fourstep_matrices`); TRANSPOSE moves the index each DFT runs over last."""
+    def _fourstep(self, x):
+        """Log-mel of ``(batch, samples)`` audio through a depthwise convolution (framing,
+        window, first DFTs and twiddles) and a matmul (second DFTs); see
+        :func:`fourstep_matrices`."""
         f, cfg = self._fs, self.cfg
-        n1, n2, rows, k2 = f["n1"], f["n2"], f["rows"], f["k2"]
-        x = tf.pad(frames * self._window, [[0, 0], [0, rows * n2 - cfg.win_length]])
-        x = tf.transpose(tf.reshape(x, [-1, rows, n2]), [0, 2, 1])  # [frame, n2, n1]
-        a = tf.reshape(tf.matmul(tf.reshape(x, [-1, rows]), f["w1"]), [-1, n2, 2 * n1])
-        re, im = a[:, :, :n1], a[:, :, n1:]
-        b = tf.stack([re * f["tw_re"] - im * f["tw_im"], re * f["tw_im"] + im * f["tw_re"]], 2)
-        b = tf.transpose(b, [0, 3, 2, 1])  # [frame, n2, re|im, k1] -> [frame, k1, re|im, n2]
-        spec = tf.matmul(tf.reshape(b, [-1, 2 * n2]), f["w2"])  # rows (frame, k1): [re | im]
-        re, im = spec[:, :k2], spec[:, k2:]
-        power = tf.reshape(re * re + im * im, [-1, n1 * k2])  # columns k1 * K2 + k2
+        n1, n2, k2 = f["n1"], f["n2"], f["k2"]
+        need = ((self._num_frames - 1) * f["step"] + f["rows"]) * n2
+        if need > self._num_samples:  # only zero-weight window taps reach past the clip
+            x = tf.pad(x, [[0, 0], [0, need - self._num_samples]])
+        x = tf.reshape(x[:, :need], [-1, need // n2, 1, n2])
+        y = tf.nn.depthwise_conv2d(x, f["dw"], strides=[1, f["step"], 1, 1], padding="VALID")
+        # (frame, n2, k1, re|im) -> (frame, k1, re|im, n2): the second DFT's index last
+        y = tf.transpose(tf.reshape(y, [-1, n2, n1, 2]), [0, 2, 3, 1])
+        spec = tf.matmul(tf.reshape(y, [-1, 2 * n2]), f["w2"])  # rows (frame, k1): [re | im]
+        power = tf.reshape(spec * spec, [-1, n1 * 2 * k2])  # re^2 and im^2 summed by the mel FC
         return tf.math.log(tf.matmul(power, f["mel"]) + cfg.log_offset)
 
     def compute_output_shape(self, input_shape):

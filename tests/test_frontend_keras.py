@@ -14,7 +14,7 @@ from larq_compute_engine.tflite.python.interpreter import Interpreter  # noqa: E
 # Every op the layer may use; anything else (Flex*, custom ops) fails the test.
 ALLOWED = {
     "RESHAPE", "STRIDED_SLICE", "CONCATENATION", "FULLY_CONNECTED", "MUL", "ADD", "LOG",
-    "PAD", "EXPAND_DIMS", "RFFT2D", "REAL", "IMAG", "TRANSPOSE", "PACK", "SUB",
+    "PAD", "EXPAND_DIMS", "RFFT2D", "REAL", "IMAG", "TRANSPOSE", "DEPTHWISE_CONV_2D",
 }
 
 _converted = {}
