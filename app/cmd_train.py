@@ -22,6 +22,13 @@ def _floats(text: str) -> list:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
 
 
+def _ints(text: str) -> list:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
+
+
 def register(subparsers) -> None:
     from bnnkws.kws.config import ARCHS
 
@@ -76,6 +83,10 @@ def register(subparsers) -> None:
                    help="train the real-valued twin (same graph, no quantizers): the ceiling")
     g.add_argument("--exit-weights", type=_floats, default=None, metavar="W1,...,W5",
                    help="loss weight of each exit (default: 1 for every exit)")
+    g.add_argument("--head-channels", type=_ints, default=None, metavar="C1,...,C5",
+                   help="per exit, 0 or the width of a binary 1x1 convolution before the exit's "
+                        "pooling, e.g. 256,0,0,0,0 for a richer exit 1 (default: 0 for every "
+                        "exit)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["bop", "adam", "two-stage"], default=None,
@@ -131,7 +142,7 @@ def _defaults():
 
 _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer", "bop_threshold",
            "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule", "lr_final",
-           "stage1_epochs", "exit_weights", "single_exit", "real_valued", "label_smoothing",
+           "stage1_epochs", "exit_weights", "head_channels", "single_exit", "real_valued", "label_smoothing",
            "seed", "max_train_clips", "augment", "time_shift", "noise", "gain", "spec_augment",
            "noise_prob", "snr_db", "init_from", "cache_dir")
 

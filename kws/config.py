@@ -52,6 +52,9 @@ class ModelConfig:
     norm_mean: float = 0.0  # log-mel normalisation applied inside stage 1: (x - mean) / std
     norm_std: float = 1.0
     exit_loss_weights: Optional[list] = None  # None -> [1.0] * num_exits
+    # Per exit: 0, or the width of a binary 1x1 convolution between the stage's feature map and
+    # the exit's pooling (a richer embedding for an exit whose stage is narrow). None -> 0s.
+    head_channels: Optional[list] = None
     frontend: FrontendConfig = field(default_factory=lambda: DEFAULT_FRONTEND)
 
     def __post_init__(self):
@@ -64,6 +67,9 @@ class ModelConfig:
             self.exit_loss_weights = [1.0] * int(self.num_exits)
         self.temperatures = [float(t) for t in self.temperatures]
         self.exit_loss_weights = [float(w) for w in self.exit_loss_weights]
+        if self.head_channels is None:
+            self.head_channels = [0] * int(self.num_exits)
+        self.head_channels = [int(c) for c in self.head_channels]
         self.validate()
 
     # -- checks -------------------------------------------------------------------------------
@@ -90,6 +96,9 @@ class ModelConfig:
                               f"need num_exits={self.num_exits}")
         if any(w < 0 for w in self.exit_loss_weights):
             raise ConfigError(f"exit_loss_weights must be >= 0, got {self.exit_loss_weights}")
+        if len(self.head_channels) != self.num_exits or any(c < 0 for c in self.head_channels):
+            raise ConfigError(f"head_channels needs {self.num_exits} values >= 0 (0 = no "
+                              f"expansion), got {self.head_channels}")
         if not 1 <= self.min_exit <= self.num_exits:
             raise ConfigError(f"min_exit must be in 1..{self.num_exits}, got {self.min_exit}")
         if not self.norm_std > 0:

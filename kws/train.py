@@ -40,8 +40,8 @@ from bnnkws.kws.train_config import (  # noqa: E402,F401  (re-exported for calle
 # Options that define the trajectory: a resume must not change them.
 _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", "bop_threshold",
                     "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
-                    "lr_final", "stage1_epochs", "exit_weights", "single_exit", "real_valued",
-                    "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise",
+                    "lr_final", "stage1_epochs", "exit_weights", "head_channels", "single_exit",
+                    "real_valued", "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise",
                     "gain", "spec_augment", "noise_prob", "snr_db", "init_from")
 
 
@@ -181,9 +181,13 @@ def make_model_config(tc: TrainConfig, labels, norm_mean: float, norm_std: float
     if weights is not None and len(weights) != num_exits:
         raise TrainError(f"--exit-weights needs {num_exits} values (one per exit), "
                          f"got {len(weights)}: {weights}")
+    if tc.head_channels is not None and len(tc.head_channels) != num_exits:
+        raise TrainError(f"--head-channels needs {num_exits} values (one per exit), "
+                         f"got {len(tc.head_channels)}: {tc.head_channels}")
     return ModelConfig(arch=tc.arch, width=tc.width, labels=list(labels),
                        single_exit=tc.single_exit, binary=not tc.real_valued,
-                       norm_mean=norm_mean, norm_std=norm_std, exit_loss_weights=weights)
+                       norm_mean=norm_mean, norm_std=norm_std, exit_loss_weights=weights,
+                       head_channels=tc.head_channels)
 
 
 def make_optimizer(tc: TrainConfig, steps_per_epoch: int):

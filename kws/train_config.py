@@ -48,6 +48,7 @@ class TrainConfig:
     stage1_epochs: Optional[int] = None  # two-stage: epochs without clipping (None -> half)
     stage2_bn_momentum: float = 0.99
     exit_weights: Optional[list] = None
+    head_channels: Optional[list] = None  # ModelConfig.head_channels
     single_exit: Optional[int] = None
     real_valued: bool = False
     label_smoothing: float = 0.0
@@ -74,6 +75,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.exit_weights is not None:
             self.exit_weights = [float(w) for w in self.exit_weights]
+        if self.head_channels is not None:
+            self.head_channels = [int(c) for c in self.head_channels]
         self.snr_db = [float(v) for v in self.snr_db]
         if self.optimizer is None:
             self.optimizer = "adam" if self.real_valued else "bop"

@@ -222,6 +222,29 @@ def test_lce_converts_every_binary_conv_to_lce_bconv2d(built):
         np.testing.assert_allclose(g, w, atol=2e-3 * max(1.0, float(np.abs(w).max())))
 
 
+def test_expanded_exit_head_is_one_more_binary_conv_and_keeps_the_head_contract(speech):
+    import larq_compute_engine as lce
+
+    from bnnkws.kws.config import ConfigError
+
+    x, _ = speech
+    cfg = norm_cfg(speech, arch="quicknet", width=0.125, head_channels=[48, 0, 0, 0, 0])
+    plain = build_stages(cfg.replace(head_channels=None))[0]
+    st = build_stages(cfg)[0]
+    out = st(x[:4], training=False)
+    assert out["embedding"].shape == (4, 48)  # exit 1 pools the 48 expanded channels
+    assert plain(x[:4], training=False)["embedding"].shape == (4, 8)
+    assert len(binary_convs(st)) == len(binary_convs(plain)) + 1
+    ops = tflite_op_counts(lce.convert_keras_model(st))
+    assert ops["LceBconv2d"] == len(binary_convs(st)), ops
+    p = head_params(st)  # CWR* and the numpy head see a 48-wide embedding
+    got = exit_logits(out["embedding"].numpy(), p["kernel"], p["scale"], p["bias"], binary=True)
+    np.testing.assert_allclose(got, out["logits"].numpy(), rtol=1e-4, atol=1e-3)
+    for bad in ([48, 0, 0, 0], [-1, 0, 0, 0, 0]):
+        with pytest.raises(ConfigError, match="head_channels"):
+            ModelConfig(head_channels=bad)
+
+
 def test_a_few_gradient_steps_lower_the_loss_on_real_speech(speech, built):
     x, y = speech
     cfg, model = built

@@ -287,3 +287,9 @@ def test_real_valued_needs_adam(tmp_path):
     with pytest.raises(train.TrainError, match="exit-weights"):
         train.make_model_config(train.TrainConfig(data="x", exit_weights=[1, 2]),
                                 ["a", "b"], 0.0, 1.0)
+    with pytest.raises(train.TrainError, match="head-channels"):
+        train.make_model_config(train.TrainConfig(data="x", head_channels=[64]),
+                                ["a", "b"], 0.0, 1.0)
+    mc = train.make_model_config(train.TrainConfig(data="x", head_channels=[64, 0, 0, 0, 0]),
+                                 ["a", "b"], 0.0, 1.0)
+    assert mc.head_channels == [64, 0, 0, 0, 0]

@@ -58,7 +58,7 @@ def build_stages(cfg: ModelConfig, *, scaled_exits: bool = True) -> list:
             out["fmap"] = tf.keras.layers.Activation("linear", name="fmap")(fmap)
         if k in cfg.active_exits:
             emb, logits = exit_head(fmap, cfg.num_classes, binary=cfg.binary,
-                                    scaled=scaled_exits)
+                                    scaled=scaled_exits, expand=cfg.head_channels[k - 1])
             out["embedding"] = emb
             out["logits"] = logits
         prev = tf.keras.Model(inp, out, name=f"stage{k}")

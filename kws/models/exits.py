@@ -50,12 +50,20 @@ def global_pool(x, name="pool"):
     return tf.keras.layers.Flatten(name=f"{name}_flat")(x)
 
 
-def exit_head(fmap, num_classes: int, binary: bool = True, scaled: bool = True):
+def exit_head(fmap, num_classes: int, binary: bool = True, scaled: bool = True,
+              expand: int = 0):
     """Return ``(embedding, logits)`` tensors for a stage's feature map.
 
-    ``scaled=False`` drops the learned scale (plain binary dense + bias) and exists only to
-    measure what the scale buys; models are always built with it.
+    ``expand > 0`` puts a binary 1x1 convolution (ReLU) to ``expand`` channels before the
+    pooling: stage 1's 64 pooled channels are all that exit 1 otherwise sees. ``scaled=False``
+    drops the learned scale (plain binary dense + bias) and exists only to measure what the
+    scale buys; models are always built with it.
     """
+    if expand:
+        from .blocks import QUICKNET_Q, binary_conv
+
+        fmap = binary_conv(fmap, int(expand), 1, QUICKNET_Q, binary, activation="relu",
+                           name="exit_expand")
     x = global_pool(fmap, name="exit_pool")
     emb = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="embedding")(x)
     d = int(emb.shape[-1])
