@@ -38,8 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--chunk", type=int, default=160,
                    help="samples per push for the streaming extractor (160 = one 10 ms hop)")
     p.add_argument("--dft", choices=DFT_MODES, default=DFT_MODES[0],
-                   help="DFT inside the Keras layer: 'fourstep' = two small cos/sin matmuls with a "
-                        "twiddle multiply between (Bailey's four-step FFT, the default), 'rfft' = "
+                   help="DFT inside the Keras layer: 'fourstep' = Bailey's four-step FFT as a "
+                        "depthwise convolution and a matmul (the default, fastest here), 'rfft' = "
                         "TFLite's RFFT2D, 'matmul' = one matmul against a windowed cos/sin matrix")
     p.add_argument("--threads", type=int, default=1,
                    help="interpreter threads for --impl keras")
