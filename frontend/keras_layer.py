@@ -7,9 +7,9 @@ window, filterbank and log) in float32.
 Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with both
 ``tf.lite.TFLiteConverter`` and ``larq_compute_engine.convert_keras_model``):
 
-* framing by RESHAPE into hop-sized rows, then STRIDED_SLICE + CONCATENATION of the
-  ``ceil(win_length / hop_length)`` shifted row blocks: static shapes only, nothing that could
-  fall back to a Select-TF op;
+* framing (``rfft`` and ``matmul``; ``fourstep`` frames inside its convolution) by RESHAPE into
+  hop-sized rows, then STRIDED_SLICE + CONCATENATION of the ``ceil(win_length / hop_length)``
+  shifted row blocks: static shapes only, nothing that could fall back to a Select-TF op;
 * the DFT in one of three ways (``DFT_MODES``):
 
   - ``dft="fourstep"`` (the default): Bailey's four-step FFT with ``n_fft = 16 x 32``, as two
@@ -32,7 +32,7 @@ Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with 
   without), rfft 0.62 (0.64), matmul 0.46 (0.60). TFLite's RFFT2D is a portable scalar kernel
   that no delegate takes; the four-step form is a convolution and matrix products and does
   4.3x less arithmetic than the one-matmul DFT, which matters more on the ARM targets;
-* power as MUL/ADD, the filterbank as a second FULLY_CONNECTED, LOG of (mel + log_offset).
+* power as MUL/ADD, the filterbank as a further FULLY_CONNECTED, LOG of (mel + log_offset).
 """
 from __future__ import annotations
 
