@@ -17,9 +17,8 @@ Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with 
     samples; a DEPTHWISE_CONV_2D over those rows (13 tall, stride 5 = one hop) does the framing,
     the window, the 16-point DFTs and the twiddle factors at once; a TRANSPOSE and a
     FULLY_CONNECTED do the 32-point DFTs of only the bins that reach the mel band; the
-    filterbank's rows are permuted to that output order (and doubled, so that the mel matmul
-    also adds re^2 and im^2). 4.5 M multiply-adds of DFT per second of audio, 195 KB of
-    constants;
+    filterbank's rows are permuted to that output order. 4.5 M multiply-adds of DFT per second
+    of audio, 132 KB of constants;
   - ``dft="rfft"``: ``tf.signal.rfft`` of the windowed, zero-padded frame, the builtin RFFT2D;
   - ``dft="matmul"``: one FULLY_CONNECTED against a constant windowed ``(win_length, 2K)``
     cos/sin matrix restricted to the ``K = 248`` bins that carry mel weight (19.4 M
@@ -28,8 +27,9 @@ Op choice (checked by ``tests/test_frontend_keras.py`` on models converted with 
   All three meet the 1e-3 parity bound on real clips (``python -m bnnkws.frontend.bench``: max
   abs diff over 340 clips 7.6e-5 fourstep, 3.2e-5 rfft, 2.2e-5 matmul).
   Timed as a whole frontend model in the LCE interpreter on x86-64 (1 thread, one second of
-  audio, the modes interleaved over 500 runs): median fourstep 0.29 ms with XNNPack (0.44
-  without), rfft 0.62 (0.64), matmul 0.46 (0.60). TFLite's RFFT2D is a portable scalar kernel
+  audio, the modes interleaved over 500 runs, in this VM's fast state; its slow state is ~1.8x
+  slower for all): median fourstep 0.29 ms with XNNPack (0.44 without), rfft 0.62 (0.64),
+  matmul 0.46 (0.60). TFLite's RFFT2D is a portable scalar kernel
   that no delegate takes; the four-step form is a convolution and matrix products and does
   4.3x less arithmetic than the one-matmul DFT, which matters more on the ARM targets;
 * power as MUL/ADD, the filterbank as a further FULLY_CONNECTED, LOG of (mel + log_offset).
@@ -100,8 +100,8 @@ def fourstep_matrices(cfg: FrontendConfig = DEFAULT_FRONTEND) -> dict:
     ``hop / N2``, ``2 N1`` outputs per channel (``dw``: ``(rows, 1, N2, 2 N1)``, last axis
     ``(k1, re|im)``), which also does the framing. The length-N2 DFT over ``n2`` is a matmul
     (``w2``: rows ``(re|im, n2)``, columns ``(re|im, k2)``, only the ``k2`` that reach the mel
-    band). ``mel`` maps the squared spectrum, columns ``(k1, re|im, k2)``, to mel bands (each
-    bin's filterbank row twice, once for re^2 and once for im^2; zero past ``n_fft // 2``).
+    band). ``mel`` maps the power spectrum, columns ``(k1, k2)``, to mel bands (the filterbank's
+    rows in that order; zero past ``n_fft // 2``).
     """
     n1_, n2_ = _split(cfg)
     rows = math.ceil(cfg.win_length / n2_)
@@ -117,8 +117,7 @@ def fourstep_matrices(cfg: FrontendConfig = DEFAULT_FRONTEND) -> dict:
     k2 = np.arange(k2_)[None, :]
     c2, s2 = np.cos(_angle(n2, k2, n2_)), -np.sin(_angle(n2, k2, n2_))
     w2 = np.block([[c2, s2], [-s2, c2]])  # (a + ib)(c + is): [re | im] rows, [re | im] columns
-    k = np.broadcast_to(np.arange(n1_)[:, None, None] + n1_ * np.arange(k2_)[None, None, :],
-                        (n1_, 2, k2_)).ravel()
+    k = (np.arange(n1_)[:, None] + n1_ * np.arange(k2_)[None, :]).ravel()  # (k1, k2) -> bin
     full = mel_matrix(cfg)
     mel = np.zeros((k.size, cfg.n_mels))
     mel[k < len(full)] = full[k[k < len(full)]]
@@ -222,7 +221,8 @@ class LogMel(keras.layers.Layer):
         # (frame, n2, k1, re|im) -> (frame, k1, re|im, n2): the second DFT's index last
         y = tf.transpose(tf.reshape(y, [-1, n2, n1, 2]), [0, 2, 3, 1])
         spec = tf.matmul(tf.reshape(y, [-1, 2 * n2]), f["w2"])  # rows (frame, k1): [re | im]
-        power = tf.reshape(spec * spec, [-1, n1 * 2 * k2])  # re^2 and im^2 summed by the mel FC
+        re, im = spec[:, :k2], spec[:, k2:]
+        power = tf.reshape(re * re + im * im, [-1, n1 * k2])
         return tf.math.log(tf.matmul(power, f["mel"]) + cfg.log_offset)
 
     def compute_output_shape(self, input_shape):
