@@ -142,9 +142,9 @@ def _defaults():
 
 _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer", "bop_threshold",
            "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule", "lr_final",
-           "stage1_epochs", "exit_weights", "head_channels", "single_exit", "real_valued", "label_smoothing",
-           "seed", "max_train_clips", "augment", "time_shift", "noise", "gain", "spec_augment",
-           "noise_prob", "snr_db", "init_from", "cache_dir")
+           "stage1_epochs", "exit_weights", "head_channels", "single_exit", "real_valued",
+           "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
+           "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir")
 
 
 def config_from_args(args):

@@ -41,8 +41,9 @@ from bnnkws.kws.train_config import (  # noqa: E402,F401  (re-exported for calle
 _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", "bop_threshold",
                     "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
                     "lr_final", "stage1_epochs", "exit_weights", "head_channels", "single_exit",
-                    "real_valued", "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise",
-                    "gain", "spec_augment", "noise_prob", "snr_db", "init_from")
+                    "real_valued", "label_smoothing", "seed", "max_train_clips", "augment",
+                    "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
+                    "init_from")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,6 +90,9 @@ class TrainConfig:
                              f"not {self.optimizer!r}")
         if self.epochs < 1:
             raise TrainError(f"epochs must be >= 1, got {self.epochs}")
+        if self.head_channels is not None and any(c < 0 for c in self.head_channels):
+            raise TrainError(f"--head-channels must be >= 0 (0 = no expansion), "
+                             f"got {self.head_channels}")
         if self.batch_size < 1:
             raise TrainError(f"batch size must be >= 1, got {self.batch_size}")
         for name in ("bop_threshold", "bop_gamma", "lr"):

@@ -293,3 +293,5 @@ def test_real_valued_needs_adam(tmp_path):
     mc = train.make_model_config(train.TrainConfig(data="x", head_channels=[64, 0, 0, 0, 0]),
                                  ["a", "b"], 0.0, 1.0)
     assert mc.head_channels == [64, 0, 0, 0, 0]
+    with pytest.raises(train.TrainError, match="head-channels"):
+        train.TrainConfig(data="x", head_channels=[-8, 0, 0, 0, 0])
