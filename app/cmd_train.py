@@ -15,18 +15,14 @@ examples:
 """
 
 
-def _floats(text: str) -> list:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-
-
-def _ints(text: str) -> list:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
+def _comma_list(cast, what: str):
+    """An argparse type: ``"1,2,3"`` -> ``[cast(1), ...]``, or a usage error naming ``what``."""
+    def parse(text: str) -> list:
+        try:
+            return [cast(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+    return parse
 
 
 def register(subparsers) -> None:
@@ -81,9 +77,9 @@ def register(subparsers) -> None:
                    help="E_s baseline: build only stages 1..K with exit K")
     g.add_argument("--real-valued", action="store_true",
                    help="train the real-valued twin (same graph, no quantizers): the ceiling")
-    g.add_argument("--exit-weights", type=_floats, default=None, metavar="W1,...,W5",
+    g.add_argument("--exit-weights", type=_comma_list(float, "numbers"), default=None, metavar="W1,...,W5",
                    help="loss weight of each exit (default: 1 for every exit)")
-    g.add_argument("--head-channels", type=_ints, default=None, metavar="C1,...,C5",
+    g.add_argument("--head-channels", type=_comma_list(int, "whole numbers"), default=None, metavar="C1,...,C5",
                    help="per exit, 0 or the width of a binary 1x1 convolution before the exit's "
                         "pooling, e.g. 256,0,0,0,0 for a richer exit 1 (default: 0 for every "
                         "exit)")

@@ -235,7 +235,8 @@ def interleaved_times(chains, runs, warmup):
 def tune(bundle: Bundle, files: list, inputs: dict, runs: int = 30, warmup: int = 5,
          num_threads: int = 1, rtol: float = 1e-3) -> list:
     """Time every LCE option set on ``files``, a chain of stages (summed medians), and check
-    outputs agree with the reference kernels on ``inputs``. Returns rows ``{options, ms, max_rel_err, correct}``, fastest first."""
+    outputs agree with the reference kernels on ``inputs``. Returns rows
+    ``{options, ms, max_rel_err, correct}``, fastest first."""
     ref = {}
     for name in files:
         r = open_file(bundle, name, "lce", num_threads, use_reference_bconv=True,

@@ -58,6 +58,12 @@ def mel_band(cfg: FrontendConfig = DEFAULT_FRONTEND) -> tuple[int, int]:
     return int(used[0]), int(used[-1]) + 1
 
 
+def _band_mel(cfg: FrontendConfig) -> np.ndarray:
+    """The filterbank's rows for the bins of :func:`mel_band`, float32 ``(K, n_mels)``."""
+    lo, hi = mel_band(cfg)
+    return mel_matrix(cfg)[lo:hi].astype(np.float32)
+
+
 def dft_matrices(cfg: FrontendConfig = DEFAULT_FRONTEND) -> tuple[np.ndarray, np.ndarray]:
     """(windowed ``[cos | -sin]`` DFT matrix ``(win_length, 2K)``, mel ``(K, n_mels)``), float32.
 
@@ -68,11 +74,10 @@ def dft_matrices(cfg: FrontendConfig = DEFAULT_FRONTEND) -> tuple[np.ndarray, np
     lo, hi = mel_band(cfg)
     n = np.arange(cfg.win_length)[:, None]
     k = np.arange(lo, hi)[None, :]
-    # Reduce n*k modulo n_fft in integers before scaling: keeps the angles exact.
-    ang = 2.0 * np.pi * ((n * k) % cfg.n_fft) / cfg.n_fft
+    ang = _angle(n, k, cfg.n_fft)
     w = hann_window(cfg)[:, None]
     dft = np.concatenate([w * np.cos(ang), -w * np.sin(ang)], axis=1)
-    return dft.astype(np.float32), mel_matrix(cfg)[lo:hi].astype(np.float32)
+    return dft.astype(np.float32), _band_mel(cfg)
 
 
 def _split(cfg: FrontendConfig) -> tuple[int, int]:
@@ -158,19 +163,24 @@ class LogMel(keras.layers.Layer):
             raise ValueError(f"LogMel input has {samples} samples, fewer than one window ({cfg.win_length})")
         self._num_samples = int(samples)
         self._num_frames = 1 + (samples - cfg.win_length) // cfg.hop_length
-        # Hop-sized rows: frame t is rows t, t+1, ... concatenated, the last one cut short.
-        self._blocks = math.ceil(cfg.win_length / cfg.hop_length)
-        self._rows = self._num_frames + self._blocks - 1
-        dft, mel = dft_matrices(cfg)
-        self._lo, self._hi = mel_band(cfg)
-        self._nbins = self._hi - self._lo
         # Constants, not trainable weights: they are part of the definition, not of the model.
-        self._dft = tf.constant(dft)
-        self._mel = tf.constant(mel)
-        self._window = tf.constant(hann_window(cfg).astype(np.float32))
+        # Each mode builds only its own (the matmul DFT matrix alone is 0.8 MB).
         if self.dft == "fourstep":
             self._fs = {k: tf.constant(v) if isinstance(v, np.ndarray) else v
                         for k, v in fourstep_matrices(cfg).items()}
+            return super().build(input_shape)
+        # Hop-sized rows: frame t is rows t, t+1, ... concatenated, the last one cut short.
+        self._blocks = math.ceil(cfg.win_length / cfg.hop_length)
+        self._rows = self._num_frames + self._blocks - 1
+        self._lo, self._hi = mel_band(cfg)
+        self._nbins = self._hi - self._lo
+        if self.dft == "matmul":
+            dft, mel = dft_matrices(cfg)
+            self._dft = tf.constant(dft)
+        else:
+            mel = _band_mel(cfg)
+            self._window = tf.constant(hann_window(cfg).astype(np.float32))
+        self._mel = tf.constant(mel)
         super().build(input_shape)
 
     def _frames(self, x):

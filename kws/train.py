@@ -178,16 +178,14 @@ def sparse_ce(num_classes: int, label_smoothing: float = 0.0):
 
 def make_model_config(tc: TrainConfig, labels, norm_mean: float, norm_std: float) -> ModelConfig:
     num_exits = ModelConfig().num_exits
-    weights = tc.exit_weights
-    if weights is not None and len(weights) != num_exits:
-        raise TrainError(f"--exit-weights needs {num_exits} values (one per exit), "
-                         f"got {len(weights)}: {weights}")
-    if tc.head_channels is not None and len(tc.head_channels) != num_exits:
-        raise TrainError(f"--head-channels needs {num_exits} values (one per exit), "
-                         f"got {len(tc.head_channels)}: {tc.head_channels}")
+    for option, values in (("--exit-weights", tc.exit_weights),
+                           ("--head-channels", tc.head_channels)):
+        if values is not None and len(values) != num_exits:
+            raise TrainError(f"{option} needs {num_exits} values (one per exit), "
+                             f"got {len(values)}: {values}")
     return ModelConfig(arch=tc.arch, width=tc.width, labels=list(labels),
                        single_exit=tc.single_exit, binary=not tc.real_valued,
-                       norm_mean=norm_mean, norm_std=norm_std, exit_loss_weights=weights,
+                       norm_mean=norm_mean, norm_std=norm_std, exit_loss_weights=tc.exit_weights,
                        head_channels=tc.head_channels)
 
 
