@@ -83,6 +83,11 @@ def register(subparsers) -> None:
                    help="per exit, 0 or the width of a binary 1x1 convolution before the exit's "
                         "pooling, e.g. 256,0,0,0,0 for a richer exit 1 (default: 0 for every "
                         "exit)")
+    g.add_argument("--stage-filters", type=_comma_list(int, "whole numbers"), default=None,
+                   metavar="F1,...,F5",
+                   help="quicknet only: filters of each stage at --width 1 (default: "
+                        "64,128,256,256,256); a wider tail such as 64,128,256,512,512 makes the "
+                        "late stages dearer than the early ones, so early exits save more time")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["bop", "adam", "two-stage"], default=None,
@@ -138,7 +143,8 @@ def _defaults():
 
 _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer", "bop_threshold",
            "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule", "lr_final",
-           "stage1_epochs", "exit_weights", "head_channels", "single_exit", "real_valued",
+           "stage1_epochs", "exit_weights", "head_channels", "stage_filters", "single_exit",
+           "real_valued",
            "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
            "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir")
 

@@ -16,6 +16,7 @@ from bnnkws.frontend.config import DEFAULT_FRONTEND, FrontendConfig
 from bnnkws.kws.fileio import atomic_write_text
 
 ARCHS = ("quicknet", "birealnet", "meliusnet", "binarydensenet")
+STAGE_FILTER_ARCHS = ("quicknet",)  # architectures whose stage widths can be set per stage
 
 # Speech Commands 12-class task order (10 words + silence + unknown), the default label set.
 SPEECH_COMMANDS_12 = [
@@ -55,6 +56,10 @@ class ModelConfig:
     # Per exit: 0, or the width of a binary 1x1 convolution between the stage's feature map and
     # the exit's pooling (a richer embedding for an exit whose stage is narrow). None -> 0s.
     head_channels: Optional[list] = None
+    # Per stage: filters at width 1.0, or None for the architecture's own plan (QuickNet only).
+    # A wider tail (e.g. 64,128,256,512,512, larq-zoo QuickNet's 512-filter last section) makes
+    # the later stages dearer than the early ones, which is where early exits save time.
+    stage_filters: Optional[list] = None
     frontend: FrontendConfig = field(default_factory=lambda: DEFAULT_FRONTEND)
 
     def __post_init__(self):
@@ -70,6 +75,8 @@ class ModelConfig:
         if self.head_channels is None:
             self.head_channels = [0] * int(self.num_exits)
         self.head_channels = [int(c) for c in self.head_channels]
+        if self.stage_filters is not None:
+            self.stage_filters = [int(c) for c in self.stage_filters]
         self.validate()
 
     # -- checks -------------------------------------------------------------------------------
@@ -99,6 +106,13 @@ class ModelConfig:
         if len(self.head_channels) != self.num_exits or any(c < 0 for c in self.head_channels):
             raise ConfigError(f"head_channels needs {self.num_exits} values >= 0 (0 = no "
                               f"expansion), got {self.head_channels}")
+        if self.stage_filters is not None:
+            if self.arch not in STAGE_FILTER_ARCHS:
+                raise ConfigError(f"stage_filters is supported for {list(STAGE_FILTER_ARCHS)}, "
+                                  f"not {self.arch!r}")
+            if len(self.stage_filters) != self.num_exits or any(c < 1 for c in self.stage_filters):
+                raise ConfigError(f"stage_filters needs {self.num_exits} values >= 1, "
+                                  f"got {self.stage_filters}")
         if not 1 <= self.min_exit <= self.num_exits:
             raise ConfigError(f"min_exit must be in 1..{self.num_exits}, got {self.min_exit}")
         if not self.norm_std > 0:

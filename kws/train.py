@@ -40,7 +40,8 @@ from bnnkws.kws.train_config import (  # noqa: E402,F401  (re-exported for calle
 # Options that define the trajectory: a resume must not change them.
 _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", "bop_threshold",
                     "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
-                    "lr_final", "stage1_epochs", "exit_weights", "head_channels", "single_exit",
+                    "lr_final", "stage1_epochs", "exit_weights", "head_channels", "stage_filters",
+                    "single_exit",
                     "real_valued", "label_smoothing", "seed", "max_train_clips", "augment",
                     "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
                     "init_from")
@@ -179,14 +180,15 @@ def sparse_ce(num_classes: int, label_smoothing: float = 0.0):
 def make_model_config(tc: TrainConfig, labels, norm_mean: float, norm_std: float) -> ModelConfig:
     num_exits = ModelConfig().num_exits
     for option, values in (("--exit-weights", tc.exit_weights),
-                           ("--head-channels", tc.head_channels)):
+                           ("--head-channels", tc.head_channels),
+                           ("--stage-filters", tc.stage_filters)):
         if values is not None and len(values) != num_exits:
             raise TrainError(f"{option} needs {num_exits} values (one per exit), "
                              f"got {len(values)}: {values}")
     return ModelConfig(arch=tc.arch, width=tc.width, labels=list(labels),
                        single_exit=tc.single_exit, binary=not tc.real_valued,
                        norm_mean=norm_mean, norm_std=norm_std, exit_loss_weights=tc.exit_weights,
-                       head_channels=tc.head_channels)
+                       head_channels=tc.head_channels, stage_filters=tc.stage_filters)
 
 
 def make_optimizer(tc: TrainConfig, steps_per_epoch: int):

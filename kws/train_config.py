@@ -49,6 +49,7 @@ class TrainConfig:
     stage2_bn_momentum: float = 0.99
     exit_weights: Optional[list] = None
     head_channels: Optional[list] = None  # ModelConfig.head_channels
+    stage_filters: Optional[list] = None  # ModelConfig.stage_filters
     single_exit: Optional[int] = None
     real_valued: bool = False
     label_smoothing: float = 0.0
@@ -77,6 +78,8 @@ class TrainConfig:
             self.exit_weights = [float(w) for w in self.exit_weights]
         if self.head_channels is not None:
             self.head_channels = [int(c) for c in self.head_channels]
+        if self.stage_filters is not None:
+            self.stage_filters = [int(c) for c in self.stage_filters]
         self.snr_db = [float(v) for v in self.snr_db]
         if self.optimizer is None:
             self.optimizer = "adam" if self.real_valued else "bop"
@@ -93,6 +96,14 @@ class TrainConfig:
         if self.head_channels is not None and any(c < 0 for c in self.head_channels):
             raise TrainError(f"--head-channels must be >= 0 (0 = no expansion), "
                              f"got {self.head_channels}")
+        if self.stage_filters is not None:
+            from bnnkws.kws.config import STAGE_FILTER_ARCHS
+
+            if self.arch not in STAGE_FILTER_ARCHS:
+                raise TrainError(f"--stage-filters is supported for "
+                                 f"{', '.join(STAGE_FILTER_ARCHS)}, not --arch {self.arch}")
+            if any(c < 1 for c in self.stage_filters):
+                raise TrainError(f"--stage-filters must be >= 1, got {self.stage_filters}")
         if self.batch_size < 1:
             raise TrainError(f"batch size must be >= 1, got {self.batch_size}")
         for name in ("bop_threshold", "bop_gamma", "lr"):

@@ -245,6 +245,36 @@ def test_expanded_exit_head_is_one_more_binary_conv_and_keeps_the_head_contract(
             ModelConfig(head_channels=bad)
 
 
+def test_stage_filters_set_each_stage_width_with_stride_1_transitions(speech):
+    import larq_compute_engine as lce
+
+    from bnnkws.kws.config import ConfigError
+
+    x, _ = speech
+    cfg = norm_cfg(speech, arch="quicknet", width=0.125, stage_filters=[64, 128, 256, 512, 512])
+    stages = build_stages(cfg)
+    h = x[:2]
+    shapes = []
+    for st in stages[:-1]:
+        h = st(h, training=False)["fmap"]
+        shapes.append(tuple(h.shape[1:]))
+    # widths follow the plan times 0.125; stage 4 widens without losing resolution
+    assert shapes == [(25, 8, 8), (13, 4, 16), (7, 2, 32), (7, 2, 64)], shapes
+    assert stages[4](h, training=False)["embedding"].shape == (2, 64)
+    stage4 = stages[3]
+    assert "s4_trans_pw" in [lay.name for lay in stage4.layers]
+    assert not any("blurpool" in lay.name for lay in stage4.layers)
+    assert not any("trans" in lay.name for lay in stages[4].layers)  # same width: no transition
+    ops = tflite_op_counts(lce.convert_keras_model(stage4))
+    assert ops["LceBconv2d"] == len(binary_convs(stage4)) == 2, ops
+    plain = build_stages(cfg.replace(stage_filters=None))
+    assert plain[3].output["fmap"].shape[-1] == 32  # default plan: 256 at width 1
+    for bad, arch in (([64, 128, 256, 512], "quicknet"), ([64, 0, 256, 512, 512], "quicknet"),
+                      ([64, 128, 256, 512, 512], "birealnet")):
+        with pytest.raises(ConfigError, match="stage_filters"):
+            ModelConfig(arch=arch, stage_filters=bad)
+
+
 def test_a_few_gradient_steps_lower_the_loss_on_real_speech(speech, built):
     x, y = speech
     cfg, model = built

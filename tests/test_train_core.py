@@ -295,3 +295,13 @@ def test_real_valued_needs_adam(tmp_path):
     assert mc.head_channels == [64, 0, 0, 0, 0]
     with pytest.raises(train.TrainError, match="head-channels"):
         train.TrainConfig(data="x", head_channels=[-8, 0, 0, 0, 0])
+    with pytest.raises(train.TrainError, match="stage-filters"):
+        train.make_model_config(train.TrainConfig(data="x", stage_filters=[64, 128]),
+                                ["a", "b"], 0.0, 1.0)
+    with pytest.raises(train.TrainError, match="stage-filters"):
+        train.TrainConfig(data="x", stage_filters=[64, 128, 0, 256, 256])
+    with pytest.raises(train.TrainError, match="stage-filters.*birealnet"):
+        train.TrainConfig(data="x", arch="birealnet", stage_filters=[64, 128, 256, 512, 512])
+    mc = train.make_model_config(
+        train.TrainConfig(data="x", stage_filters=[64, 128, 256, 512, 512]), ["a", "b"], 0.0, 1.0)
+    assert mc.stage_filters == [64, 128, 256, 512, 512]

@@ -41,9 +41,14 @@ def transition_block(x, filters: int, strides: int, name: str):
 
 
 def stage_bodies(cfg):
-    """One callable per stage: tensor in -> feature map out (stage 1 gets (98, 64, 1))."""
+    """One callable per stage: tensor in -> feature map out (stage 1 gets (98, 64, 1)).
+
+    ``cfg.stage_filters`` replaces the plan's filters; a stage whose width differs from the
+    previous one starts with a transition block (stride 1 where the plan keeps the resolution).
+    """
+    bases = cfg.stage_filters or [base for base, _, _ in PLAN]
     bodies = []
-    for k, (base, blocks, stride) in enumerate(PLAN, start=1):
+    for k, ((_, blocks, stride), base) in enumerate(zip(PLAN, bases), start=1):
         filters = channels(base, cfg.width)
 
         def body(x, k=k, filters=filters, blocks=blocks, stride=stride):
