@@ -25,7 +25,9 @@ from .bundle import Bundle, atomic_write_bytes
 from .interpreters import interleaved_times, kernel_options, open_file, tune
 
 MIB = 1024 * 1024
-DEFAULT_DELTAS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+# The same grid as `kws eval`'s between 0.1 and 0.4, where the within-1-point delta usually is;
+# the bundle's own delta is added to the sweep too.
+DEFAULT_DELTAS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
 def speechlike_clip(fcfg, seed=0):
@@ -204,7 +206,9 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
     exit_stage = {s.exit: i for i, s in enumerate(b.stages) if s.exit is not None}
     cum = np.cumsum(times, axis=1)
     rows = []
-    for d in (deltas if deltas is not None else DEFAULT_DELTAS):
+    if deltas is None:
+        deltas = sorted(set(DEFAULT_DELTAS) | {round(b.delta, 6)})
+    for d in deltas:
         exits, pred, _ = decide_batch(logits, det.make_policy(d))
         # decide_batch numbers exits 1..E in the order of the logits = the bundle's exits
         ex_num = np.asarray(b.exits)[exits - 1]
@@ -221,10 +225,13 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
     key = "mean_ms_est" if exit_medians else "mean_ms"
     last_ref = exit_medians[b.exits[-1]] if exit_medians else float(last)
     pick = min(ok, key=lambda r: r[key]) if ok else None
+    at_bundle = next((r for r in rows if abs(r["delta"] - b.delta) < 1e-9), None)
     return {"data": name, "split": split, "clips": int(len(y)), "rows": rows,
             "per_exit_accuracy": per_exit_acc, "last_exit_mean_ms": float(last),
             "last_exit_median_ms": last_ref, "latency_key": key,
-            "within_1pt": ({**pick, "latency_vs_last": pick[key] / last_ref} if pick else None)}
+            "within_1pt": ({**pick, "latency_vs_last": pick[key] / last_ref} if pick else None),
+            "bundle_delta": ({**at_bundle, "latency_vs_last": at_bundle[key] / last_ref}
+                             if at_bundle else None)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,6 +286,11 @@ def to_markdown(res: dict) -> str:
             L.append(f"\nCheapest delta within 1 point of the last exit's accuracy: "
                      f"{w['delta']:.2f} ({w['accuracy']:.3f}), {w[sw['latency_key']]:.3f} ms/clip "
                      f"= {100 * w['latency_vs_last']:.0f}% of the last exit's.")
+        w = sw.get("bundle_delta")
+        if w:
+            L.append(f"\nAt the bundle's own delta {w['delta']:.2f}: accuracy {w['accuracy']:.3f}, "
+                     f"{w[sw['latency_key']]:.3f} ms/clip = {100 * w['latency_vs_last']:.0f}% of "
+                     f"the last exit's.")
     return "\n".join(L) + "\n"
 
 

@@ -97,15 +97,20 @@ def test_bench_report(tiny_bundle, clips, tmp_path):
     from bnnkws.deploy.bench import run_bench, to_markdown, write_report
 
     res = run_bench(tiny_bundle, runs=5, warmup=1, tune_runs=3, data=(clips[0][:24], clips[1][:24]),
-                    deltas=[0.0, 0.5, 1.0], progress=False)
+                    progress=False)
     assert res["speedup"] > 0 and len(res["exits"]) == len(Bundle.load(tiny_bundle).exits)
     assert res["tuning"][0]["correct"]
     sw = res["sweep"]["rows"]
     assert sw[0]["mean_exit"] == len(res["exits"])  # delta 0: always the last exit
     # each clip's latency is its own stage times summed up to its exit: earlier exits cost less
     assert sw[-1]["mean_exit"] < sw[0]["mean_exit"] and sw[-1]["mean_ms"] < sw[0]["mean_ms"]
+    # the default sweep includes the bundle's own delta and reports it
+    own = res["sweep"]["bundle_delta"]
+    assert own["delta"] == pytest.approx(Bundle.load(tiny_bundle).delta)
+    assert own in [{**r, "latency_vs_last": own["latency_vs_last"]} for r in sw]
     md, js = write_report(res, tmp_path)
     assert "speedup" in js.read_text() and "| exit |" in md.read_text()
+    assert "bundle's own delta" in md.read_text()
     print(to_markdown(res))
 
 
