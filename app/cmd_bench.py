@@ -27,6 +27,9 @@ def register(subparsers) -> None:
                    help="dataset for the delta sweep (path or sc:/fsdd:/folder: spec)")
     p.add_argument("--split", default="testing", choices=("train", "validation", "testing", "all"),
                    help="split of --data to use")
+    p.add_argument("--seed", type=int, default=None,
+                   help="speaker-split seed of --data (default: the seed the bundle's model was "
+                        "trained with, from its manifest, so its test split stays unseen)")
     p.add_argument("--limit", type=int, default=500,
                    help="at most this many clips for the sweep (random, fixed seed); 0 = all")
     p.add_argument("--deltas", default=None,
@@ -48,7 +51,8 @@ def run(args) -> int:
             raise CLIError(f"--deltas {args.deltas!r}: not a comma list of numbers") from e
     try:
         res = run_bench(args.bundle, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                        data=args.data, split=args.split, limit=args.limit or None, deltas=deltas)
+                        data=args.data, split=args.split, limit=args.limit or None, deltas=deltas,
+                        split_seed=args.seed)
     except (BundleError, FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
     md, js = write_report(res, Path(args.out))

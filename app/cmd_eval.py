@@ -41,8 +41,9 @@ def register(subparsers) -> None:
                    help="dataset task (12, 35/all, or a comma word list); default: the run's "
                         "training task, else inferred from the model's labels")
     p.add_argument("--seed", type=int, default=None,
-                   help="split seed; default: the run's training seed (so its test split is "
-                        "the one it never trained on), else 0")
+                   help="split seed; default: the training seed of the run, or of the bundle's "
+                        "model (recorded at export), so its test split is the one it never "
+                        "trained on; 0 when unknown")
     p.add_argument("--delta", type=float, default=None,
                    help="operating threshold for the confusion matrix and per-class exits; "
                         "default: the model's stored delta")
@@ -160,7 +161,7 @@ class _Target:
                 raise CLIError(f"{path}: {e}") from e
             self.cfg = _bundle_config(self.detector)
             self.task = args.task
-            self.seed = args.seed if args.seed is not None else 0
+            self.seed = args.seed if args.seed is not None else self.detector.bundle.split_seed
         if self.task is None:
             from bnnkws.kws.evaluate import infer_task
 

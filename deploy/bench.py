@@ -53,7 +53,8 @@ def chained_times(runners, first_input, runs, warmup):
 
 def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=None,
               split: str = "testing", limit: int | None = 300, deltas=None, progress: bool = True,
-              tune_runs: int = 20) -> dict:
+              tune_runs: int = 20, split_seed: int | None = None) -> dict:
+    """``split_seed``: speaker-split seed for ``data`` (default: the bundle's training seed)."""
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     fcfg = b.frontend
     stages = b.stages
@@ -151,16 +152,20 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
     if data is not None:
         result["sweep"] = delta_sweep(b, data, split=split, limit=limit, deltas=deltas,
                                       threads=threads, options=best, progress=progress,
-                                      exit_medians={r["exit"]: r["lce_ms"]["median"] for r in rows})
+                                      exit_medians={r["exit"]: r["lce_ms"]["median"] for r in rows},
+                                      split_seed=split_seed)
     return result
 
 
-def load_clips(spec, labels, split="testing", limit=None, seed=0):
-    """(audio (n, samples), label indices (n,)) of a dataset split, labels mapped to the bundle's."""
+def load_clips(spec, labels, split="testing", limit=None, seed=0, split_seed=0):
+    """(audio (n, samples), label indices (n,)) of a dataset split, labels mapped to the bundle's.
+
+    ``split_seed``: the speaker split's seed (the model's training seed); ``seed`` draws the
+    ``limit`` subset."""
     from bnnkws.frontend.audio import load_audio
     from bnnkws.kws.data import load_dataset
 
-    ds = load_dataset(spec)
+    ds = load_dataset(spec, seed=split_seed)
     clips = list(ds.clips) if split == "all" else [c for c in ds.clips if c.split == split]
     clips = [c for c in clips if c.label in labels]
     if not clips:
@@ -174,7 +179,7 @@ def load_clips(spec, labels, split="testing", limit=None, seed=0):
 
 
 def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, threads=1, options=None,
-                progress=True, exit_medians=None) -> dict:
+                progress=True, exit_medians=None, split_seed=None) -> dict:
     """Accuracy and latency per delta. ``mean_ms``: mean over clips of each clip's own measured
     stage times up to its exit (a mean, so a busy machine's preemptions show up in it);
     ``mean_ms_est``: mean over clips of the benchmark's median cumulative latency at the clip's
@@ -184,11 +189,12 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
     from .runtime import Detector
 
     det = Detector(b, num_threads=threads, backend="lce", kernel_options=options)
+    split_seed = b.split_seed if split_seed is None else int(split_seed)
     if isinstance(data, tuple):
         audio, y = data
         name = "arrays"
     else:
-        audio, y = load_clips(data, b.labels, split, limit)
+        audio, y = load_clips(data, b.labels, split, limit, split_seed=split_seed)
         name = str(data)
     it = range(len(audio))
     if progress:
@@ -226,7 +232,8 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
     last_ref = exit_medians[b.exits[-1]] if exit_medians else float(last)
     pick = min(ok, key=lambda r: r[key]) if ok else None
     at_bundle = next((r for r in rows if abs(r["delta"] - b.delta) < 1e-9), None)
-    return {"data": name, "split": split, "clips": int(len(y)), "rows": rows,
+    return {"data": name, "split": split, "split_seed": split_seed, "clips": int(len(y)),
+            "rows": rows,
             "per_exit_accuracy": per_exit_acc, "last_exit_mean_ms": float(last),
             "last_exit_median_ms": last_ref, "latency_key": key,
             "within_1pt": ({**pick, "latency_vs_last": pick[key] / last_ref} if pick else None),
@@ -272,7 +279,8 @@ def to_markdown(res: dict) -> str:
     sw = res.get("sweep")
     if sw:
         L.append("")
-        L.append(f"Delta sweep on {sw['data']} ({sw['split']}, {sw['clips']} clips); per-exit "
+        L.append(f"Delta sweep on {sw['data']} ({sw['split']} split of seed "
+                 f"{sw.get('split_seed', 0)}, {sw['clips']} clips); per-exit "
                  "accuracy " + ", ".join(f"{a:.3f}" for a in sw["per_exit_accuracy"]) +
                  f"; last exit mean {sw['last_exit_mean_ms']:.3f} ms/clip.\n")
         L.append("| delta | accuracy | mean exit | mean ms/clip (from per-exit medians) "

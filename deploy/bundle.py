@@ -238,6 +238,12 @@ class Bundle:
         return float(self.manifest["delta"])
 
     @property
+    def split_seed(self) -> int:
+        """Seed of the speaker split the model trained with (0 for bundles that predate it)."""
+        split = (self.manifest.get("source") or {}).get("split") or {}
+        return int(split.get("seed") or 0)
+
+    @property
     def policy_settings(self) -> dict:
         return dict(self.manifest.get("policy", {}))
 

@@ -160,6 +160,25 @@ def _synthetic_clip(fcfg, seed=0) -> np.ndarray:
     return speechlike_clip(fcfg, seed)
 
 
+def training_split(run_dir) -> dict | None:
+    """The data spec, task and split seed the run trained with (None without a run).
+
+    `kws eval` and `kws bench` on the bundle split the data the same way, so a model trained
+    with another seed is never scored on clips it trained on.
+    """
+    if run_dir is None:
+        return None
+    import json
+
+    from bnnkws.kws.run import TRAIN_CONFIG
+
+    f = Path(run_dir) / TRAIN_CONFIG
+    if not f.is_file():
+        return None
+    tc = json.loads(f.read_text())
+    return {"data": tc.get("data"), "task": tc.get("task"), "seed": int(tc.get("seed") or 0)}
+
+
 # ------------------------------------------------------------------------------------------------
 # export
 # ------------------------------------------------------------------------------------------------
@@ -283,7 +302,8 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             "float32": "float32.tflite" if include_full and twins else None,
             "files": files,
             "tools": tool_versions(),
-            "source": {"run": str(run_dir) if run_dir else None, "which": which},
+            "source": {"run": str(run_dir) if run_dir else None, "which": which,
+                       "split": training_split(run_dir)},
             "enrolment": [],
         }
         write_manifest(tmp, manifest)

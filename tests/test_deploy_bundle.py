@@ -142,3 +142,31 @@ def test_cli_errors_name_the_path(tmp_path, capsys):
     assert f"{tmp_path}: not a training run" in capsys.readouterr().err
     assert main(["deploy", str(tmp_path), "--target", "pi", "--out", str(tmp_path / "d")]) == 2
     assert "neither a bundle" in capsys.readouterr().err
+
+
+def test_bundle_remembers_its_training_split_for_eval_and_bench(tiny_run, sc_v2, tmp_path):
+    """A model trained with split seed 1 must be scored on seed 1's test speakers, not seed 0's
+    (some of which it trained on)."""
+    from bnnkws.deploy.bench import load_clips
+    from bnnkws.deploy.export import training_split
+
+    tc = json.loads((tiny_run / "train_config.json").read_text())
+    assert training_split(tiny_run) == {"data": tc["data"], "task": tc["task"], "seed": tc["seed"]}
+    assert training_split(tmp_path) is None and training_split(None) is None
+    assert Bundle(tmp_path, {"source": {"run": None}}).split_seed == 0  # older bundles
+    assert Bundle(tmp_path, {"source": {"split": {"seed": 1}}}).split_seed == 1
+    labels = ["yes", "no"]
+    a0, _ = load_clips(sc_v2, labels, "testing", split_seed=0)
+    a1, _ = load_clips(sc_v2, labels, "testing", split_seed=1)
+    t0 = {x.tobytes() for x in a0}
+    assert len(t0 ^ {x.tobytes() for x in a1}) > 0  # other speakers are held out
+
+
+def test_exported_manifest_records_the_split(tiny_bundle_keras, tiny_run, tmp_path):
+    from bnnkws.deploy.export import export_bundle
+
+    cfg, model = tiny_bundle_keras
+    out = export_bundle(tmp_path / "b", cfg=cfg, model=model, run_dir=tiny_run, progress=False,
+                        include_full=False, twins=False, check=False)
+    b = Bundle.load(out)
+    assert b.manifest["source"]["split"]["seed"] == b.split_seed == 0
