@@ -88,6 +88,10 @@ def register(subparsers) -> None:
                    help="quicknet only: filters of each stage at --width 1 (default: "
                         "64,128,256,256,256); a wider tail such as 64,128,256,512,512 makes the "
                         "late stages dearer than the early ones, so early exits save more time")
+    g.add_argument("--binary-bn-epsilon", type=float, default=d.binary_bn_epsilon, metavar="EPS",
+                   help="quicknet only: epsilon of the batch norms after binary convolutions; 1.0 "
+                        "(one count) keeps channels that rarely fire from getting huge "
+                        "multipliers, which LCE rounds coarsely and which amplify sign flips")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["bop", "adam", "two-stage"], default=None,
@@ -143,8 +147,8 @@ def _defaults():
 
 _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer", "bop_threshold",
            "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule", "lr_final",
-           "stage1_epochs", "exit_weights", "head_channels", "stage_filters", "single_exit",
-           "real_valued",
+           "stage1_epochs", "exit_weights", "head_channels", "stage_filters", "binary_bn_epsilon",
+           "single_exit", "real_valued",
            "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
            "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir")
 

@@ -16,7 +16,7 @@ from bnnkws.frontend.config import DEFAULT_FRONTEND, FrontendConfig
 from bnnkws.kws.fileio import atomic_write_text
 
 ARCHS = ("quicknet", "birealnet", "meliusnet", "binarydensenet")
-STAGE_FILTER_ARCHS = ("quicknet",)  # architectures whose stage widths can be set per stage
+STAGE_FILTER_ARCHS = ("quicknet",)  # architectures with stage_filters / binary_bn_epsilon
 
 # Speech Commands 12-class task order (10 words + silence + unknown), the default label set.
 SPEECH_COMMANDS_12 = [
@@ -60,6 +60,12 @@ class ModelConfig:
     # A wider tail (e.g. 64,128,256,512,512, larq-zoo QuickNet's 512-filter last section) makes
     # the later stages dearer than the early ones, which is where early exits save time.
     stage_filters: Optional[list] = None
+    # Epsilon of the batch norms after QuickNet's binary convolutions (bconv -> ReLU -> BN). Their
+    # input is a count; a channel that almost never fires gets a variance of ~1e-3 and a
+    # multiplier of ~30, which LCE's popcount output transform rounds at float32 spacing of
+    # K x multiplier and which turns one flipped input sign into a jump of 60. An epsilon of
+    # one count bounds the multiplier by gamma and leaves live channels (variance ~1e3) alone.
+    binary_bn_epsilon: float = 1e-5
     frontend: FrontendConfig = field(default_factory=lambda: DEFAULT_FRONTEND)
 
     def __post_init__(self):
@@ -113,6 +119,11 @@ class ModelConfig:
             if len(self.stage_filters) != self.num_exits or any(c < 1 for c in self.stage_filters):
                 raise ConfigError(f"stage_filters needs {self.num_exits} values >= 1, "
                                   f"got {self.stage_filters}")
+        if not self.binary_bn_epsilon > 0:
+            raise ConfigError(f"binary_bn_epsilon must be > 0, got {self.binary_bn_epsilon}")
+        if self.binary_bn_epsilon != 1e-5 and self.arch not in STAGE_FILTER_ARCHS:
+            raise ConfigError(f"binary_bn_epsilon is supported for {list(STAGE_FILTER_ARCHS)}, "
+                              f"not {self.arch!r}")
         if not 1 <= self.min_exit <= self.num_exits:
             raise ConfigError(f"min_exit must be in 1..{self.num_exits}, got {self.min_exit}")
         if not self.norm_std > 0:

@@ -41,7 +41,7 @@ from bnnkws.kws.train_config import (  # noqa: E402,F401  (re-exported for calle
 _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", "bop_threshold",
                     "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
                     "lr_final", "stage1_epochs", "exit_weights", "head_channels", "stage_filters",
-                    "single_exit",
+                    "binary_bn_epsilon", "single_exit",
                     "real_valued", "label_smoothing", "seed", "max_train_clips", "augment",
                     "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
                     "init_from")
@@ -188,7 +188,8 @@ def make_model_config(tc: TrainConfig, labels, norm_mean: float, norm_std: float
     return ModelConfig(arch=tc.arch, width=tc.width, labels=list(labels),
                        single_exit=tc.single_exit, binary=not tc.real_valued,
                        norm_mean=norm_mean, norm_std=norm_std, exit_loss_weights=tc.exit_weights,
-                       head_channels=tc.head_channels, stage_filters=tc.stage_filters)
+                       head_channels=tc.head_channels, stage_filters=tc.stage_filters,
+                       binary_bn_epsilon=tc.binary_bn_epsilon)
 
 
 def make_optimizer(tc: TrainConfig, steps_per_epoch: int):

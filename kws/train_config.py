@@ -50,6 +50,7 @@ class TrainConfig:
     exit_weights: Optional[list] = None
     head_channels: Optional[list] = None  # ModelConfig.head_channels
     stage_filters: Optional[list] = None  # ModelConfig.stage_filters
+    binary_bn_epsilon: float = 1e-5  # ModelConfig.binary_bn_epsilon
     single_exit: Optional[int] = None
     real_valued: bool = False
     label_smoothing: float = 0.0
@@ -104,6 +105,14 @@ class TrainConfig:
                                  f"{', '.join(STAGE_FILTER_ARCHS)}, not --arch {self.arch}")
             if any(c < 1 for c in self.stage_filters):
                 raise TrainError(f"--stage-filters must be >= 1, got {self.stage_filters}")
+        if not self.binary_bn_epsilon > 0:
+            raise TrainError(f"--binary-bn-epsilon must be > 0, got {self.binary_bn_epsilon}")
+        if self.binary_bn_epsilon != 1e-5:
+            from bnnkws.kws.config import STAGE_FILTER_ARCHS
+
+            if self.arch not in STAGE_FILTER_ARCHS:
+                raise TrainError(f"--binary-bn-epsilon is supported for "
+                                 f"{', '.join(STAGE_FILTER_ARCHS)}, not --arch {self.arch}")
         if self.batch_size < 1:
             raise TrainError(f"batch size must be >= 1, got {self.batch_size}")
         for name in ("bop_threshold", "bop_gamma", "lr"):

@@ -275,6 +275,22 @@ def test_stage_filters_set_each_stage_width_with_stride_1_transitions(speech):
             ModelConfig(arch=arch, stage_filters=bad)
 
 
+def test_binary_bn_epsilon_reaches_only_the_batch_norms_after_binary_convs(speech):
+    from bnnkws.kws.config import ConfigError
+
+    cfg = norm_cfg(speech, arch="quicknet", width=0.125, binary_bn_epsilon=1.0)
+    st = build_stages(cfg)[0]
+    eps = {lay.name: lay.epsilon for lay in st.layers if "bn" in lay.name}
+    assert eps["s1_b0_bn"] == eps["s1_b2_bn"] == 1.0
+    assert eps["stem_bn1"] == 1e-5  # real-valued layers keep the usual epsilon
+    assert ModelConfig.from_dict(cfg.to_dict()).binary_bn_epsilon == 1.0
+    assert ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items()
+                                  if k != "binary_bn_epsilon"}).binary_bn_epsilon == 1e-5
+    for bad in ({"binary_bn_epsilon": 0.0}, {"arch": "meliusnet", "binary_bn_epsilon": 1.0}):
+        with pytest.raises(ConfigError, match="binary_bn_epsilon"):
+            ModelConfig(**bad)
+
+
 def test_a_few_gradient_steps_lower_the_loss_on_real_speech(speech, built):
     x, y = speech
     cfg, model = built

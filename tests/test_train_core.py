@@ -305,3 +305,10 @@ def test_real_valued_needs_adam(tmp_path):
     mc = train.make_model_config(
         train.TrainConfig(data="x", stage_filters=[64, 128, 256, 512, 512]), ["a", "b"], 0.0, 1.0)
     assert mc.stage_filters == [64, 128, 256, 512, 512]
+    with pytest.raises(train.TrainError, match="binary-bn-epsilon.*birealnet"):
+        train.TrainConfig(data="x", arch="birealnet", binary_bn_epsilon=1.0)
+    with pytest.raises(train.TrainError, match="binary-bn-epsilon"):
+        train.TrainConfig(data="x", binary_bn_epsilon=-1.0)
+    mc = train.make_model_config(train.TrainConfig(data="x", binary_bn_epsilon=1.0),
+                                 ["a", "b"], 0.0, 1.0)
+    assert mc.binary_bn_epsilon == 1.0

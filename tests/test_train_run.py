@@ -80,7 +80,7 @@ def test_cli_help_lists_every_option_and_mirrors_defaults(capsys):
     text = capsys.readouterr().out
     for opt in ("--data", "--arch", "--task", "--width", "--epochs", "--batch-size",
                 "--optimizer", "--bop-threshold", "--bop-gamma", "--bop-gamma-decay", "--lr",
-                "--exit-weights", "--head-channels", "--stage-filters", "--single-exit", "--real-valued", "--seed", "--out",
+                "--exit-weights", "--head-channels", "--stage-filters", "--binary-bn-epsilon", "--single-exit", "--real-valued", "--seed", "--out",
                 "--resume", "--max-train-clips", "--no-augment", "--label-smoothing"):
         assert opt in text, opt
     parser = cli.build_parser()

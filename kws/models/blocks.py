@@ -88,8 +88,9 @@ def binary_conv(x, filters: int, kernel, q: QuantSpec, binary: bool, *, strides=
         name=name)(x)
 
 
-def bn(x, name=None, momentum=0.9, **kw):
-    return tf.keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-5, name=name, **kw)(x)
+def bn(x, name=None, momentum=0.9, epsilon=1e-5, **kw):
+    return tf.keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name,
+                                              **kw)(x)
 
 
 def real_conv(x, filters, kernel, strides=1, name=None, padding="same"):

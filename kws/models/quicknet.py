@@ -21,10 +21,10 @@ from .blocks import QUICKNET_Q, binary_conv, blurpool_initializer, bn, channels,
 PLAN = [(64, 3, None), (128, 3, 2), (256, 2, 2), (256, 2, 1), (256, 2, 1)]
 
 
-def residual_block(x, binary: bool, name: str):
+def residual_block(x, binary: bool, name: str, bn_epsilon: float = 1e-5):
     y = binary_conv(x, int(x.shape[-1]), 3, QUICKNET_Q, binary, activation="relu",
                     name=f"{name}_bconv")
-    y = bn(y, name=f"{name}_bn")
+    y = bn(y, name=f"{name}_bn", epsilon=bn_epsilon)
     return tf.keras.layers.Add(name=f"{name}_add")([x, y])
 
 
@@ -57,7 +57,8 @@ def stage_bodies(cfg):
             elif filters != int(x.shape[-1]) or stride > 1:
                 x = transition_block(x, filters, stride, name=f"s{k}_trans")
             for b in range(blocks):
-                x = residual_block(x, cfg.binary, name=f"s{k}_b{b}")
+                x = residual_block(x, cfg.binary, name=f"s{k}_b{b}",
+                                   bn_epsilon=cfg.binary_bn_epsilon)
             return x
 
         bodies.append(body)
