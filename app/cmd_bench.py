@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=500,
                    help="at most this many clips for the sweep (random, fixed seed); 0 = all")
     p.add_argument("--deltas", default=None,
-                   help="comma list of deltas to sweep (default 0,0.05,...,1.0)")
+                   help="comma list of deltas to sweep (default: 0 to 1 in steps of 0.05 to 0.1, "
+                        "plus the bundle's own delta)")
     p.set_defaults(func=run)
 
 
