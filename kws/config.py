@@ -31,6 +31,14 @@ class ConfigError(ValueError):
     """A configuration value (or file) is invalid; the message names it."""
 
 
+def unsupported_options(arch: str, stage_filters=None, binary_bn_epsilon: float = 1e-5) -> list:
+    """Names of the QuickNet-only options set away from their default for another ``arch``."""
+    if arch in STAGE_FILTER_ARCHS:
+        return []
+    return [name for name, on in (("stage_filters", stage_filters is not None),
+                                  ("binary_bn_epsilon", binary_bn_epsilon != 1e-5)) if on]
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a model and interpret its outputs.
@@ -112,18 +120,15 @@ class ModelConfig:
         if len(self.head_channels) != self.num_exits or any(c < 0 for c in self.head_channels):
             raise ConfigError(f"head_channels needs {self.num_exits} values >= 0 (0 = no "
                               f"expansion), got {self.head_channels}")
+        for name in unsupported_options(self.arch, self.stage_filters, self.binary_bn_epsilon):
+            raise ConfigError(f"{name} is supported for {list(STAGE_FILTER_ARCHS)}, "
+                              f"not {self.arch!r}")
         if self.stage_filters is not None:
-            if self.arch not in STAGE_FILTER_ARCHS:
-                raise ConfigError(f"stage_filters is supported for {list(STAGE_FILTER_ARCHS)}, "
-                                  f"not {self.arch!r}")
             if len(self.stage_filters) != self.num_exits or any(c < 1 for c in self.stage_filters):
                 raise ConfigError(f"stage_filters needs {self.num_exits} values >= 1, "
                                   f"got {self.stage_filters}")
         if not self.binary_bn_epsilon > 0:
             raise ConfigError(f"binary_bn_epsilon must be > 0, got {self.binary_bn_epsilon}")
-        if self.binary_bn_epsilon != 1e-5 and self.arch not in STAGE_FILTER_ARCHS:
-            raise ConfigError(f"binary_bn_epsilon is supported for {list(STAGE_FILTER_ARCHS)}, "
-                              f"not {self.arch!r}")
         if not 1 <= self.min_exit <= self.num_exits:
             raise ConfigError(f"min_exit must be in 1..{self.num_exits}, got {self.min_exit}")
         if not self.norm_std > 0:

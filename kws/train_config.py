@@ -97,22 +97,15 @@ class TrainConfig:
         if self.head_channels is not None and any(c < 0 for c in self.head_channels):
             raise TrainError(f"--head-channels must be >= 0 (0 = no expansion), "
                              f"got {self.head_channels}")
-        if self.stage_filters is not None:
-            from bnnkws.kws.config import STAGE_FILTER_ARCHS
+        from bnnkws.kws.config import STAGE_FILTER_ARCHS, unsupported_options
 
-            if self.arch not in STAGE_FILTER_ARCHS:
-                raise TrainError(f"--stage-filters is supported for "
-                                 f"{', '.join(STAGE_FILTER_ARCHS)}, not --arch {self.arch}")
-            if any(c < 1 for c in self.stage_filters):
-                raise TrainError(f"--stage-filters must be >= 1, got {self.stage_filters}")
+        for name in unsupported_options(self.arch, self.stage_filters, self.binary_bn_epsilon):
+            raise TrainError(f"--{name.replace('_', '-')} is supported for "
+                             f"{', '.join(STAGE_FILTER_ARCHS)}, not --arch {self.arch}")
+        if self.stage_filters is not None and any(c < 1 for c in self.stage_filters):
+            raise TrainError(f"--stage-filters must be >= 1, got {self.stage_filters}")
         if not self.binary_bn_epsilon > 0:
             raise TrainError(f"--binary-bn-epsilon must be > 0, got {self.binary_bn_epsilon}")
-        if self.binary_bn_epsilon != 1e-5:
-            from bnnkws.kws.config import STAGE_FILTER_ARCHS
-
-            if self.arch not in STAGE_FILTER_ARCHS:
-                raise TrainError(f"--binary-bn-epsilon is supported for "
-                                 f"{', '.join(STAGE_FILTER_ARCHS)}, not --arch {self.arch}")
         if self.batch_size < 1:
             raise TrainError(f"batch size must be >= 1, got {self.batch_size}")
         for name in ("bop_threshold", "bop_gamma", "lr"):
