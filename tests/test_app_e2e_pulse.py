@@ -70,7 +70,10 @@ def test_listen_detects_keywords_played_into_pulseaudio(app_bundle, keyword_sequ
     assert "pulse" in stderr.lower() or "default" in stderr.lower(), stderr
 
     dets = [json.loads(x) for x in out.splitlines()]
-    assert [d["label"] for d in dets] == [e["label"] for e in events], (dets, events, stderr)
+    # A string message, not a tuple: pytest shortens a tuple's repr and hid the stream summary.
+    assert [d["label"] for d in dets] == [e["label"] for e in events], (
+        f"detections {dets}\nground truth {events}\n"
+        f"paplay started {t_play - t_ready:.2f} s after the first block\nstderr:\n{stderr}")
     # Each word is detected where the ground truth puts it relative to the others (TF's 0.75 s
     # tolerance around one common shift), and that shift agrees with the wall clock: stream time 0
     # is about when the first block arrived, the sequence starts once paplay connects (PortAudio's
