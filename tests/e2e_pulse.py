@@ -180,7 +180,9 @@ def offline_detections(detector, audio: np.ndarray, threshold: float | None = No
     from bnnkws.app.smoothing import DEFAULT_THRESHOLD, RecognizeCommands
     from bnnkws.app.sources import ArraySource
 
-    smoother = RecognizeCommands(detector.labels, detection_threshold=threshold or DEFAULT_THRESHOLD)
+    smoother = RecognizeCommands(
+        detector.labels,
+        detection_threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
     streamer = StreamingDetector(detector, smoother)
     return run_stream(iter(ArraySource(audio, block_ms=100)), streamer).detections
 
