@@ -89,16 +89,6 @@ def _kind(path: Path) -> str:
     raise CLIError(f"{path}: neither a training run (config.json) nor a bundle (manifest.json)")
 
 
-def _train_config(run: Path) -> dict:
-    f = run / "train_config.json"
-    if not f.is_file():
-        return {}
-    try:
-        return json.loads(f.read_text())
-    except ValueError:
-        return {}
-
-
 def _bundle_config(detector):
     """A ModelConfig for a bundle: its manifest's config with the bundle's own labels (CWR*
     may have added words), temperatures and delta."""
@@ -141,12 +131,13 @@ class _Target:
         self.model = None
         if self.kind == "run":
             from bnnkws.kws.evaluate import _load_run
+            from bnnkws.kws.run import read_train_config
 
             try:
                 self.cfg, self.model = _load_run(path)
             except (FileNotFoundError, ValueError) as e:
                 raise CLIError(str(e)) from e
-            tc = _train_config(path)
+            tc = read_train_config(path)
             same_data = tc.get("data") and Path(str(tc["data"]).split(":")[-1]).resolve() == \
                 Path(str(args.data).split(":")[-1]).resolve()
             self.task = args.task if args.task is not None else (

@@ -166,16 +166,11 @@ def training_split(run_dir) -> dict | None:
     `kws eval` and `kws bench` on the bundle split the data the same way, so a model trained
     with another seed is never scored on clips it trained on.
     """
-    if run_dir is None:
-        return None
-    import json
+    from bnnkws.kws.run import read_train_config
 
-    from bnnkws.kws.run import TRAIN_CONFIG
-
-    f = Path(run_dir) / TRAIN_CONFIG
-    if not f.is_file():
+    tc = read_train_config(run_dir) if run_dir is not None else {}
+    if not tc:
         return None
-    tc = json.loads(f.read_text())
     return {"data": tc.get("data"), "task": tc.get("task"), "seed": int(tc.get("seed") or 0)}
 
 

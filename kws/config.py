@@ -17,6 +17,7 @@ from bnnkws.kws.fileio import atomic_write_text
 
 ARCHS = ("quicknet", "birealnet", "meliusnet", "binarydensenet")
 STAGE_FILTER_ARCHS = ("quicknet",)  # architectures with stage_filters / binary_bn_epsilon
+BINARY_BN_EPSILON = 1e-5  # the default: every batch norm's epsilon, as models were built before
 
 # Speech Commands 12-class task order (10 words + silence + unknown), the default label set.
 SPEECH_COMMANDS_12 = [
@@ -31,12 +32,13 @@ class ConfigError(ValueError):
     """A configuration value (or file) is invalid; the message names it."""
 
 
-def unsupported_options(arch: str, stage_filters=None, binary_bn_epsilon: float = 1e-5) -> list:
+def unsupported_options(arch: str, stage_filters=None,
+                        binary_bn_epsilon: float = BINARY_BN_EPSILON) -> list:
     """Names of the QuickNet-only options set away from their default for another ``arch``."""
     if arch in STAGE_FILTER_ARCHS:
         return []
     return [name for name, on in (("stage_filters", stage_filters is not None),
-                                  ("binary_bn_epsilon", binary_bn_epsilon != 1e-5)) if on]
+                                  ("binary_bn_epsilon", binary_bn_epsilon != BINARY_BN_EPSILON)) if on]
 
 
 @dataclass
@@ -73,7 +75,7 @@ class ModelConfig:
     # multiplier of ~30, which LCE's popcount output transform rounds at float32 spacing of
     # K x multiplier and which turns one flipped input sign into a jump of 60. An epsilon of
     # one count bounds the multiplier by gamma and leaves live channels (variance ~1e3) alone.
-    binary_bn_epsilon: float = 1e-5
+    binary_bn_epsilon: float = BINARY_BN_EPSILON
     frontend: FrontendConfig = field(default_factory=lambda: DEFAULT_FRONTEND)
 
     def __post_init__(self):

@@ -52,6 +52,15 @@ def read_json(path) -> dict:
         raise RunError(f"{path}: not valid JSON ({e})") from e
 
 
+def read_train_config(run_dir) -> dict:
+    """The run's ``train_config.json`` as a dict; {} when it is missing or unreadable (runs made
+    before it existed, or a model directory that was not made by ``kws train``)."""
+    try:
+        return read_json(Path(run_dir) / TRAIN_CONFIG)
+    except RunError:
+        return {}
+
+
 def check_run_dir(run_dir) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

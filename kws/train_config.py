@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+from bnnkws.kws.config import BINARY_BN_EPSILON, STAGE_FILTER_ARCHS, unsupported_options
+
 OPTIMIZERS = ("bop", "adam", "two-stage")
 GAMMA_DECAYS = ("exp", "cosine", "none")
 LR_SCHEDULES = ("cosine", "exp", "constant")
@@ -50,7 +52,7 @@ class TrainConfig:
     exit_weights: Optional[list] = None
     head_channels: Optional[list] = None  # ModelConfig.head_channels
     stage_filters: Optional[list] = None  # ModelConfig.stage_filters
-    binary_bn_epsilon: float = 1e-5  # ModelConfig.binary_bn_epsilon
+    binary_bn_epsilon: float = BINARY_BN_EPSILON  # ModelConfig.binary_bn_epsilon
     single_exit: Optional[int] = None
     real_valued: bool = False
     label_smoothing: float = 0.0
@@ -97,8 +99,6 @@ class TrainConfig:
         if self.head_channels is not None and any(c < 0 for c in self.head_channels):
             raise TrainError(f"--head-channels must be >= 0 (0 = no expansion), "
                              f"got {self.head_channels}")
-        from bnnkws.kws.config import STAGE_FILTER_ARCHS, unsupported_options
-
         for name in unsupported_options(self.arch, self.stage_filters, self.binary_bn_epsilon):
             raise TrainError(f"--{name.replace('_', '-')} is supported for "
                              f"{', '.join(STAGE_FILTER_ARCHS)}, not --arch {self.arch}")

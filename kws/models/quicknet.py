@@ -21,7 +21,7 @@ from .blocks import QUICKNET_Q, binary_conv, blurpool_initializer, bn, channels,
 PLAN = [(64, 3, None), (128, 3, 2), (256, 2, 2), (256, 2, 1), (256, 2, 1)]
 
 
-def residual_block(x, binary: bool, name: str, bn_epsilon: float = 1e-5):
+def residual_block(x, binary: bool, name: str, bn_epsilon: float):
     y = binary_conv(x, int(x.shape[-1]), 3, QUICKNET_Q, binary, activation="relu",
                     name=f"{name}_bconv")
     y = bn(y, name=f"{name}_bn", epsilon=bn_epsilon)
