@@ -77,6 +77,12 @@ def built(request, speech):
     is most of the cost); the training test runs last and may change its weights."""
     arch = request.param
     if arch not in _BUILT:
+        import tensorflow as tf
+
+        # Seeded: with unseeded random weights the LCE-vs-Keras check below failed for QuickNet
+        # in 3 of 4 module runs on 2026-12-01 (an untrained net has near-zero pre-activations
+        # whose signs may flip), though it passed in the full suites the same day.
+        tf.keras.utils.set_random_seed(0)
         cfg = norm_cfg(speech, arch=arch, width=0.125)
         _BUILT[arch] = (cfg, build_model(cfg))
     return _BUILT[arch]
