@@ -227,7 +227,11 @@ class LogMel(keras.layers.Layer):
         if need > self._num_samples:  # only zero-weight window taps reach past the clip
             x = tf.pad(x, [[0, 0], [0, need - self._num_samples]])
         x = tf.reshape(x[:, :need], [-1, need // n2, 1, n2])
-        y = tf.nn.depthwise_conv2d(x, f["dw"], strides=[1, f["step"], 1, 1], padding="VALID")
+        # The width axis is 1 wide with a 1-wide filter, so its stride changes nothing; an
+        # equal one keeps the op on TensorFlow's Eigen kernel, which (unlike oneDNN's, on only
+        # some CPUs) refuses unequal row/column strides.
+        step = f["step"]
+        y = tf.nn.depthwise_conv2d(x, f["dw"], strides=[1, step, step, 1], padding="VALID")
         # (frame, n2, k1, re|im) -> (frame, k1, re|im, n2): the second DFT's index last
         y = tf.transpose(tf.reshape(y, [-1, n2, n1, 2]), [0, 2, 3, 1])
         spec = tf.matmul(tf.reshape(y, [-1, 2 * n2]), f["w2"])  # rows (frame, k1): [re | im]
