@@ -78,8 +78,9 @@ def add_detection_args(p) -> None:
                      help="average the per-hop probabilities over this window "
                           "(default: %(default)s)")
     det.add_argument("--threshold", type=float, default=smoothing.DEFAULT_THRESHOLD,
-                     help="fire when the averaged top probability exceeds this "
-                          "(default: %(default)s)")
+                     help="fire when the averaged top probability exceeds this; enrolled "
+                          "words use their own calibrated threshold (`kws words` shows it, "
+                          "`kws words --set` changes it) (default: %(default)s)")
     det.add_argument("--min-count", type=int, default=smoothing.DEFAULT_MIN_COUNT,
                      help="minimum number of results in the window before anything can "
                           "fire (default: %(default)s)")
@@ -208,11 +209,20 @@ def build_streamer(bundle_path, args):
         smoother = RecognizeCommands(
             detector.labels, average_window_ms=args.average_window_ms,
             detection_threshold=args.threshold, minimum_count=args.min_count,
-            suppression_ms=args.suppression_ms)
+            suppression_ms=args.suppression_ms, label_thresholds=word_thresholds(detector))
         streamer = StreamingDetector(detector, smoother, hop_ms=args.hop_ms)
     except ValueError as e:
         raise CLIError(str(e)) from e
     return detector, streamer
+
+
+def word_thresholds(detector) -> dict:
+    """Enrolled words' own detection thresholds from the bundle (`kws words` shows them;
+    `--threshold` applies to every other word)."""
+    bundle = getattr(detector, "bundle", None)
+    words = ((getattr(bundle, "manifest", None) or {}).get("words") or {})
+    return {w: float(v["threshold"]) for w, v in words.items()
+            if w in detector.labels and "threshold" in v}
 
 
 def load_detector(bundle_path, delta=None, num_threads=1, backend="auto"):

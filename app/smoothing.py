@@ -72,6 +72,7 @@ class RecognizeCommands:
         suppression_ms: float = DEFAULT_SUPPRESSION_MS,
         ignore_labels: Iterable[str] = IGNORE_LABELS,
         rearm_fraction: float = 0.5,
+        label_thresholds: Optional[dict] = None,
     ):
         self.labels = [str(x) for x in labels]
         if len(self.labels) < 2:
@@ -90,6 +91,16 @@ class RecognizeCommands:
         self.suppression_ms = float(suppression_ms)
         self.ignore = frozenset(ignore_labels)
         self.rearm_fraction = float(rearm_fraction)
+        # Per-label thresholds (enrolled words calibrate their own, see
+        # kws.operating_point); every other label uses detection_threshold.
+        self.label_thresholds = {str(k): float(v) for k, v in (label_thresholds or {}).items()}
+        for k, v in self.label_thresholds.items():
+            if k not in self.labels:
+                raise ValueError(f"threshold for {k!r}, which is not one of the labels")
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"threshold for {k!r} must be in [0, 1], got {v}")
+        self._thresholds = np.array([self.label_thresholds.get(lab, self.detection_threshold)
+                                     for lab in self.labels])
         self._ignored_index = np.array([lab in self.ignore for lab in self.labels])
         if self._ignored_index.all():
             raise ValueError(f"every label is ignored ({sorted(self.ignore)}): nothing could fire")
@@ -127,11 +138,12 @@ class RecognizeCommands:
         top = int(np.argmax(avg))
         score = float(avg[top])
         self._top_index = top
-        confident = score > self.detection_threshold
+        confident = score > self._thresholds[top]
         # Re-arm a label once another label leads or its score has clearly dropped (half the
         # threshold: a score wobbling around the threshold must not fire the same word twice).
         if self._armed_block is not None and (
-                top != self._armed_block or score < self.rearm_fraction * self.detection_threshold):
+                top != self._armed_block
+                or score < self.rearm_fraction * self._thresholds[self._armed_block]):
             self._armed_block = None
         fire = (
             confident

@@ -32,7 +32,8 @@ import numpy as np
 
 from bnnkws.frontend.audio import loudest_window  # noqa: F401  (re-exported)
 
-from .bundle import HEADS, MANIFEST, Bundle, BundleError, normalize_head, read_heads
+from .bundle import (HEADS, MANIFEST, Bundle, BundleError, atomic_write_bytes, normalize_head,
+                     read_heads)
 
 MIN_EXAMPLES = 3  # per word: CWR* on fewer clips learns the speaker, not the word
 SILENCE_DBFS = -50.0  # loudest 50 ms of a usable recording is above this
@@ -298,16 +299,40 @@ def copy_bundle(src: Path, dst: Path) -> None:
                 shutil.copy2(s, d)
 
 
-def _write_heads(new_dir: Path, manifest: dict, heads: dict, labels: list,
-                 past: dict, event: dict) -> None:
-    """heads.npz + manifest in ``new_dir`` with their hashes (uses Bundle.write_heads)."""
+def _write_heads(new_dir: Path, manifest: dict, heads: Optional[dict], labels: list,
+                 past: Optional[dict], event: Optional[dict], files: Optional[dict] = None,
+                 manifest_updates: Optional[dict] = None) -> None:
+    """heads.npz + extra files + manifest in ``new_dir`` with their hashes.
+
+    ``files``: ``{name: (bytes, kind)}`` written and listed in the manifest before it;
+    ``manifest_updates``: top-level manifest keys to set. ``heads=None`` keeps heads.npz,
+    labels and history as they are (only the extra files and keys change).
+    """
+    import hashlib
+
+    from .bundle import write_manifest
+
+    for name, (data, kind) in (files or {}).items():
+        atomic_write_bytes(new_dir / name, data)
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                   "bytes": len(data), "kind": kind}
+    manifest.update(manifest_updates or {})
+    if heads is None:
+        write_manifest(new_dir, manifest)
+        return
     b = Bundle(new_dir, manifest, read_heads(new_dir / manifest.get("heads_file", HEADS)))
     b.manifest["cwr_past"] = {str(k): int(v) for k, v in past.items()}
     b.write_heads(heads, labels, event)
 
 
-def commit(bundle_path, heads: dict, labels: list, past: dict, event: dict) -> Bundle:
-    """Write a new bundle next to the old one, verify it, swap it into place atomically."""
+def commit(bundle_path, heads: Optional[dict], labels: list, past: Optional[dict],
+           event: Optional[dict], *, files: Optional[dict] = None,
+           manifest_updates: Optional[dict] = None) -> Bundle:
+    """Write a new bundle next to the old one, verify it, swap it into place atomically.
+
+    ``files`` (``{name: (bytes, kind)}``, e.g. the replay memory) and ``manifest_updates`` go
+    into the same new copy, so heads, memory and manifest change together or not at all.
+    """
     path = Path(bundle_path).resolve()
     recover(path)
     tag = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -316,7 +341,7 @@ def commit(bundle_path, heads: dict, labels: list, past: dict, event: dict) -> B
     try:
         copy_bundle(path, new_dir)
         manifest = json.loads((new_dir / MANIFEST).read_text())
-        _write_heads(new_dir, manifest, heads, labels, past, event)
+        _write_heads(new_dir, manifest, heads, labels, past, event, files, manifest_updates)
         Bundle.load(new_dir)  # verify before it replaces anything
         if _exchange(new_dir, path):
             shutil.rmtree(new_dir, ignore_errors=True)  # now holds the old bundle
@@ -335,6 +360,13 @@ def commit(bundle_path, heads: dict, labels: list, past: dict, event: dict) -> B
 # ---------------------------------------------------------------------------------------------
 # the operations
 # ---------------------------------------------------------------------------------------------
+DEFAULT_RATIO = 4.0  # replayed samples per new one in each minibatch (thesis 1:4)
+DEFAULT_AUGMENT = 8  # augmented copies of each take trained on beside the take itself
+CALIBRATION_TAKES = 4  # fresh augmented copies per take, used only to calibrate the threshold
+CALIBRATION_SHARE = 4  # every 4th memory sample is held out of replay to calibrate on
+UNKNOWN = "_unknown_"
+
+
 @dataclass
 class EnrolResult:
     word: str
@@ -345,18 +377,153 @@ class EnrolResult:
     seconds_update: float
     train_accuracy: float
     history: list = field(default_factory=list)
+    operating_point: dict = field(default_factory=dict)
+    replayed: int = 0  # memory samples the heads rehearsed
+    moved: int = 0  # memory samples of `_unknown_` that were this word and moved to it
+    negatives: int = 0
+    seconds_total: float = 0.0
+    memory_bytes: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation (numpy only: it runs on the device)
+# ---------------------------------------------------------------------------------------------
+def augment_takes(clips: np.ndarray, copies: int, noise: np.ndarray, rng,
+                  sr: int = 16000) -> np.ndarray:
+    """``copies`` variants of each take: speed/pitch, time shift, gain and background noise.
+
+    Per copy: resampled by a factor in [0.92, 1.08] (linear interpolation: speed and pitch move
+    together by up to 8 %), shifted by up to 100 ms (zero fill), gain within +-6 dB, and with
+    probability 0.8 a random noise window (``noise (m, samples)``) mixed at 5-20 dB SNR. Returns
+    ``(len(clips) * copies, samples)`` float32 in [-1, 1].
+    """
+    clips = np.asarray(clips, np.float32)
+    n = clips.shape[1]
+    out = np.zeros((len(clips) * copies, n), np.float32)
+    t = np.arange(n, dtype=np.float64)
+    for i, y in enumerate(np.repeat(clips, copies, axis=0)):
+        f = rng.uniform(0.92, 1.08)
+        z = np.interp(np.arange(0, n, f), t, y)  # new length n / f
+        if len(z) >= n:
+            s = (len(z) - n) // 2
+            z = z[s:s + n]
+        else:
+            p = n - len(z)
+            z = np.pad(z, (p // 2, p - p // 2))
+        shift = int(rng.integers(-sr // 10, sr // 10 + 1))
+        z = np.roll(z, shift)
+        if shift > 0:
+            z[:shift] = 0
+        elif shift < 0:
+            z[shift:] = 0
+        z = z * 10 ** (rng.uniform(-6, 6) / 20)
+        if len(noise) and rng.random() < 0.8:
+            w = np.roll(noise[rng.integers(len(noise))], int(rng.integers(n))).astype(np.float64)
+            ps, pn = np.mean(z ** 2), np.mean(w ** 2)
+            if ps > 0 and pn > 0:
+                z = z + w * np.sqrt(ps / (pn * 10 ** (rng.uniform(5, 20) / 10)))
+        out[i] = np.clip(z, -1.0, 1.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# per-word operating points
+# ---------------------------------------------------------------------------------------------
+def word_settings(bundle: Bundle) -> dict:
+    """``{word: {threshold, min_exit, ...}}`` from the manifest (enrolled words only)."""
+    return {str(k): dict(v) for k, v in (bundle.manifest.get("words") or {}).items()
+            if k in bundle.labels}
+
+
+def label_min_exits(bundle: Bundle, labels: Optional[list] = None) -> np.ndarray:
+    """Minimum exit per label (1 for words without a setting)."""
+    ws = word_settings(bundle)
+    return np.array([int(ws.get(lab, {}).get("min_exit", 1))
+                     for lab in (labels or bundle.labels)], np.int64)
+
+
+def _policy(bundle: Bundle, delta=None):
+    from bnnkws.kws.policy import ExitPolicy
+
+    pol = bundle.policy_settings
+    return ExitPolicy(float(bundle.delta if delta is None else delta),
+                      criterion=pol.get("criterion", "entropy"),
+                      normalized=pol.get("normalized", True), min_exit=pol.get("min_exit", 1),
+                      temperatures=bundle.temperatures)
+
+
+def _stack_logits(heads: dict, exits, feats) -> np.ndarray:
+    """``(n, E, C)`` logits of per-exit head inputs through linear heads."""
+    from .bundle import head_logits
+
+    return np.stack([head_logits(normalize_head(heads[k]), x) for k, x in zip(exits, feats)],
+                    axis=1)
+
+
+def set_operating_point(bundle_path, word: str, threshold: Optional[float] = None,
+                        min_exit: Optional[int] = None) -> Bundle:
+    """Override an enrolled word's detection threshold and/or minimum exit (atomic)."""
+    bundle = check_enrolment_support(bundle_path)
+    if word not in bundle.labels:
+        raise EnrolmentError(f"{bundle.path}: no word {word!r}; known words: "
+                             f"{', '.join(bundle.labels)}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise EnrolmentError(f"threshold must be in [0, 1], got {threshold}")
+    if min_exit is not None and min_exit not in bundle.exits:
+        raise EnrolmentError(f"min exit must be one of the bundle's exits {bundle.exits}, "
+                             f"got {min_exit}")
+    ws = dict(bundle.manifest.get("words") or {})
+    entry = dict(ws.get(word, {}))
+    if threshold is not None:
+        entry["threshold"], entry["threshold_source"] = float(threshold), "user"
+    if min_exit is not None:
+        entry["min_exit"], entry["min_exit_source"] = int(min_exit), "user"
+    ws[word] = entry
+    return commit(bundle.path, None, bundle.labels, None, None, manifest_updates={"words": ws})
+
+
+# ---------------------------------------------------------------------------------------------
+# the operations
+# ---------------------------------------------------------------------------------------------
+def _warn_no_memory(bundle: Bundle) -> None:
+    import warnings
+
+    warnings.warn(f"{bundle.path}: no replay memory in this bundle, so enrolment cannot protect "
+                  f"the old words (expect them to lose accuracy) nor calibrate the word against "
+                  f"other speech; add one with `kws memory build {bundle.path} --data DIR`",
+                  stacklevel=3)
 
 
 def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
            names: Optional[Sequence[str]] = None, source: str = "", lr: float = 0.05,
            epochs: int = 30, lp=None, hp=None, detector=None, progress: bool = False,
-           seed: int = 0) -> EnrolResult:
-    """Add (or with ``update=True`` refine) ``word`` from ``clips (n, samples)`` with CWR*."""
-    from bnnkws.kws.cwr import CWRStar, Precision
+           seed: int = 0, negatives: Optional[np.ndarray] = None,
+           ratio: float = DEFAULT_RATIO, augment: int = DEFAULT_AUGMENT,
+           target_fa_per_hour: Optional[float] = None, threshold: Optional[float] = None,
+           min_exit: Optional[int] = None) -> EnrolResult:
+    """Add (or with ``update=True`` refine) ``word`` from ``clips (n, samples)`` with CWR*.
 
+    With a replay memory in the bundle (:mod:`bnnkws.deploy.memory`): memory samples of
+    ``_unknown_`` whose source word is ``word`` move to the new word; every head trains on the
+    takes (and ``augment`` augmented copies of each) mixed with class-balanced replayed memory
+    samples (``ratio`` per new one, :meth:`CWRStar.fit_mixed`), plus ``negatives`` (recordings
+    that must not trigger the word) as ``_unknown_``; the word's threshold and minimum exit are
+    calibrated on held-out memory samples, the user's negatives and fresh augmented takes
+    (:func:`bnnkws.kws.operating_point.calibrate`; ``threshold``/``min_exit`` override); then
+    the takes and negatives enter the memory. Heads, memory and manifest are swapped in at once.
+    """
+    from bnnkws.kws.cwr import CWRStar, Precision
+    from bnnkws.kws.operating_point import DEFAULT_TARGET_FA_PER_HOUR, calibrate
+
+    from .memory import MEMORY, memory_info, read_memory
+
+    t_start = time.perf_counter()
     word = str(word).strip()
     if not word:
         raise EnrolmentError("the word to enrol is empty")
+    if word.startswith("_"):
+        raise EnrolmentError(f"{word!r}: names starting with '_' are reserved for "
+                             f"_silence_/_unknown_")
     bundle = check_enrolment_support(bundle_path)
     labels = bundle.labels
     if word in labels and not update:
@@ -365,40 +532,136 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     if word not in labels and update:
         raise EnrolmentError(f"{bundle.path}: the word {word!r} is not known, nothing to "
                              f"--update; known words: {', '.join(labels)}")
+    if min_exit is not None and min_exit not in bundle.exits:
+        raise EnrolmentError(f"min exit must be one of the bundle's exits {bundle.exits}, "
+                             f"got {min_exit}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise EnrolmentError(f"threshold must be in [0, 1], got {threshold}")
+    fa_h = DEFAULT_TARGET_FA_PER_HOUR if target_fa_per_hour is None else float(target_fa_per_hour)
     fe = bundle.frontend
     clips = np.asarray(clips, np.float32)
     check_audio(clips, names or [f"take {i + 1}" for i in range(len(clips))], fe.sample_rate)
+    negs = np.zeros((0, clips.shape[1]), np.float32) if negatives is None else \
+        np.asarray(negatives, np.float32).reshape(-1, clips.shape[1])
+    memory = read_memory(bundle)
+    if memory is None:
+        _warn_no_memory(bundle)
+    rng = np.random.default_rng(seed)
+    noise = memory.noise_float() if memory is not None else np.zeros((0, clips.shape[1]))
 
     t0 = time.perf_counter()
-    feats = Embedder(bundle, detector)(clips, progress=progress)
+    aug = augment_takes(clips, augment, noise, rng, fe.sample_rate) if augment else clips[:0]
+    cal = augment_takes(clips, CALIBRATION_TAKES, noise, rng, fe.sample_rate)
+    parts = [clips, aug, cal, negs]
+    allf = Embedder(bundle, detector)(np.concatenate(parts), progress=progress)
+    cuts = np.cumsum([len(p) for p in parts])[:-1]
+    exits = bundle.exits
+    signs = [linear_head(bundle.heads[k])[2] for k in exits]
+    allx = [head_input(sg)(f) for sg, f in zip(signs, allf)]
+    takes_x, aug_x, cal_x, neg_x = zip(*[np.split(x, cuts) for x in allx])
     t1 = time.perf_counter()
-    past = past_counts(bundle)
-    heads, accs = {}, []
+
     new_labels = list(labels) if word in labels else list(labels) + [word]
     target = new_labels.index(word)
-    for k, x in zip(bundle.exits, feats):
+    unk = new_labels.index(UNKNOWN) if UNKNOWN in new_labels else None
+    moved = 0
+    mem_x, mem_y, is_cal = None, None, None
+    if memory is not None:
+        srcs = np.char.lower(memory.source_words)
+        moved = memory.relabel((memory.labels == UNKNOWN) & (srcs == word.lower())
+                               & (memory.kinds == "train"), word)
+        lab = memory.labels
+        known = np.isin(lab, new_labels)
+        mem_idx = np.flatnonzero(known)
+        mem_y = np.array([new_labels.index(v) for v in lab[mem_idx]], np.int64)
+        mem_x = memory.head_inputs(mem_idx)
+        is_cal = (np.arange(len(mem_idx)) % CALIBRATION_SHARE) == 0
+
+    past = past_counts(bundle)
+    heads, accs = {}, []
+    y_take = np.full(len(takes_x[0]) + len(aug_x[0]), target)
+    y_neg = np.full(len(neg_x[0]), unk if unk is not None else -1)
+    use_neg = unk is not None and len(y_neg) > 0
+    evidence = {target: len(clips), **({unk: len(negs)} if use_neg else {})}
+    for j, k in enumerate(exits):
         w, b, sign_in = linear_head(bundle.heads[k])
         h = CWRStar(w, b, past=past.copy(), lr=lr, epochs=epochs,
-                    precision=Precision(lp, hp), seed=seed)
+                    precision=Precision(lp, hp), seed=seed + j)
         if target == h.num_classes:
             h.add_class()
-        xin = head_input(sign_in)(x)
-        h.fit_batch(xin, np.full(len(xin), target))
-        accs.append(float(np.mean(h.predict(xin) == target)))
+        x_new = np.concatenate([takes_x[j], aug_x[j]] + ([neg_x[j]] if use_neg else []))
+        y_new = np.concatenate([y_take] + ([y_neg] if use_neg else []))
+        if memory is not None:
+            h.fit_mixed(x_new, y_new, mem_x[j][~is_cal], mem_y[~is_cal], ratio=ratio,
+                        evidence=evidence)
+        else:
+            h.fit_mixed(x_new, y_new, x_new[:0], y_new[:0], ratio=0, evidence=evidence)
+        accs.append(float(np.mean(h.predict(takes_x[j]) == target)))
         heads[k] = cwr_head(h.cw, h.cb, sign_in)
         new_past = h.past
+
+    # operating point: fresh augmented takes (+ held-out moved samples) against held-out
+    # memory samples of every other class and the user's negatives
+    pos = [c for c in cal_x]
+    neg = [n for n in neg_x]
+    if memory is not None:
+        mpos = is_cal & (mem_y == target)
+        mneg = is_cal & (mem_y != target)
+        pos = [np.concatenate([p, m[mpos]]) for p, m in zip(pos, mem_x)]
+        neg = [np.concatenate([n, m[mneg]]) for n, m in zip(neg, mem_x)]
+    old_ws = dict(bundle.manifest.get("words") or {})
+    me = np.array([int(old_ws.get(lab, {}).get("min_exit", 1)) for lab in new_labels])
+    point = calibrate(_stack_logits(heads, exits, pos), _stack_logits(heads, exits, neg),
+                      _policy(bundle), target, me, target_fa_per_hour=fa_h)
+    entry = {"threshold": point["threshold"], "min_exit": int(point["min_exit"]),
+             "threshold_source": "calibrated", "min_exit_source": "calibrated",
+             "calibration": {k: v for k, v in point.items() if k not in ("threshold", "min_exit")}}
+    prev = old_ws.get(word, {}) if update else {}
+    for key in ("threshold", "min_exit"):  # a user's override survives an --update
+        if prev.get(f"{key}_source") == "user":
+            entry[key], entry[f"{key}_source"] = prev[key], "user"
+    if threshold is not None:
+        entry["threshold"], entry["threshold_source"] = float(threshold), "user"
+    if min_exit is not None:
+        entry["min_exit"], entry["min_exit_source"] = int(min_exit), "user"
+    ws = {**old_ws, word: entry}
+
+    files, updates, mem_bytes = {}, {"words": ws}, 0
+    if memory is not None:
+        memory.add(list(takes_x), [word] * len(clips), [word] * len(clips), kind="enrolled")
+        if len(negs):
+            memory.add(list(neg_x), [UNKNOWN if unk is not None else "_negative_"] * len(negs),
+                       [f"negative:{word}"] * len(negs), kind="negative")
+        data = memory.to_bytes()
+        mem_bytes = len(data)
+        files[MEMORY] = (data, "memory")
+        updates["memory"] = memory_info(memory, len(data),
+                                        previous=bundle.manifest.get("memory"))
     t2 = time.perf_counter()
     event = {"action": "update" if update else "enroll", "word": word,
              "examples": int(len(clips)), "source": str(source), "method": "cwr*",
-             "lr": lr, "epochs": epochs}
+             "lr": lr, "epochs": epochs, "replay": memory is not None,
+             "replay_ratio": ratio if memory is not None else 0, "augment": int(augment),
+             "negatives": int(len(negs)), "moved_from_unknown": int(moved)}
     committed = commit(bundle.path, heads, new_labels,
-                       dict(zip(new_labels, new_past.tolist())), event)
+                       dict(zip(new_labels, new_past.tolist())), event, files=files,
+                       manifest_updates=updates)
     return EnrolResult(word, committed.labels, len(clips), update, t1 - t0, t2 - t1,
-                       float(np.mean(accs)), committed.manifest.get("enrolment", []))
+                       float(np.mean(accs)), committed.manifest.get("enrolment", []),
+                       operating_point=entry,
+                       replayed=int((~is_cal).sum()) if is_cal is not None else 0,
+                       moved=int(moved), negatives=int(len(negs)),
+                       seconds_total=time.perf_counter() - t_start, memory_bytes=mem_bytes)
 
 
 def forget(bundle_path, word: str) -> Bundle:
-    """Remove ``word``'s unit from every head (atomic, recorded in the history)."""
+    """Remove ``word``'s unit from every head (atomic, recorded in the history).
+
+    In the memory, the word's enrolled takes and negatives go; training-split samples that were
+    moved to it from ``_unknown_`` go back there.
+    """
+    from .memory import MEMORY, memory_info, read_memory
+
     bundle = check_enrolment_support(bundle_path)
     labels = bundle.labels
     if word not in labels:
@@ -415,13 +678,30 @@ def forget(bundle_path, word: str) -> Bundle:
         heads[k] = h
     new_labels = [labels[j] for j in keep]
     past = past_counts(bundle)
+    ws = {k: v for k, v in (bundle.manifest.get("words") or {}).items() if k != word}
+    files, updates = {}, {"words": ws}
+    memory = read_memory(bundle)
+    if memory is not None:
+        lab, kinds = memory.labels, memory.kinds
+        mine = lab == word
+        memory.remove((mine & (kinds != "train"))
+                      | (memory.source_words == f"negative:{word}"))
+        back = (memory.labels == word)
+        if UNKNOWN in new_labels:
+            memory.relabel(back, UNKNOWN)
+        else:
+            memory.remove(back)
+        data = memory.to_bytes()
+        files[MEMORY] = (data, "memory")
+        updates["memory"] = memory_info(memory, len(data), previous=bundle.manifest.get("memory"))
     return commit(bundle.path, heads, new_labels,
                   {lab: int(past[j]) for lab, j in zip(new_labels, keep)},
-                  {"action": "forget", "word": word})
+                  {"action": "forget", "word": word}, files=files, manifest_updates=updates)
 
 
 def words(bundle_path) -> dict:
-    """``{"labels": [...], "enrolled": {word: last event}, "history": [...]}`` of a bundle."""
+    """``{"labels", "enrolled": {word: last event}, "history", "operating_points": {word:
+    {threshold, min_exit, ...}}, "memory": manifest memory entry or None}`` of a bundle."""
     path = Path(bundle_path)
     recover(path)
     bundle = Bundle.load(path)
@@ -432,9 +712,12 @@ def words(bundle_path) -> dict:
             enrolled[e.get("word")] = e
         elif e.get("action") == "forget":
             enrolled.pop(e.get("word"), None)
-    return {"labels": bundle.labels, "enrolled": enrolled, "history": hist}
+    return {"labels": bundle.labels, "enrolled": enrolled, "history": hist,
+            "operating_points": word_settings(bundle),
+            "memory": bundle.manifest.get("memory")}
 
 
 __all__ = ["EnrolmentError", "MIN_EXAMPLES", "SILENCE_DBFS", "Embedder", "enroll", "forget",
-           "words", "commit", "recover", "load_clips", "list_clips", "check_audio",
+           "words", "commit", "augment_takes", "set_operating_point", "word_settings",
+           "label_min_exits", "recover", "load_clips", "list_clips", "check_audio",
            "check_enrolment_support", "head_input", "peak_dbfs", "loudest_window"]

@@ -74,6 +74,10 @@ class Detector:
                                min_exit=pol.get("min_exit", 1), temperatures=b.temperatures)
         self.policy = self.make_policy(self.delta)
         self._frontend = b.frontend
+        # Enrolled words may not decide before their own minimum exit (kws.operating_point).
+        words = b.manifest.get("words") or {}
+        self.min_exits = np.array([int((words.get(lab) or {}).get("min_exit", 1))
+                                   for lab in b.labels], np.int64)
 
     def make_policy(self, delta: float) -> ExitPolicy:
         """The bundle's exit rule (criterion, normalisation, temperatures) at threshold delta."""
@@ -133,7 +137,7 @@ class Detector:
             if spec.exit is not None:
                 logits = self.logits_from_embedding(spec.exit, out["embedding"])
                 ok, probs, ent = policy.accept(spec.exit, logits, is_last=last)
-                if ok:
+                if ok and (last or self.min_exits[int(np.argmax(probs))] <= spec.exit):
                     return self._result(spec.exit, logits, probs, ent, stage_ms)
             x = out["fmap"]
         raise RuntimeError("bundle has no exit on its last stage")  # export guarantees one

@@ -229,8 +229,13 @@ class CWRStar:
                                      tb - self.lr * db if self.train_bias else tb)
         return tw, tb
 
-    def consolidate(self, tw: np.ndarray, tb: np.ndarray, counts: dict) -> None:
-        """Consolidation step of Algorithm 3 for the classes in ``counts`` ({class: cur_i})."""
+    def consolidate(self, tw: np.ndarray, tb: np.ndarray, counts: dict,
+                    advance: Optional[set] = None) -> None:
+        """Consolidation step of Algorithm 3 for the classes in ``counts`` ({class: cur_i}).
+
+        ``advance``: the classes whose ``past`` grows by ``cur_i`` (default: all of them);
+        replayed classes are rehearsed, not new evidence, so mixed batches leave theirs alone.
+        """
         classes = sorted(int(c) for c in counts)
         # Scalar mean over the batch classes' temporary units (weights and bias).
         mean_tw = float(np.mean(np.concatenate([tw[:, classes].ravel(), tb[classes]])))
@@ -240,7 +245,8 @@ class CWRStar:
             w_past = math.sqrt(self.past[i] / cur)
             cw[:, i] = (cw[:, i] * w_past + tw[:, i] - mean_tw) / (w_past + 1.0)
             cb[i] = (cb[i] * w_past + tb[i] - mean_tw) / (w_past + 1.0)
-            self.past[i] += cur
+            if advance is None or i in advance:
+                self.past[i] += cur
         self.cw, self.cb = self._store(cw, cb)
 
     def fit_batch(self, x: np.ndarray, y: np.ndarray) -> dict:
@@ -261,6 +267,65 @@ class CWRStar:
         tb[classes] = self.cb[classes]
         tw, tb = self.train_tw(x, y, *self._store(tw, tb))
         self.consolidate(tw, tb, counts)
+        return counts
+
+    def fit_mixed(self, x_new: np.ndarray, y_new: np.ndarray, x_replay: np.ndarray,
+                  y_replay: np.ndarray, *, ratio: float = 4.0, batch_new: int = 8,
+                  evidence: Optional[dict] = None) -> dict:
+        """Algorithm 3 on mixed minibatches: new samples beside class-balanced replayed ones.
+
+        Every SGD minibatch holds ``b <= batch_new`` new samples and ``round(ratio * b)``
+        replayed ones, the replayed classes taking turns (:func:`bnnkws.kws.memory.balanced_draw`),
+        so the new unit learns against every old class and the old units keep seeing their own
+        words. ``tw`` starts from ``cw`` for every class in either set (zero for a new class);
+        the step is the same closed-form cross-entropy gradient as :meth:`train_tw` over the
+        whole mixed minibatch. Consolidation then treats every class present, with
+        ``cur_i`` = its samples in ``y_new`` (new evidence: ``past_i += cur_i``) or, for a class
+        seen only in the replay, its distinct replayed samples (``past_i`` unchanged).
+        ``evidence`` ({class: n}) replaces a new class's count in ``y_new``: augmented copies
+        of a take are not new evidence. Returns ``{class: cur_i}``.
+        """
+        from .memory import balanced_draw
+
+        x_new = np.asarray(x_new, np.float32)
+        y_new = np.asarray(y_new, np.int64)
+        x_rep = np.asarray(x_replay, np.float32).reshape(-1, self.dim)
+        y_rep = np.asarray(y_replay, np.int64).reshape(-1)
+        for x, y, what in ((x_new, y_new, "new"), (x_rep, y_rep, "replayed")):
+            if len(y) and (x.ndim != 2 or x.shape[1] != self.dim or len(x) != len(y)):
+                raise ValueError(f"{what} features {x.shape} / labels {y.shape} do not match "
+                                 f"head input size {self.dim}")
+            if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+                raise ValueError(f"{what} labels outside 0..{self.num_classes - 1}")
+        if not len(y_new):
+            raise ValueError("mixed minibatches need at least one new sample")
+        new_cls, new_cur = np.unique(y_new, return_counts=True)
+        counts = {int(c): int(n) for c, n in zip(new_cls, new_cur)}
+        for c, n in (evidence or {}).items():
+            if int(c) in counts:
+                counts[int(c)] = max(1, int(n))
+        for c in np.unique(y_rep):
+            if int(c) not in counts:
+                counts[int(c)] = int(np.sum(y_rep == c))
+        classes = np.array(sorted(counts))
+        tw, tb = np.zeros_like(self.cw), np.zeros_like(self.cb)
+        tw[:, classes], tb[classes] = self.cw[:, classes], self.cb[classes]
+        tw, tb = self._store(tw, tb)
+        n = len(y_new)
+        for _ in range(self.epochs):
+            order = self._rng.permutation(n)
+            for s in range(0, n, batch_new):
+                idx = order[s:s + batch_new]
+                k = int(round(ratio * len(idx))) if len(y_rep) else 0
+                r = balanced_draw(y_rep, k, self._rng)
+                x = np.concatenate([x_new[idx], x_rep[r]])
+                y = np.concatenate([y_new[idx], y_rep[r]])
+                dw, db = cross_entropy_grad(x, softmax(self._forward(x, tw, tb)), y)
+                if self.weight_decay:
+                    dw = dw + self.weight_decay * tw
+                tw, tb = self._store(tw - self.lr * dw,
+                                     tb - self.lr * db if self.train_bias else tb)
+        self.consolidate(tw, tb, counts, advance={int(c) for c in new_cls})
         return counts
 
     def state(self) -> dict:

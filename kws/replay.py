@@ -61,7 +61,8 @@ class ReplayMemory:
     ``with_scales`` keeps a float16 magnitude per channel beside the bits.
     """
 
-    def __init__(self, capacity: int, shape: tuple, *, with_scales: bool = False, seed: int = 0):
+    def __init__(self, capacity: int, shape: tuple, *, with_scales: bool = False, seed: int = 0,
+                 meta_fields: int = 0):
         if capacity < 1:
             raise ValueError(f"replay memory capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
@@ -72,6 +73,9 @@ class ReplayMemory:
         self.scales = (np.zeros((self.capacity, self.shape[-1]), np.float16)
                        if with_scales else None)
         self.labels = np.full(self.capacity, -1, np.int32)
+        # Optional integers carried with each stored sample (e.g. its source word), moved with
+        # it by the reservoir so a caller can tell which sample a slot holds.
+        self.meta = np.zeros((self.capacity, int(meta_fields)), np.int32)
         self.size = 0
         self.seen: dict = {}  # class -> samples seen in the stream (n_c)
         self._rng = np.random.default_rng(seed)
@@ -95,11 +99,13 @@ class ReplayMemory:
         return self.size
 
     # -- filling (Algorithm 4) ----------------------------------------------------------------
-    def _write(self, slot: int, bits_row, scale_row, label: int) -> None:
+    def _write(self, slot: int, bits_row, scale_row, label: int, meta=None) -> None:
         self.bits[slot] = bits_row
         if self.with_scales:
             self.scales[slot] = scale_row
         self.labels[slot] = label
+        if self.meta.shape[1]:
+            self.meta[slot] = 0 if meta is None else meta
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         """Offer a batch ``x (n, *shape)`` with labels ``y (n,)`` to the reservoir."""
@@ -112,11 +118,11 @@ class ReplayMemory:
         for row, sc, label in zip(packed, scales, y):
             self.offer(row, sc, int(label))
 
-    def offer(self, bits_row, scale_row, label: int) -> bool:
+    def offer(self, bits_row, scale_row, label: int, meta=None) -> bool:
         """One step of class-balanced reservoir sampling; True if the sample was stored."""
         self.seen[label] = self.seen.get(label, 0) + 1
         if self.size < self.capacity:
-            self._write(self.size, bits_row, scale_row, label)
+            self._write(self.size, bits_row, scale_row, label, meta)
             self.size += 1
             return True
         counts = self.counts()
@@ -126,12 +132,12 @@ class ReplayMemory:
             # Replace a random instance of a (random) largest class.
             victim_class = full_classes[self._rng.integers(len(full_classes))]
             slots = np.flatnonzero(self.labels[:self.size] == victim_class)
-            self._write(int(self._rng.choice(slots)), bits_row, scale_row, label)
+            self._write(int(self._rng.choice(slots)), bits_row, scale_row, label, meta)
             return True
         m_c, n_c = counts.get(label, 0), self.seen[label]
         if self._rng.random() <= m_c / n_c:
             slots = np.flatnonzero(self.labels[:self.size] == label)
-            self._write(int(self._rng.choice(slots)), bits_row, scale_row, label)
+            self._write(int(self._rng.choice(slots)), bits_row, scale_row, label, meta)
             return True
         return False
 
