@@ -63,11 +63,47 @@ def register(subparsers) -> None:
                    help="share of training clips mixed with background noise")
     g.add_argument("--snr-db", type=float, nargs=2, default=list(d.snr_db),
                    metavar=("MIN", "MAX"), help="speech-to-noise ratio range of the mixing")
+    g.add_argument("--noise-dir", dest="noise_dirs", action="append", default=None,
+                   metavar="PATH",
+                   help="extra background noise to mix in: a folder of recordings (e.g. "
+                        "../shared/data/speech_commands_background_noise) or one file; "
+                        "repeatable; added to the dataset's own noise")
+    g.add_argument("--generated-noise-prob", type=float, default=d.generated_noise_prob,
+                   metavar="P",
+                   help="share of noise draws that use generated white/pink noise even when "
+                        "recordings exist")
+    g.add_argument("--offset-prob", type=float, default=d.offset_prob, metavar="P",
+                   help="share of speech clips placed at a uniformly random offset in the 1-s "
+                        "window with the whole word (its energy extent) inside, as the "
+                        "streaming listener sees it; the rest get the plain time shift")
+    g.add_argument("--partial-prob", type=float, default=d.partial_prob, metavar="P",
+                   help="share of speech clips shifted so only 20-60 %% of the word stays in "
+                        "the window, relabelled _unknown_ (a word entering or leaving must "
+                        "not fire)")
     g.add_argument("--no-gain", dest="gain", action="store_false", help="no random gain")
     g.add_argument("--no-spec-augment", dest="spec_augment", action="store_false",
                    help="no SpecAugment time/frequency masks")
     g.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="feature cache (default: $KWS_CACHE_DIR or ~/.cache/bnn-kws)")
+
+    g = p.add_argument_group(
+        "auxiliary vocabulary (training-only heads that keep the embeddings general)")
+    g.add_argument("--aux-vocab", action="store_true",
+                   help="add a head per exit that classifies each clip's word (the source "
+                        "word of every _unknown_ clip, the commands, --aux-data words); the "
+                        "exported model keeps only the task's labels")
+    g.add_argument("--aux-data", action="append", default=None, metavar="SPEC",
+                   help="extra corpus whose clips (all its splits) train with their word, e.g. "
+                        "../shared/data/speech_commands_v1_sample, fsdd:PATH (digits as "
+                        "zero..nine) or a `kws synth` folder; clips of the task's validation/"
+                        "test speakers are left out; repeatable")
+    g.add_argument("--aux-holdout", type=_comma_list(str, "words"), default=None,
+                   metavar="W1,W2,...",
+                   help="words that get no auxiliary class and no --aux-data clips, kept new "
+                        "for `kws bench-transfer` (default: the ten digits zero..nine and "
+                        "bird,dog,house,tree,wow)")
+    g.add_argument("--aux-weight", type=float, default=d.aux_weight,
+                   help="loss weight of each auxiliary head, times its exit's weight")
 
     g = p.add_argument_group("model")
     g.add_argument("--arch", choices=list(ARCHS), default=d.arch, help="network architecture")
@@ -150,7 +186,9 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "stage1_epochs", "exit_weights", "head_channels", "stage_filters", "binary_bn_epsilon",
            "single_exit", "real_valued",
            "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
-           "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir")
+           "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir", "noise_dirs",
+           "generated_noise_prob", "offset_prob", "partial_prob", "aux_vocab", "aux_data",
+           "aux_holdout", "aux_weight")
 
 
 def config_from_args(args):

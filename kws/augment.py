@@ -30,6 +30,16 @@ class AugmentConfig:
     time_mask_frames: int = 10  # each mask up to this many frames
     freq_masks: int = 2
     freq_mask_bins: int = 8
+    # The listener slides a 1-s window over the stream hop by hop, so a word appears at every
+    # offset and, entering and leaving, cut off. ``offset_prob`` of speech clips are placed at a
+    # uniformly random offset with the whole word (its energy extent) inside the window;
+    # ``partial_prob`` are shifted so only ``partial_keep`` of the word's extent stays inside and
+    # are relabelled ``_unknown_`` (a half word must not fire). 0 = the plain time shift only.
+    offset_prob: float = 0.0
+    partial_prob: float = 0.0
+    partial_keep: tuple[float, float] = (0.2, 0.6)
+    # Share of noise draws that use generated white/pink noise even when recordings exist.
+    generated_noise_prob: float = 0.0
 
     @classmethod
     def off(cls) -> "AugmentConfig":
@@ -37,7 +47,8 @@ class AugmentConfig:
 
     @property
     def any_waveform(self) -> bool:
-        return self.time_shift or self.noise or self.gain
+        return (self.time_shift or self.noise or self.gain or bool(self.offset_prob)
+                or bool(self.partial_prob))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -45,7 +56,7 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
         d = dict(d)
-        for k in ("snr_db", "quiet_noise_dbfs", "gain_db"):
+        for k in ("snr_db", "quiet_noise_dbfs", "gain_db", "partial_keep"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -78,11 +89,13 @@ class NoiseBank:
             arrays.append(y)
         return cls(arrays, cfg.clip_samples)
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``(n, clip_samples)`` unit-RMS noise segments."""
+    def sample(self, n: int, rng: np.random.Generator, generated_prob: float = 0.0) -> np.ndarray:
+        """``(n, clip_samples)`` unit-RMS noise segments; with recordings, a share
+        ``generated_prob`` of them is generated white/pink noise all the same."""
         out = np.empty((n, self.clip_samples), np.float32)
         for i in range(n):
-            if self.generated:
+            # rng.random() only when asked for, so older configs draw exactly as before.
+            if self.generated or (generated_prob > 0 and rng.random() < generated_prob):
                 out[i] = generated_noise("pink" if rng.random() < 0.5 else "white",
                                          self.clip_samples, rng)
                 continue
@@ -119,6 +132,84 @@ def place(clips, n_samples: int, rng: np.random.Generator | None, max_shift: int
     return out
 
 
+def energy_cdf(Y: np.ndarray, frame: int = 160) -> np.ndarray:
+    """``(b, m + 1)`` cumulative share of each row's energy at frame boundaries 0, frame, ...
+    (``m = samples // frame``; all-zero rows count as evenly spread)."""
+    b, n = Y.shape
+    m = n // frame
+    e = np.sum(np.square(Y[:, :m * frame].reshape(b, m, frame), dtype=np.float64), axis=2)
+    e += 1e-12
+    c = np.concatenate([np.zeros((b, 1)), np.cumsum(e, axis=1)], axis=1)
+    return c / c[:, -1:]
+
+
+def _cdf_inverse(cdf: np.ndarray, q: np.ndarray, frame: int) -> np.ndarray:
+    """Per row the first frame boundary (in samples) where the energy share reaches q."""
+    return np.array([np.searchsorted(c, v) for c, v in zip(cdf, q)], np.int64) * frame
+
+
+def speech_extent(Y: np.ndarray, frame: int = 160, tail: float = 0.02) -> np.ndarray:
+    """``(b, 2)`` start/end samples of each row's word: the span between the ``tail`` and
+    ``1 - tail`` quantiles of its energy (frame resolution), so background noise before and
+    after the word does not widen it."""
+    cdf = energy_cdf(Y, frame)
+    b = len(Y)
+    s = np.maximum(_cdf_inverse(cdf, np.full(b, tail), frame) - frame, 0)
+    e = np.minimum(_cdf_inverse(cdf, np.full(b, 1 - tail), frame), Y.shape[1])
+    return np.stack([s, e], axis=1)
+
+
+def window_shifts(Y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+                  speech: np.ndarray, max_shift: int = 0, frame: int = 160):
+    """Per row of ``Y (b, n)`` a shift in samples and whether the row then holds only part of
+    its word.
+
+    Rows with ``speech`` False (silence) and rows not drawn for an offset or a cut get the
+    plain shift in ``[-max_shift, max_shift]``. An *offset* row moves its word's extent
+    ``[s, e)`` (:func:`speech_extent`) anywhere inside ``[0, n]``: shift uniform in
+    ``[-s, n - e]``. A *cut* row keeps the share ``k ~ U(partial_keep)`` of its energy inside
+    the window, the rest pushed out on a random side: with ``C`` the cumulative energy share,
+    a left cut shifts by ``-C^-1(1 - k)``, a right cut by ``n - C^-1(k)``.
+    """
+    b, n = Y.shape
+    shifts = (rng.integers(-max_shift, max_shift + 1, size=b) if max_shift
+              else np.zeros(b, np.int64))
+    partial = np.zeros(b, bool)
+    if not (cfg.offset_prob or cfg.partial_prob):
+        return shifts, partial
+    cdf = energy_cdf(Y, frame)
+    ext = speech_extent(Y, frame)
+    u = rng.random(b)
+    s, e = ext[:, 0], ext[:, 1]
+    partial = speech & (u < cfg.partial_prob)
+    offset = speech & ~partial & (u < cfg.partial_prob + cfg.offset_prob)
+    lo, hi = -s, n - e
+    shifts = np.where(offset, lo + np.floor(rng.random(b) * (hi - lo + 1)).astype(np.int64),
+                      shifts)
+    k = rng.uniform(*cfg.partial_keep, size=b)
+    left = rng.random(b) < 0.5
+    cut = np.where(left, -_cdf_inverse(cdf, 1 - k, frame), n - _cdf_inverse(cdf, k, frame))
+    shifts = np.where(partial, cut, shifts)
+    return shifts, partial
+
+
+def shift_rows(Y: np.ndarray, shifts) -> np.ndarray:
+    """Each row moved by its shift (positive = later), zero filled, no wrap-around."""
+    out = np.zeros_like(Y)
+    n = Y.shape[1]
+    for i, d in enumerate(np.asarray(shifts, np.int64)):
+        d = int(d)
+        if d >= n or d <= -n:
+            continue
+        if d > 0:
+            out[i, d:] = Y[i, :n - d]
+        elif d < 0:
+            out[i, :d] = Y[i, -d:]
+        else:
+            out[i] = Y[i]
+    return out
+
+
 def augment_waveforms(Y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
                       noise: NoiseBank | None = None) -> np.ndarray:
     """Random gain then background noise on a batch ``(b, samples)`` (in place, returned)."""
@@ -131,7 +222,7 @@ def augment_waveforms(Y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generato
         k = int(mix.sum())
         if k:
             rows = np.flatnonzero(mix)
-            segs = noise.sample(k, rng)
+            segs = noise.sample(k, rng, cfg.generated_noise_prob)
             rms = np.sqrt(np.mean(np.square(Y[rows], dtype=np.float64), axis=1))
             snr = rng.uniform(*cfg.snr_db, size=k)
             level = rms / 10 ** (snr / 20)

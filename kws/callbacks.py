@@ -132,17 +132,20 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, manager: tf.train.CheckpointManager, epoch_var: tf.Variable,
-                 last_weights: Path | None = None):
+                 last_weights: Path | None = None, save_model=None):
         super().__init__()
         self.manager = manager
         self.epoch_var = epoch_var
         self.last_weights = last_weights
+        # The model whose weights go to last_weights (default: the one being fit); training
+        # with auxiliary heads saves the task model that shares their stages.
+        self.save_model = save_model
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_var.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
         if self.last_weights is not None:
-            atomic_save_weights(self.model, self.last_weights)
+            atomic_save_weights(self.save_model or self.model, self.last_weights)
 
 
 class BestWeights(tf.keras.callbacks.Callback):
@@ -152,12 +155,14 @@ class BestWeights(tf.keras.callbacks.Callback):
     Must run before :class:`EpochCheckpoint` so the checkpoint records this epoch's verdict.
     """
 
-    def __init__(self, path: Path, monitor: str, best_var: tf.Variable, best_epoch: tf.Variable):
+    def __init__(self, path: Path, monitor: str, best_var: tf.Variable, best_epoch: tf.Variable,
+                 save_model=None):
         super().__init__()
         self.path = Path(path)
         self.monitor = monitor
         self.best_var = best_var
         self.best_epoch = best_epoch
+        self.save_model = save_model  # as in EpochCheckpoint
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -166,7 +171,7 @@ class BestWeights(tf.keras.callbacks.Callback):
         if value > float(self.best_var.numpy()) or not self.path.exists():
             self.best_var.assign(value)
             self.best_epoch.assign(epoch + 1)
-            atomic_save_weights(self.model, self.path)
+            atomic_save_weights(self.save_model or self.model, self.path)
 
 
 class GracefulInterrupt(tf.keras.callbacks.Callback):

@@ -15,7 +15,8 @@ import numpy as np
 
 from bnnkws.frontend import DEFAULT_FRONTEND, FrontendConfig
 
-from .augment import AugmentConfig, NoiseBank, augment_waveforms, place, spec_augment
+from .augment import (AugmentConfig, NoiseBank, augment_waveforms, place, shift_rows,
+                      spec_augment, window_shifts)
 from .data.base import Dataset
 from .features import extract, feature_stats, load_waveforms
 
@@ -66,11 +67,14 @@ class BatchMaker:
     """Augmented batches from cached waveforms; a new random draw every epoch.
 
     Epoch ``e`` uses ``numpy.random.default_rng([seed, e])``, so a run is reproducible.
+    ``aux``: optional int label per clip for the auxiliary vocabulary heads (-1 = none); the
+    batches are then ``(X, y, aux)``. A clip cut to part of its word (``partial_prob``) becomes
+    ``_unknown_`` with no auxiliary label.
     """
 
     def __init__(self, clips, cfg: FrontendConfig = DEFAULT_FRONTEND, augment=None,
                  labels=None, noise_paths=None, seed: int = 0, cache_dir=None,
-                 progress: bool = True):
+                 progress: bool = True, aux=None):
         clips, labels, noise_paths = _resolve(clips, labels, noise_paths)
         self.cfg = cfg
         self.augment = augment if augment is not None else AugmentConfig.off()
@@ -85,14 +89,34 @@ class BatchMaker:
         self.noise = NoiseBank.from_files(noise_paths, cfg) if self.augment.noise else None
         self.max_shift = int(round(self.augment.time_shift_ms * cfg.sample_rate / 1000)) \
             if self.augment.time_shift else 0
+        self.aux = None if aux is None else np.asarray(aux, np.int32)
+        if self.aux is not None and len(self.aux) != len(clips):
+            raise ValueError(f"aux has {len(self.aux)} labels for {len(clips)} clips")
+        self.silence = labels.index("_silence_") if "_silence_" in labels else -1
+        self.unknown = labels.index("_unknown_") if "_unknown_" in labels else -1
+        if self.augment.partial_prob and self.unknown < 0:
+            raise ValueError(f"partial_prob needs an _unknown_ label to give cut words; "
+                             f"labels are {labels}")
         self._epochs = itertools.count()
 
     def __len__(self) -> int:
         return len(self.keep)
 
-    def batch(self, idx, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, idx, rng: np.random.Generator) -> tuple:
         a = self.augment
-        Y = place([self.waves.get(i) for i in idx], self.cfg.clip_samples, rng, self.max_shift)
+        y = self.y[idx].copy()
+        aux = None if self.aux is None else self.aux[idx].copy()
+        if a.offset_prob or a.partial_prob:
+            Y = place([self.waves.get(i) for i in idx], self.cfg.clip_samples, rng, 0)
+            speech = y != self.silence
+            shifts, partial = window_shifts(Y, a, rng, speech, self.max_shift)
+            Y = shift_rows(Y, shifts)
+            y[partial] = self.unknown
+            if aux is not None:
+                aux[partial] = -1
+        else:
+            Y = place([self.waves.get(i) for i in idx], self.cfg.clip_samples, rng,
+                      self.max_shift)
         if a.gain or a.noise:
             Y = augment_waveforms(Y, a, rng, self.noise)
         from bnnkws.frontend.reference import log_mel_batch
@@ -100,7 +124,7 @@ class BatchMaker:
         X = log_mel_batch(Y, self.cfg)
         if a.spec_augment:
             X = spec_augment(X, a, rng)
-        return X, self.y[idx]
+        return (X, y) if aux is None else (X, y, aux)
 
     def epoch(self, batch_size: int, epoch: int | None = None, drop_remainder: bool = False):
         """Yield the batches of one epoch (shuffled)."""

@@ -37,6 +37,8 @@ from bnnkws.kws.train_config import (  # noqa: E402,F401  (re-exported for calle
     TRAIN_CONFIG_VERSION, TrainConfig, TrainError)
 
 
+AUX_VOCAB = "aux_vocab.json"  # the auxiliary heads' words, counts and holdout (issue 18)
+
 # Options that define the trajectory: a resume must not change them.
 _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", "bop_threshold",
                     "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
@@ -44,7 +46,8 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "binary_bn_epsilon", "single_exit",
                     "real_valued", "label_smoothing", "seed", "max_train_clips", "augment",
                     "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
-                    "init_from")
+                    "init_from", "noise_dirs", "offset_prob", "partial_prob",
+                    "generated_noise_prob", "aux_vocab", "aux_data", "aux_holdout", "aux_weight")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,6 +72,11 @@ class TrainData:
     split: dict = field(default_factory=dict)  # split -> list of clip paths
     name: str = ""
     augmented: Optional[Callable] = None
+    # Auxiliary vocabulary (bnnkws.kws.vocab): class names and per-clip indices, -1 = none.
+    aux_labels: list = field(default_factory=list)
+    train_aux: Optional[np.ndarray] = None
+    val_aux: Optional[np.ndarray] = None
+    aux_info: dict = field(default_factory=dict)
 
     def norm_stats(self) -> tuple[float, float]:
         """Scalar mean/std of the training log-mels (float64 accumulation)."""
@@ -85,7 +93,28 @@ def augment_config(tc: "TrainConfig"):
         return AugmentConfig.off()
     return AugmentConfig(time_shift=tc.time_shift, noise=tc.noise, gain=tc.gain,
                          spec_augment=tc.spec_augment, noise_prob=tc.noise_prob,
-                         snr_db=tuple(tc.snr_db))
+                         snr_db=tuple(tc.snr_db), offset_prob=tc.offset_prob,
+                         partial_prob=tc.partial_prob,
+                         generated_noise_prob=tc.generated_noise_prob)
+
+
+def noise_files(paths) -> list:
+    """Audio files named by ``--noise-dir`` (folders are listed, files taken as they are)."""
+    from bnnkws.kws.data.base import list_audio
+
+    out = []
+    for p in paths or []:
+        p = Path(p)
+        if p.is_dir():
+            found = list_audio(p)
+            if not found:
+                raise TrainError(f"--noise-dir {p}: no audio files in this folder")
+            out += [str(f) for f in found]
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise TrainError(f"--noise-dir {p}: no such file or folder")
+    return out
 
 
 def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
@@ -106,22 +135,45 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
                                                              replace=False))
         train = [train[i] for i in keep]
     val, test = list(ds.validation), list(ds.testing)
+    aux_labels, train_aux, val_aux, aux_info = [], None, None, {}
+    if tc.aux_vocab:
+        from bnnkws.kws import vocab as kvocab
+
+        holdout = kvocab.DEFAULT_HOLDOUT if tc.aux_holdout is None else tc.aux_holdout
+        # Extra corpora must not bring in the task's validation/test speakers.
+        held_speakers = ds.speakers("validation") | ds.speakers("testing")
+        try:
+            extra, notes = kvocab.extra_clips(tc.aux_data, ds.labels, held_speakers, holdout)
+        except (FileNotFoundError, ValueError) as e:
+            raise TrainError(f"--aux-data {tc.aux_data}: {e}") from e
+        train = train + extra
+        aux_labels = kvocab.vocabulary(train, holdout)
+        if not aux_labels:
+            raise TrainError("--aux-vocab: the training clips name no word outside the "
+                             "holdout; nothing for the auxiliary heads to learn")
+        train_aux = kvocab.aux_indices(train, aux_labels)
+        val_aux = kvocab.aux_indices(val, aux_labels)
+        aux_info = kvocab.describe(aux_labels, train, holdout, notes)
     if not train or not val:
         raise TrainError(f"dataset {tc.data!r} gave {len(train)} training and {len(val)} "
                          f"validation clips; training needs both")
     labels = list(ds.labels)
     cache = tc.cache_dir
     show = tc.verbose > 0
-    train_x, train_y = pipeline.eval_arrays(train, frontend, labels, cache, show)
-    val_x, val_y = pipeline.eval_arrays(val, frontend, labels, cache, show)
+    train_x, train_y = _arrays(train, frontend, labels, cache, show, train_aux)
+    val_x, val_y = _arrays(val, frontend, labels, cache, show, val_aux)
+    if tc.aux_vocab:
+        train_y, train_aux = train_y
+        val_y, val_aux = val_y
     test_x = test_y = None
     if test:
         test_x, test_y = pipeline.eval_arrays(test, frontend, labels, cache, show)
     aug = augment_config(tc)
     augmented = None
     if aug.any_waveform or aug.spec_augment:
-        maker = pipeline.BatchMaker(train, frontend, aug, labels, list(ds.noise_paths),
-                                    tc.seed, cache, show)
+        maker = pipeline.BatchMaker(train, frontend, aug, labels,
+                                    list(ds.noise_paths) + noise_files(tc.noise_dirs),
+                                    tc.seed, cache, show, aux=train_aux)
 
         def augmented(start, end, batch_size):
             # Epoch e's draw is numpy.random.default_rng([seed, e]): a resumed run sees the
@@ -131,31 +183,53 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
                     yield from maker.epoch(batch_size, epoch=e)
 
             shape = (None, frontend.num_frames, frontend.n_mels)
+            labels_sig = (tf.TensorSpec((None,), tf.int32),) * (2 if train_aux is not None else 1)
             return tf.data.Dataset.from_generator(
-                gen, output_signature=(tf.TensorSpec(shape, tf.float32),
-                                       tf.TensorSpec((None,), tf.int32))).prefetch(2)
+                gen, output_signature=(tf.TensorSpec(shape, tf.float32), *labels_sig)
+            ).prefetch(2)
     split = {"train": [c.path for c in train], "validation": [c.path for c in val],
              "testing": [c.path for c in test]}
     return TrainData(labels=labels, train_x=train_x, train_y=train_y, val_x=val_x,
                      val_y=val_y, test_x=test_x, test_y=test_y, split=split,
-                     name=getattr(ds, "name", str(tc.data)), augmented=augmented)
+                     name=getattr(ds, "name", str(tc.data)), augmented=augmented,
+                     aux_labels=aux_labels, train_aux=train_aux, val_aux=val_aux,
+                     aux_info=aux_info)
+
+
+def _arrays(clips, frontend, labels, cache, show, aux=None):
+    """``pipeline.eval_arrays``, keeping ``aux`` aligned: returns ``(X, y)`` or, with ``aux``,
+    ``(X, (y, aux))`` without the rows of unreadable clips."""
+    from bnnkws.kws import pipeline
+    from bnnkws.kws.features import extract
+
+    if aux is None:
+        return pipeline.eval_arrays(clips, frontend, labels, cache, show)
+    X, ok, _ = extract(clips, frontend, cache, progress=show, return_ok=True)
+    y = pipeline.label_indices(clips, labels)
+    return np.ascontiguousarray(X[ok]), (y[ok], np.asarray(aux, np.int32)[ok])
 
 
 def epochs_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                   start: int, end: int) -> tf.data.Dataset:
+                   start: int, end: int, aux: Optional[np.ndarray] = None) -> tf.data.Dataset:
     """Batches for epochs ``start..end-1``; epoch e's order is a stateless function of (seed, e).
 
-    A resumed run therefore sees exactly the batches the uninterrupted run saw.
+    A resumed run therefore sees exactly the batches the uninterrupted run saw. With ``aux``
+    the batches are ``(x, y, aux)``.
     """
     x = tf.constant(x, tf.float32)
     y = tf.constant(np.asarray(y).astype(np.int32))
+    a = None if aux is None else tf.constant(np.asarray(aux).astype(np.int32))
     n = int(x.shape[0])
+
+    def take(i):
+        if a is None:
+            return tf.gather(x, i), tf.gather(y, i)
+        return tf.gather(x, i), tf.gather(y, i), tf.gather(a, i)
 
     def one_epoch(e):
         idx = tf.random.experimental.stateless_shuffle(
             tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), e]))
-        return (tf.data.Dataset.from_tensor_slices(idx).batch(batch_size)
-                .map(lambda i: (tf.gather(x, i), tf.gather(y, i))))
+        return tf.data.Dataset.from_tensor_slices(idx).batch(batch_size).map(take)
 
     return (tf.data.Dataset.range(start, end).flat_map(one_epoch)
             .prefetch(tf.data.AUTOTUNE))
@@ -175,6 +249,54 @@ def sparse_ce(num_classes: int, label_smoothing: float = 0.0):
             y, logits, from_logits=True, label_smoothing=label_smoothing)
 
     return loss
+
+
+def masked_sparse_ce(y_true, logits):
+    """Cross-entropy of the clips that have an auxiliary label (``y >= 0``); others count 0.
+
+    Keras averages over the whole batch, so the auxiliary loss scales with the labelled share.
+    """
+    y = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+    keep = tf.cast(y >= 0, logits.dtype)
+    ce = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(y, 0), logits,
+                                                         from_logits=True)
+    return ce * keep
+
+
+def with_aux_heads(model, cfg: ModelConfig, num_aux: int):
+    """A training model sharing ``model``'s stages that also outputs ``aux{k}`` logits.
+
+    Each auxiliary head is an exit head of its own (binary dense on sign(embedding), learned
+    scale, bias) over the stage's ``embedding``, the same vector enrolment and the transfer
+    probe use; the task model (``model``) is what gets saved and exported.
+    """
+    from bnnkws.kws.models.exits import ExitScale
+    import larq as lq
+
+    try:
+        stages = [model.get_layer(f"stage{k}") for k in range(1, cfg.num_stages + 1)]
+    except ValueError as e:
+        raise TrainError(f"--aux-vocab needs a model built of stage1..stage{cfg.num_stages} "
+                         f"layers ({e})") from e
+    inp = tf.keras.Input((cfg.frontend.num_frames, cfg.frontend.n_mels), name="logmel",
+                         dtype="float32")
+    outputs, x = {}, inp
+    for k, stage in enumerate(stages, start=1):
+        out = stage(x)
+        if k in cfg.active_exits:
+            outputs[f"exit{k}"] = model.get_layer(f"exit{k}")(out["logits"])
+            emb = out["embedding"]
+            d = int(emb.shape[-1])
+            quant = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                         kernel_constraint="weight_clip") if cfg.binary else {}
+            z = lq.layers.QuantDense(num_aux, use_bias=False, name=f"aux_dense{k}",
+                                     kernel_initializer="glorot_normal", **quant)(emb)
+            z = ExitScale(1.0 / math.sqrt(d) if cfg.binary else 1.0, name=f"aux_logits{k}")(z)
+            outputs[f"aux{k}"] = tf.keras.layers.Activation(
+                "linear", dtype="float32", name=f"aux{k}")(z)
+        if "fmap" in out:
+            x = out["fmap"]
+    return tf.keras.Model(inp, outputs, name=f"{model.name}_aux")
 
 
 def make_model_config(tc: TrainConfig, labels, norm_mean: float, norm_std: float) -> ModelConfig:
@@ -202,11 +324,16 @@ def make_optimizer(tc: TrainConfig, steps_per_epoch: int):
     return optim.adam(lr)
 
 
-def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0.0):
+def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0.0,
+                  aux_weight: Optional[float] = None):
     names = list(cfg.exit_names)
     loss = {n: sparse_ce(cfg.num_classes, label_smoothing) for n in names}
     weights = {n: cfg.exit_loss_weights[int(n[4:]) - 1] for n in names}
     metrics = {n: ["accuracy"] for n in names}
+    if aux_weight is not None:  # auxiliary vocabulary heads aux1..auxN
+        for n in names:
+            loss[f"aux{n[4:]}"] = masked_sparse_ce
+            weights[f"aux{n[4:]}"] = aux_weight * weights[n]
     model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, metrics=metrics)
 
 
@@ -298,6 +425,12 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         except ValueError as e:
             raise TrainError(f"--init-from {tc.init_from}: its weights do not fit this model "
                              f"({e}); it must be the same arch/width/exits") from e
+    # The auxiliary heads live only in the training model; `model` (the task's exits) is what
+    # weights.h5/best.h5 hold, so load_run and export never see them.
+    aux = bool(data.aux_labels)
+    train_model = with_aux_heads(model, cfg, len(data.aux_labels)) if aux else model
+    if aux and not tc.resume:
+        rundir.write_json(out / AUX_VOCAB, data.aux_info or {"words": list(data.aux_labels)})
 
     n_train = len(data.train_y)
     spe = math.ceil(n_train / tc.batch_size)
@@ -305,7 +438,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val")
     best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var,
+    ckpt = tf.train.Checkpoint(model=train_model, optimizer=optimizer, epoch=epoch_var,
                                best_val=best_var, best_epoch=best_epoch)
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
 
@@ -327,7 +460,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         print(f"{out}: already trained {start} epochs (>= --epochs {tc.epochs})", file=sys.stderr)
 
     last_exit = cfg.exit_names[-1]
-    binaries = optim.binary_variables(model)
+    binaries = optim.binary_variables(train_model)
     interrupt = cbs.GracefulInterrupt()
     timer = cbs.EpochTimer()
     callbacks = [timer]
@@ -335,8 +468,9 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         callbacks.append(cbs.FlipCounter(binaries))
     callbacks += [
         cbs.HyperLogger(optimizer),
-        cbs.BestWeights(out / rundir.BEST, f"val_{last_exit}_accuracy", best_var, best_epoch),
-        cbs.EpochCheckpoint(manager, epoch_var, out / rundir.WEIGHTS),
+        cbs.BestWeights(out / rundir.BEST, f"val_{last_exit}_accuracy", best_var, best_epoch,
+                        save_model=model),
+        cbs.EpochCheckpoint(manager, epoch_var, out / rundir.WEIGHTS, save_model=model),
         interrupt,
         tf.keras.callbacks.CSVLogger(str(out / rundir.HISTORY), append=True),
         tf.keras.callbacks.TensorBoard(str(out / rundir.TENSORBOARD), write_graph=False,
@@ -344,14 +478,27 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         *extra_callbacks,
     ]
 
-    val = (tf.data.Dataset.from_tensor_slices(
-        (data.val_x.astype(np.float32), data.val_y.astype(np.int32)))
-        .batch(tc.eval_batch_size))
+    def targets(x, y, a=None):
+        # One target per output: the task label for exitK, the word index for auxK.
+        t = {n: y for n in cfg.exit_names}
+        if a is not None:
+            t.update({f"aux{n[4:]}": a for n in cfg.exit_names})
+        return x, t
+
+    val_parts = (data.val_x.astype(np.float32), data.val_y.astype(np.int32))
+    if aux:
+        val_parts += (np.asarray(data.val_aux, np.int32),)
+    val = tf.data.Dataset.from_tensor_slices(val_parts).batch(tc.eval_batch_size)
+    if aux:
+        val = val.map(targets)
 
     def stream(a, b):
         if data.augmented is not None:
-            return data.augmented(a, b, tc.batch_size)
-        return epochs_dataset(data.train_x, data.train_y, tc.batch_size, tc.seed, a, b)
+            ds = data.augmented(a, b, tc.batch_size)
+        else:
+            ds = epochs_dataset(data.train_x, data.train_y, tc.batch_size, tc.seed, a, b,
+                                data.train_aux if aux else None)
+        return ds.map(targets) if aux else ds
 
     # Phases: one for Bop/Adam; two-stage trains epochs < stage1 without clipping.
     phases = []
@@ -366,14 +513,15 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
             continue
         saved_clip = None
         if tc.optimizer == "two-stage" and p_start == 0 and s1 > 0:
-            saved_clip = optim.disable_clipping(model)
+            saved_clip = optim.disable_clipping(train_model)
         elif tc.optimizer == "two-stage":
-            optim.set_bn_momentum(model, tc.stage2_bn_momentum)
+            optim.set_bn_momentum(train_model, tc.stage2_bn_momentum)
         if label and tc.verbose:
             print(f"{label}: epochs {a + 1}..{p_end}", file=sys.stderr)
-        compile_model(model, cfg, optimizer, tc.label_smoothing)
+        compile_model(train_model, cfg, optimizer, tc.label_smoothing,
+                      tc.aux_weight if aux else None)
         try:
-            model.fit(stream(a, p_end), epochs=p_end, initial_epoch=a, steps_per_epoch=spe,
+            train_model.fit(stream(a, p_end), epochs=p_end, initial_epoch=a, steps_per_epoch=spe,
                       validation_data=val, callbacks=callbacks, verbose=tc.verbose)
         finally:
             if saved_clip is not None:

@@ -70,6 +70,21 @@ class TrainConfig:
     spec_augment: bool = True
     noise_prob: float = 0.5
     snr_db: tuple = (10.0, 30.0)
+    # Issue 18: train the way the listener hears. Extra noise recordings (folders or files) are
+    # mixed in besides the dataset's own; offset_prob/partial_prob place words anywhere in the
+    # window or cut them (-> _unknown_); see bnnkws.kws.augment.AugmentConfig.
+    noise_dirs: Optional[list] = None
+    offset_prob: float = 0.0
+    partial_prob: float = 0.0
+    generated_noise_prob: float = 0.0
+    # Auxiliary vocabulary heads (training only, bnnkws.kws.vocab): one per exit, classifying
+    # the clip's word; aux_data adds corpora (dataset SPECs) whose clips train with their word;
+    # aux_holdout words get no auxiliary class (None = vocab.DEFAULT_HOLDOUT); each aux head's
+    # loss weight is aux_weight times its exit's weight.
+    aux_vocab: bool = False
+    aux_data: Optional[list] = None
+    aux_holdout: Optional[list] = None
+    aux_weight: float = 0.5
     init_from: Optional[str] = None  # a run dir whose (e.g. real-valued) weights start this one
     cache_dir: Optional[str] = None
     eval_batch_size: int = 256
@@ -84,6 +99,9 @@ class TrainConfig:
         if self.stage_filters is not None:
             self.stage_filters = [int(c) for c in self.stage_filters]
         self.snr_db = [float(v) for v in self.snr_db]
+        for name in ("noise_dirs", "aux_data", "aux_holdout"):
+            if getattr(self, name) is not None:
+                setattr(self, name, [str(v) for v in getattr(self, name)])
         if self.optimizer is None:
             self.optimizer = "adam" if self.real_valued else "bop"
         self.validate()
@@ -128,6 +146,17 @@ class TrainConfig:
             raise TrainError(f"noise prob must be in [0, 1], got {self.noise_prob}")
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
             raise TrainError(f"snr_db must be (min, max) with min <= max, got {self.snr_db}")
+        for name in ("offset_prob", "partial_prob", "generated_noise_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise TrainError(f"{name.replace('_', '-')} must be in [0, 1], "
+                                 f"got {getattr(self, name)}")
+        if self.offset_prob + self.partial_prob > 1:
+            raise TrainError(f"offset-prob + partial-prob must be <= 1, got "
+                             f"{self.offset_prob} + {self.partial_prob}")
+        if not self.aux_weight >= 0:
+            raise TrainError(f"aux-weight must be >= 0, got {self.aux_weight}")
+        if (self.aux_data or self.aux_holdout is not None) and not self.aux_vocab:
+            raise TrainError("--aux-data/--aux-holdout need --aux-vocab")
         if self.max_train_clips is not None and self.max_train_clips < 1:
             raise TrainError(f"max train clips must be >= 1, got {self.max_train_clips}")
 
