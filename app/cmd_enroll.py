@@ -96,6 +96,9 @@ def register(subparsers) -> None:
                          "training split's noise / _silence_ recordings)")
     mb.add_argument("--max-kib", type=float, default=None,
                     help="refuse a memory larger than this many KiB (default: no limit)")
+    mb.add_argument("--max-clips", type=int, default=None,
+                    help="offer only this many training clips (a random subset) to the "
+                         "reservoir: quicker, for tests and trials (default: all)")
     mb.add_argument("--seed", type=int, default=0, help="reservoir and noise-window seed "
                                                         "(default 0)")
     mb.add_argument("--backend", default="auto", choices=["auto", "lce", "litert"],
@@ -309,7 +312,7 @@ def run_memory_build(args) -> int:
     try:
         mem, built = build_memory(args.bundle, args.data, capacity=cap, noise_windows=nw,
                                   noise_dir=args.noise, seed=args.seed, progress=True,
-                                  backend=args.backend)
+                                  backend=args.backend, max_clips=args.max_clips)
         max_bytes = None if args.max_kib is None else int(args.max_kib * 1024)
         b = install_memory(args.bundle, mem, built, max_bytes=max_bytes)
     except (MemoryBuildError, BundleError, FileNotFoundError, ValueError) as e:

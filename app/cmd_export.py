@@ -29,6 +29,16 @@ def register(subparsers) -> None:
                    help="LCE stages and heads only: no portable/ or float32/ twins and no "
                         "full-graph files (small enough to ship; needs the LCE interpreter, and "
                         "`kws bench` then has no float-32 comparison)")
+    mem = p.add_argument_group("replay memory (for enrolment)")
+    mem.add_argument("--memory-data", default=None, metavar="DIR",
+                     help="data the run trained on, embedded into the bundle's replay memory "
+                          "(default: the run's recorded data folder, if it exists here)")
+    mem.add_argument("--memory-capacity", type=int, default=None,
+                     help="replay memory samples, shared equally by the classes (default: "
+                          "deploy.memory.DEFAULT_CAPACITY, 1536)")
+    mem.add_argument("--no-memory", action="store_true",
+                     help="write no replay memory (enrolment then warns that it cannot "
+                          "protect the old words; `kws memory build` adds one later)")
     p.set_defaults(func=run)
 
 
@@ -47,6 +57,8 @@ def run(args) -> int:
                              overwrite=args.overwrite, twins=not args.lean)
     except (ExportError, BundleError, FileNotFoundError, ValueError) as e:
         raise CLIError(str(e)) from e
+    if not args.no_memory:
+        add_memory(path, args)
     b = Bundle.load(path)
     m = b.manifest
     print(f"bundle written: {path}")
@@ -57,3 +69,24 @@ def run(args) -> int:
     for k, v in m.get("checks", {}).items():
         print(f"  check {k}: {v}")
     return 0
+
+
+def add_memory(path, args) -> None:
+    """Embed the training split into the new bundle's replay memory (kws memory build)."""
+    import sys
+
+    from bnnkws.deploy.bundle import Bundle, BundleError
+    from bnnkws.deploy.memory import (DEFAULT_CAPACITY, MemoryBuildError, build_memory,
+                                      install_memory)
+
+    cap = DEFAULT_CAPACITY if args.memory_capacity is None else args.memory_capacity
+    try:
+        mem, built = build_memory(Bundle.load(path), args.memory_data, capacity=cap)
+        install_memory(path, mem, built)
+    except MemoryBuildError as e:
+        if args.memory_data is not None:
+            raise CLIError(str(e)) from e
+        print(f"warning: no replay memory written ({e}); add one with `kws memory build {path} "
+              f"--data DIR`", file=sys.stderr)
+    except (BundleError, ValueError) as e:
+        raise CLIError(str(e)) from e

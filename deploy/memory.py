@@ -109,7 +109,7 @@ def _noise_windows(paths, n: int, rng, sr: int, length: int) -> np.ndarray:
 def build_memory(bundle_path, data=None, *, capacity: int = DEFAULT_CAPACITY,
                  noise_windows: int = DEFAULT_NOISE_WINDOWS, noise_dir=None,
                  seed: int = 0, progress: bool = True, detector=None,
-                 backend: str = "auto") -> tuple:
+                 backend: str = "auto", max_clips: Optional[int] = None) -> tuple:
     """Embed the bundle's training split with its own stages into a class-balanced reservoir.
 
     Returns ``(memory, built_from)``. The clips are read as training read them (centred one
@@ -143,7 +143,7 @@ def build_memory(bundle_path, data=None, *, capacity: int = DEFAULT_CAPACITY,
     signs = [head_input(linear_head(bundle.heads[k])[2]) for k in bundle.exits]
     emb = Embedder(bundle, detector, backend=backend)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train))
+    order = rng.permutation(len(train))[:max_clips]  # max_clips: a quicker, smaller stream
     it = order
     if progress:
         from tqdm import tqdm
@@ -168,7 +168,8 @@ def build_memory(bundle_path, data=None, *, capacity: int = DEFAULT_CAPACITY,
                                    f"the memory's noise windows")
         mem.set_noise(_noise_windows(paths, noise_windows, rng, fe.sample_rate, fe.clip_samples))
     built = {"data": str(root), "task": task, "split_seed": split_seed, "seed": int(seed),
-             "train_clips": len(train), "unreadable": len(problems),
+             "train_clips": len(train), "offered": int(len(order)),
+             "unreadable": len(problems),
              "noise": str(noise_dir) if noise_dir else "training split noise",
              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     return mem, built

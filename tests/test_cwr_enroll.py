@@ -19,7 +19,10 @@ from bnnkws.deploy.bundle import Bundle
 from bnnkws.frontend.audio import load_audio
 
 NEW_WORD = "marvin"  # a Speech Commands v1 word outside the 12-class task
-OLD_ACC_DROP = 0.10  # stated bound: enrolling one word costs old words at most 10 points
+# Stated bound: enrolling one word costs old words at most 2 points (replay memory, issue 17;
+# it was 10 points when CWR* saw the new word's takes alone).
+OLD_ACC_DROP = 0.02
+OLD_PER_CLASS = 20  # 200 old-word clips: one clip is half a point
 
 
 @pytest.fixture()
@@ -42,7 +45,7 @@ def _new_word_split(sc_v1_sample):
     return train, test
 
 
-def _old_clips(sc_v2, labels, per_class=6):
+def _old_clips(sc_v2, labels, per_class=OLD_PER_CLASS):
     """Test-split clips of the model's words (the split the datasets module makes)."""
     from bnnkws.kws.data import load_dataset
 
@@ -105,9 +108,20 @@ def test_enrolment_adds_a_working_word_and_keeps_old_ones(bundle_copy, sc_v1_sam
     m = json.loads((bundle_copy / "manifest.json").read_text())
     assert m["enrolment"][-1]["word"] == NEW_WORD and m["enrolment"][-1]["examples"] == 5
     assert m["cwr_past"][NEW_WORD] == 5
+    # the word has its own operating point, and its takes are in the memory (plus the memory's
+    # `_unknown_` samples that were this word, moved to it)
+    op = E.words(bundle_copy)["operating_points"][NEW_WORD]
+    assert 0.5 <= op["threshold"] <= 0.99 and op["min_exit"] in after.exits
+    from bnnkws.deploy.memory import read_memory
+
+    mem = read_memory(Bundle.load(bundle_copy))
+    assert np.sum((mem.labels == NEW_WORD) & (mem.kinds == "enrolled")) == 5
+    assert res.moved == np.sum((mem.labels == NEW_WORD) & (mem.kinds == "train"))
 
     # forget takes it out again; words lists the history
     E.forget(bundle_copy, NEW_WORD)
+    mem = read_memory(Bundle.load(bundle_copy))
+    assert NEW_WORD not in mem.counts() and "enrolled" not in set(mem.kinds)
     info = E.words(bundle_copy)
     assert NEW_WORD not in info["labels"] and NEW_WORD not in info["enrolled"]
     assert [e["action"] for e in info["history"]][-2:] == ["enroll", "forget"]
@@ -147,6 +161,19 @@ def test_interrupted_enrolment_leaves_the_old_bundle_working(bundle_copy, sc_v1_
     assert sorted(p.name for p in bundle_copy.parent.iterdir()) == ["bundle"]
     assert (bundle_copy / "manifest.json").read_bytes() == before
     Bundle.load(bundle_copy)
+
+
+def test_bundle_without_memory_still_enrols_with_a_warning(bundle_copy, sc_v1_sample):
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    if "memory" not in m:
+        pytest.skip(f"{bundle_copy} has no memory to take away")
+    (bundle_copy / m["memory"]["file"]).unlink()
+    del m["files"][m["memory"]["file"]], m["memory"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    clips = E.load_clips(_new_word_split(sc_v1_sample)[0])
+    with pytest.warns(UserWarning, match="no replay memory.*cannot protect"):
+        res = E.enroll(bundle_copy, NEW_WORD, clips)
+    assert res.labels[-1] == NEW_WORD and res.replayed == 0
 
 
 def test_enrolment_errors_are_clear(bundle_copy, sc_v1_sample, tmp_path):

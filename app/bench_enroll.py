@@ -1,0 +1,557 @@
+"""`kws bench-enroll`: what enrolment costs the old words and how the new ones behave in a stream.
+
+Protocol (speaker-disjoint everywhere):
+
+* new words from sources the backbone never trained on *as classes*: FSDD digits (enrol from 5
+  clips of one speaker, test on the other three), Speech Commands v0.01 sample words (5 clips
+  of whole speakers to enrol, the other speakers to test) and espeak-ng wake words made with
+  :func:`bnnkws.kws.synth.synthesize` (5 takes of one voice to enrol, the other voices to test);
+* the words are enrolled one after another into a copy of the bundle with ``kws enroll``'s own
+  code (:func:`bnnkws.deploy.enroll.enroll`, wall time measured around the whole call);
+* old-class accuracy on the 12-class data's test split (30 clips per class, ``_unknown_`` clips
+  of an enrolled word left out) at the last exit and with the early-exit policy at the
+  bundle's delta, before and after each enrolment; new-word accuracy on their test clips;
+* a stream of the new words' test clips among at least ``negative_minutes`` of other speech
+  (Speech Commands test words, FSDD digits that are not enrolled, espeak-ng phrases including
+  near-misses of the wake words) over background noise at ``snr_db`` (the 6 Speech Commands
+  background recordings), run through `kws listen`'s streaming path with the bundle's
+  per-word thresholds: per enrolled word its recall and false accepts per hour;
+* openWakeWord 0.4.0's shipped models (alexa, hey_jarvis, hey_mycroft) on the same stream when
+  the optional ``bench`` extra is installed.
+
+Writes ``results.json``, ``table.md`` and ``bench_enroll.png``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from bnnkws.kws.fileio import atomic_path, atomic_write_text
+
+FSDD_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+WAKE_WORDS = ["alexa", "hey jarvis", "hey mycroft"]
+V1_WORDS = ["marvin", "sheila", "happy", "house"]
+# Other speech for the negative stream: everyday phrases and near-misses of the wake words.
+NEGATIVE_PHRASES = [
+    "hello there", "turn on the lights", "what time is it", "play some music", "good morning",
+    "alex", "a lexus", "election", "jarvis", "hey travis", "hey mike", "my croft",
+    "hey marvin", "okay google", "how are you", "see you later", "open the door",
+    "set a timer", "what is the weather", "thank you very much", "excuse me", "never mind",
+    "call mom", "stop the music", "next song", "hey there", "my computer", "lexa",
+    "hey jack", "microsoft",
+]
+OWW_MODELS = {"alexa": "alexa", "hey jarvis": "hey_jarvis", "hey mycroft": "hey_mycroft"}
+
+
+@dataclass
+class BenchConfig:
+    bundle: str
+    old_data: str
+    fsdd: str
+    sc_v1: str
+    noise: str
+    digits: list = field(default_factory=lambda: ["zero", "one", "two"])
+    wake_words: list = field(default_factory=lambda: list(WAKE_WORDS))
+    v1_words: list = field(default_factory=lambda: list(V1_WORDS))
+    train_per_word: int = 5
+    test_per_word: int = 30
+    old_test_per_class: int = 30
+    negative_minutes: float = 10.0
+    snr_db: float = 10.0
+    checkpoints: list = field(default_factory=lambda: [3, 10])
+    seed: int = 0
+    synth_dir: Optional[str] = None  # espeak-ng takes (made here when absent)
+    openwakeword: bool = True
+    oww_threshold: float = 0.5
+    baseline: bool = False  # also enrol without the replay memory (the old behaviour)
+
+
+@dataclass
+class NewWord:
+    name: str
+    source: str
+    train: list
+    test: list
+    train_speakers: list
+    test_speakers: list
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def _by_speaker(files, speaker_of):
+    out: dict = {}
+    for f in files:
+        out.setdefault(speaker_of(f), []).append(f)
+    return out
+
+
+def fsdd_words(root: Path, digits, train_per_word, test_per_word, rng) -> list:
+    files = sorted(root.glob("*.wav"))
+    speakers = sorted({f.stem.split("_")[1] for f in files})
+    if len(speakers) < 2:
+        raise ValueError(f"{root}: FSDD needs at least 2 speakers")
+    out = []
+    for j, name in enumerate(digits):
+        d = str(FSDD_DIGITS.index(name))
+        spk = speakers[(j + int(rng.integers(len(speakers)))) % len(speakers)]
+        mine = [f for f in files if f.stem.split("_")[0] == d]
+        tr = [f for f in mine if f.stem.split("_")[1] == spk]
+        te = [f for f in mine if f.stem.split("_")[1] != spk]
+        tr = [tr[i] for i in rng.permutation(len(tr))[:train_per_word]]
+        te = [te[i] for i in rng.permutation(len(te))[:test_per_word]]
+        out.append(NewWord(name, "fsdd", tr, te, [spk], sorted({f.stem.split("_")[1] for f in te})))
+    return out
+
+
+def speaker_split_words(root: Path, names, source, train_per_word, test_per_word, rng,
+                        speaker_of) -> list:
+    """Whole speakers go to the enrolment side until it has ``train_per_word`` clips."""
+    out = []
+    for name in names:
+        folder = root / name.replace(" ", "_")
+        files = sorted(folder.glob("*.wav"))
+        if not files:
+            raise ValueError(f"{folder}: no clips of {name!r}")
+        by = _by_speaker(files, speaker_of)
+        # the speaker with the most clips first: "5 clips of one speaker" where the data has it
+        order = sorted(by, key=lambda s: (-len(by[s]), s))
+        tr, trs = [], []
+        for s in order:
+            if len(tr) >= train_per_word:
+                break
+            tr += by[s]
+            trs.append(s)
+        tr = tr[:train_per_word]
+        te = [f for s in order if s not in trs for f in by[s]]
+        te = [te[i] for i in rng.permutation(len(te))[:test_per_word]]
+        if not te:
+            raise ValueError(f"{folder}: no speaker left to test {name!r} on")
+        out.append(NewWord(name, source, tr, te, trs, sorted({speaker_of(f) for f in te})))
+    return out
+
+
+def _sc_speaker(f: Path) -> str:
+    return f.name.split("_nohash_")[0]
+
+
+def synth_takes(out: Path, words, per_word: int, speakers: int, seed: int) -> Path:
+    from bnnkws.kws.synth import folder_name, synthesize
+
+    missing = [w for w in words if len(list((out / folder_name(w)).glob("*.wav"))) < per_word]
+    if missing:
+        synthesize(missing, out, per_word=per_word, seed=seed, speakers=speakers, progress=False)
+    return out
+
+
+def read_clip_file(path) -> np.ndarray:
+    from bnnkws.frontend.audio import load_audio, loudest_window
+
+    return loudest_window(load_audio(path, sr=16000), 16000)
+
+
+# ---------------------------------------------------------------------------------------------
+# accuracy from frozen embeddings
+# ---------------------------------------------------------------------------------------------
+def embed(bundle, audio: np.ndarray) -> list:
+    from bnnkws.deploy.enroll import Embedder
+
+    return Embedder(bundle)(audio)
+
+
+def accuracies(bundle, feats: list, labels: list) -> dict:
+    """Accuracy at the last exit and with the early-exit rule (per-word minimum exits)."""
+    from bnnkws.deploy.bundle import head_logits
+    from bnnkws.deploy.enroll import _policy, label_min_exits
+    from bnnkws.kws.operating_point import decide
+
+    y = np.array([bundle.labels.index(lab) if lab in bundle.labels else -1 for lab in labels])
+    z = np.stack([head_logits(bundle.heads[k], f) for k, f in zip(bundle.exits, feats)], 1)
+    exits, probs = decide(z, _policy(bundle), label_min_exits(bundle))
+    return {"last_exit": float(np.mean(z[:, -1].argmax(1) == y)),
+            "delta": float(np.mean(probs.argmax(1) == y)), "mean_exit": float(exits.mean()),
+            "n": int(len(y))}
+
+
+# ---------------------------------------------------------------------------------------------
+# the negative stream
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Event:
+    label: str  # an enrolled word, or "" for other speech
+    source: str
+    start_s: float
+    end_s: float
+
+
+def build_stream(positives: list, negatives: list, negative_minutes: float, noise_files,
+                 snr_db: float, rng, sr: int = 16000, gap_s=(1.0, 2.5)):
+    """Audio + events: every positive once, negatives (repeated if needed) until they fill
+    ``negative_minutes`` of stream time, in random order, over a bed of background noise
+    scaled so the speech events are ``snr_db`` above it."""
+    from bnnkws.frontend.audio import load_audio
+
+    items = [(a, lab, src) for a, lab, src in positives]
+    neg_s, i = 0.0, 0
+    order = rng.permutation(len(negatives))
+    while neg_s < negative_minutes * 60:
+        a, src = negatives[order[i % len(order)]]
+        items.append((a, "", src))
+        neg_s += len(a) / sr + np.mean(gap_s)
+        i += 1
+    items = [items[j] for j in rng.permutation(len(items))]
+    total = int(sum(len(a) / sr + gap_s[1] for a, _, _ in items) * sr) + sr
+    speech = np.zeros(total, np.float32)
+    events, t, power = [], int(gap_s[0] * sr), []
+    for a, lab, src in items:
+        speech[t:t + len(a)] += a
+        power.append(float(np.mean(a.astype(np.float64) ** 2)))
+        events.append(Event(lab, src, t / sr, (t + len(a)) / sr))
+        t += len(a) + int(rng.uniform(*gap_s) * sr)
+    n = t + sr
+    speech = speech[:n]
+    bed = np.zeros(n, np.float32)
+    beds = [load_audio(f, sr=sr) for f in noise_files]
+    pos = 0
+    while pos < n:
+        y = beds[int(rng.integers(len(beds)))]
+        s = int(rng.integers(0, max(1, len(y) - 10 * sr)))
+        seg = y[s:s + 10 * sr]
+        seg = seg / (np.sqrt(np.mean(seg.astype(np.float64) ** 2)) + 1e-9)  # each unit power
+        m = min(len(seg), n - pos)
+        bed[pos:pos + m] = seg[:m]
+        pos += m
+    gain = np.sqrt(np.mean(power) / 10 ** (snr_db / 10))
+    audio = np.clip(speech + gain * bed, -1.0, 1.0).astype(np.float32)
+    return audio, events
+
+
+def match(detections, events, words, stream_s, early_s=0.1, late_s=2.5) -> dict:
+    """Per word: hits (events of the word with a detection of it at ``[start + early_s,
+    start + late_s]``), recall, false accepts (other detections of it) per hour."""
+    out = {}
+    for w in words:
+        evs = [e for e in events if e.label == w]
+        hit = set()
+        fa = 0
+        for d in (d for d in detections if d[1] == w):
+            cand = [i for i, e in enumerate(evs) if e.start_s + early_s <= d[0] <= e.start_s + late_s]
+            if cand:
+                hit.add(min(cand, key=lambda i: abs(evs[i].start_s + 1.0 - d[0])))
+            else:
+                fa += 1
+        out[w] = {"occurrences": len(evs), "hits": len(hit),
+                  "recall": len(hit) / len(evs) if evs else float("nan"),
+                  "false_accepts": fa, "fa_per_hour": fa / (stream_s / 3600.0)}
+    return out
+
+
+def _stream(bundle_path, audio, block: int = 1600):
+    """`kws listen`'s path with its defaults and the bundle's per-word thresholds:
+    ``([(time_s, label)], summary)``."""
+    from types import SimpleNamespace
+
+    from bnnkws.app import smoothing
+    from bnnkws.app.cmd_listen import build_streamer
+    from bnnkws.app.listen import DEFAULT_HOP_MS, run_stream
+
+    args = SimpleNamespace(delta=None, threads=1, backend="auto", hop_ms=DEFAULT_HOP_MS,
+                           average_window_ms=smoothing.DEFAULT_AVERAGE_WINDOW_MS,
+                           threshold=smoothing.DEFAULT_THRESHOLD,
+                           min_count=smoothing.DEFAULT_MIN_COUNT,
+                           suppression_ms=smoothing.DEFAULT_SUPPRESSION_MS, gate="none",
+                           gate_margin_db=0.0, mass_threshold=0.0)
+    _, streamer = build_streamer(bundle_path, args)
+    blocks = (audio[i:i + block] for i in range(0, len(audio), block))
+    summary = run_stream(blocks, streamer)
+    return [(d.time_s, d.label) for d in summary.detections], summary
+
+
+def oww_detections(audio, words, threshold: float, suppression_s: float = 1.5) -> Optional[dict]:
+    """openWakeWord's shipped models on the stream (None when it is not installed)."""
+    try:
+        import openwakeword
+        from openwakeword.model import Model
+    except ImportError:
+        return None
+    names = {w: OWW_MODELS[w] for w in words if w in OWW_MODELS}
+    paths = [openwakeword.models[n]["model_path"] for n in names.values()]
+    model = Model(wakeword_model_paths=paths)
+    pcm = np.round(np.clip(audio, -1, 32767 / 32768) * 32768).astype(np.int16)
+    frame = 1280  # 80 ms, the size openWakeWord expects
+    last = {w: -1e9 for w in names}
+    dets = []
+    for i in range(0, len(pcm) - frame + 1, frame):
+        scores = model.predict(pcm[i:i + frame])
+        t = (i + frame) / 16000
+        for w, n in names.items():
+            key = next((k for k in scores if k.startswith(n)), None)
+            if key is not None and scores[key] > threshold and t - last[w] >= suppression_s:
+                dets.append((t, w))
+                last[w] = t
+    return {"detections": dets, "models": names}
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------------
+def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
+    from bnnkws.deploy.bundle import Bundle
+    from bnnkws.deploy.enroll import enroll, load_clips
+    from bnnkws.deploy.memory import memory_file
+    from bnnkws.kws.cl_eval import CLEvalConfig, old_class_items, read_items
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    log = print if progress else (lambda *a, **k: None)
+    synth = Path(cfg.synth_dir) if cfg.synth_dir else out / "espeak"
+    words = fsdd_words(Path(cfg.fsdd), cfg.digits, cfg.train_per_word, cfg.test_per_word, rng)
+    if cfg.wake_words:
+        synth_takes(synth, cfg.wake_words, per_word=40, speakers=8, seed=cfg.seed)
+        words += speaker_split_words(synth, cfg.wake_words, "espeak-ng", cfg.train_per_word,
+                                     cfg.test_per_word, rng, _sc_speaker)
+    words += speaker_split_words(Path(cfg.sc_v1), cfg.v1_words, "speech_commands_v1",
+                                 cfg.train_per_word, cfg.test_per_word, rng, _sc_speaker)
+    names = [w.name for w in words]
+    log(f"new words ({len(words)}): " + ", ".join(f"{w.name} [{w.source}]" for w in words))
+
+    base = Bundle.load(cfg.bundle)
+    old_labels = base.labels
+    ccfg = CLEvalConfig(old_data=cfg.old_data, new_data=cfg.sc_v1,
+                        old_test_per_class=cfg.old_test_per_class, seed=cfg.seed)
+    _, old_items = old_class_items(ccfg, old_labels, names)
+    old_audio = read_items(old_items)
+    old_feats = embed(base, old_audio)
+    old_y = [i.label for i in old_items]
+    new_audio = {w.name: np.stack([read_clip_file(f) for f in w.test]) for w in words}
+    new_feats = {k: embed(base, a) for k, a in new_audio.items()}
+
+    methods = ["replay"] + (["no_memory"] if cfg.baseline and memory_file(base) else [])
+    results = {"config": asdict(cfg), "words": [
+        {**asdict(w), "train": [str(f) for f in w.train], "test": [str(f) for f in w.test]}
+        for w in words], "methods": {}}
+    for method in methods:
+        work = out / f"bundle_{method}"
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(cfg.bundle, work)
+        if method == "no_memory":
+            _drop_memory(work)
+        b = Bundle.load(work)
+        rows = [{"words": 0, **_row(b, old_feats, old_y, new_feats, [])}]
+        enrol_log = []
+        for i, w in enumerate(words, 1):
+            import warnings
+
+            clips = load_clips(w.train)
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = enroll(work, w.name, clips, source=w.source, seed=cfg.seed + i)
+            wall = time.perf_counter() - t
+            b = Bundle.load(work)
+            enrol_log.append({"word": w.name, "wall_s": wall, "embed_s": res.seconds_embed,
+                              "update_s": res.seconds_update, "moved": res.moved,
+                              "replayed": res.replayed, "memory_bytes": res.memory_bytes,
+                              "threshold": res.operating_point["threshold"],
+                              "min_exit": res.operating_point["min_exit"],
+                              "calibration_recall": res.operating_point["calibration"]["recall"]})
+            row = {"words": i, **_row(b, old_feats, old_y, new_feats, names[:i])}
+            rows.append(row)
+            log(f"[{method}] +{w.name:12s} {wall:.2f} s: old {row['old_last_exit']:.3f} "
+                f"(delta {row['old_delta']:.3f}), new {row['new_last_exit']:.3f} "
+                f"(delta {row['new_delta']:.3f}); threshold {res.operating_point['threshold']:.2f}"
+                f", min exit {res.operating_point['min_exit']}, moved {res.moved}")
+        results["methods"][method] = {"rows": rows, "enrolments": enrol_log,
+                                      "memory_bytes": (Path(work) / "memory.npz").stat().st_size
+                                      if (Path(work) / "memory.npz").exists() else 0}
+
+    # the stream
+    negatives = _negatives(cfg, words, old_items, old_audio, synth, rng)
+    positives = [(a, w.name, w.source) for w in words for a in new_audio[w.name]]
+    noise_files = sorted(Path(cfg.noise).glob("*.wav"))
+    audio, events = build_stream(positives, negatives, cfg.negative_minutes, noise_files,
+                                 cfg.snr_db, rng)
+    stream_s = len(audio) / 16000
+    neg_s = sum(e.end_s - e.start_s for e in events if not e.label)
+    results["stream"] = {"seconds": stream_s, "events": len(events),
+                         "positive_events": sum(bool(e.label) for e in events),
+                         "negative_events": sum(not e.label for e in events),
+                         "negative_speech_s": neg_s, "snr_db": cfg.snr_db,
+                         "negative_sources": sorted({e.source for e in events if not e.label})}
+    log(f"stream: {stream_s / 60:.1f} min, {results['stream']['positive_events']} new-word "
+        f"events, {results['stream']['negative_events']} other utterances at {cfg.snr_db} dB SNR")
+    for method in methods:
+        t = time.perf_counter()
+        dets, summary = _stream(out / f"bundle_{method}", audio)
+        results["methods"][method]["stream"] = match(dets, events, names, stream_s)
+        results["methods"][method]["stream_seconds"] = time.perf_counter() - t
+    if cfg.openwakeword:
+        oww = oww_detections(audio, cfg.wake_words, cfg.oww_threshold)
+        if oww is None:
+            results["openwakeword"] = {"error": "openwakeword is not installed "
+                                                "(pip install 'bnn-kws[bench]')"}
+        else:
+            results["openwakeword"] = {"models": oww["models"], "threshold": cfg.oww_threshold,
+                                       "stream": match(oww["detections"], events,
+                                                       list(oww["models"]), stream_s)}
+    results["wall_seconds"] = time.perf_counter() - t_all
+    write_reports(results, out)
+    return results
+
+
+def _drop_memory(path: Path) -> None:
+    from bnnkws.deploy.bundle import write_manifest
+
+    m = json.loads((path / "manifest.json").read_text())
+    m["files"].pop("memory.npz", None)
+    m.pop("memory", None)
+    (path / "memory.npz").unlink(missing_ok=True)
+    write_manifest(path, m)
+
+
+def _row(bundle, old_feats, old_y, new_feats, enrolled) -> dict:
+    old = accuracies(bundle, old_feats, old_y)
+    r = {"old_last_exit": old["last_exit"], "old_delta": old["delta"],
+         "old_mean_exit": old["mean_exit"]}
+    if enrolled:
+        feats = [np.concatenate([new_feats[w][k] for w in enrolled]) for k in range(len(old_feats))]
+        y = [w for w in enrolled for _ in range(len(new_feats[w][0]))]
+        new = accuracies(bundle, feats, y)
+        r.update(new_last_exit=new["last_exit"], new_delta=new["delta"],
+                 per_word={w: accuracies(bundle, new_feats[w], [w] * len(new_feats[w][0]))
+                           for w in enrolled})
+    else:
+        r.update(new_last_exit=float("nan"), new_delta=float("nan"), per_word={})
+    return r
+
+
+def _negatives(cfg, words, old_items, old_audio, synth: Path, rng) -> list:
+    """Other speech: the old-class test words (not silence), FSDD digits that are not
+    enrolled, espeak-ng phrases (near-misses of the wake words among them)."""
+    from bnnkws.kws.synth import folder_name
+
+    out = [(a, f"speech_commands:{it.label}") for a, it in zip(old_audio, old_items)
+           if it.label != "_silence_"]
+    enrolled = {w.name for w in words}
+    fsdd = sorted(Path(cfg.fsdd).glob("*.wav"))
+    other = [f for f in fsdd if FSDD_DIGITS[int(f.stem.split("_")[0])] not in enrolled]
+    for i in rng.permutation(len(other))[:150]:
+        out.append((read_clip_file(other[i]), "fsdd:" + FSDD_DIGITS[int(other[i].stem.split("_")[0])]))
+    synth_takes(synth, NEGATIVE_PHRASES, per_word=4, speakers=8, seed=cfg.seed + 1)
+    for p in NEGATIVE_PHRASES:
+        for f in sorted((synth / folder_name(p)).glob("*.wav"))[:4]:
+            out.append((read_clip_file(f), "espeak:" + p))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+# ---------------------------------------------------------------------------------------------
+def _f(v, pct=True):
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    return f"{100 * v:.1f}" if pct else f"{v:.1f}"
+
+
+def table_markdown(res: dict) -> str:
+    cfg = res["config"]
+    lines = [f"# Enrolment benchmark: {cfg['bundle']}", "",
+             f"Stream: {res['stream']['seconds'] / 60:.1f} min, "
+             f"{res['stream']['positive_events']} new-word utterances among "
+             f"{res['stream']['negative_events']} other utterances "
+             f"({res['stream']['negative_speech_s'] / 60:.1f} min of other speech: "
+             f"Speech Commands test words, FSDD digits, espeak-ng phrases) over background "
+             f"noise at {cfg['snr_db']:g} dB SNR; `kws listen` defaults with per-word thresholds.", ""]
+    for method, m in res["methods"].items():
+        rows = m["rows"]
+        lines += [f"## {'with replay memory' if method == 'replay' else 'without memory (CWR* on the takes alone)'}", "",
+                  "| new words | old acc last exit | old acc at delta | new acc last exit "
+                  "| new acc at delta |", "|---|---|---|---|---|"]
+        for r in rows:
+            if r["words"] in [0] + list(cfg["checkpoints"]):
+                lines.append(f"| {r['words']} | {_f(r['old_last_exit'])} | {_f(r['old_delta'])} "
+                             f"| {_f(r['new_last_exit'])} | {_f(r['new_delta'])} |")
+        lines += ["", "| word | source | test clips | acc last exit | acc at delta | threshold "
+                      "| min exit | stream recall | false accepts / h | enrol wall s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        last = rows[-1]["per_word"]
+        st = m.get("stream", {})
+        for w, e in zip(res["words"], m["enrolments"]):
+            pw, s = last.get(w["name"], {}), st.get(w["name"], {})
+            lines.append(f"| {w['name']} | {w['source']} | {pw.get('n', '-')} "
+                         f"| {_f(pw.get('last_exit'))} | {_f(pw.get('delta'))} "
+                         f"| {e['threshold']:.3f} | {e['min_exit']} | {_f(s.get('recall'))} "
+                         f"| {_f(s.get('fa_per_hour'), False)} | {e['wall_s']:.2f} |")
+        walls = [e["wall_s"] for e in m["enrolments"]]
+        lines += ["", f"Enrolment wall time: median {np.median(walls):.2f} s, max "
+                      f"{np.max(walls):.2f} s; memory {m['memory_bytes'] / 1024:.0f} KiB.", ""]
+    oww = res.get("openwakeword")
+    if oww:
+        lines += ["## openWakeWord 0.4.0 (shipped models) on the same stream", ""]
+        if "error" in oww:
+            lines.append(oww["error"])
+        else:
+            lines += [f"threshold {oww['threshold']}", "",
+                      "| word | model | recall | false accepts / h |", "|---|---|---|---|"]
+            for w, s in oww["stream"].items():
+                lines.append(f"| {w} | {oww['models'][w]} | {_f(s['recall'])} "
+                             f"| {_f(s['fa_per_hour'], False)} |")
+        lines.append("")
+    lines.append(f"Wall time of the benchmark: {res['wall_seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(res: dict, out: Path) -> None:
+    atomic_write_text(out / "results.json", json.dumps(res, indent=2, default=float) + "\n")
+    atomic_write_text(out / "table.md", table_markdown(res))
+    plot(res, out / "bench_enroll.png")
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    ax = axes[0]
+    for method, m in res["methods"].items():
+        xs = [r["words"] for r in m["rows"]]
+        for key, style in (("old_last_exit", "-o"), ("old_delta", "--o"),
+                           ("new_last_exit", "-s"), ("new_delta", "--s")):
+            ax.plot(xs, [r[key] for r in m["rows"]], style, label=f"{method}: {key}")
+    ax.set_xlabel("new words enrolled")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    m = res["methods"]["replay"]
+    st = m.get("stream", {})
+    for w, s in st.items():
+        ax.scatter(s["fa_per_hour"], s["recall"], label=w)
+    oww = (res.get("openwakeword") or {}).get("stream", {})
+    for w, s in oww.items():
+        ax.scatter(s["fa_per_hour"], s["recall"], marker="x", label=f"openWakeWord {w}")
+    ax.axvline(5, color="grey", lw=0.8, ls=":")
+    ax.axhline(0.8, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("false accepts per hour (stream)")
+    ax.set_ylabel("recall (stream)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
