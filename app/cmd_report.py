@@ -217,7 +217,8 @@ def run(args) -> int:
         run_info = {"command": ("kws report " + shlex.join(
                         sys.argv[2:] if sys.argv[1:2] == ["report"] else sys.argv[1:])).strip(),
                     "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "quick": bool(args.quick), "manifest_sha256": sha}
+                    "quick": bool(args.quick), "manifest_sha256": sha,
+                    "load_average_start": _load_average()}
     knobs = QUICK if run_info["quick"] else FULL
     thr = ["--threads", str(args.threads)]
     bundle_arg = _shown(bundle)
@@ -269,6 +270,7 @@ def run(args) -> int:
     if not args.reuse:
         from bnnkws.kws.fileio import atomic_write_json as _write
 
+        run_info["load_average_end"] = _load_average()
         _write(stamp, run_info)
     result = {
         "bundle": {"path": _shown(bundle), "manifest_sha256": sha,
@@ -278,6 +280,7 @@ def run(args) -> int:
         "quick": run_info["quick"],
         "machine": machine_info(args.threads),
         "command": run_info["command"],
+        "load_average": [run_info.get("load_average_start"), run_info.get("load_average_end")],
         "commands": steps.commands,
         "rows": headline_rows(figures, manifest, full is not None,
                               "--noise" in cmds.get("bench-stream", set())),
@@ -293,6 +296,15 @@ def run(args) -> int:
         print(f"updated: {readme} (the table between its markers)")
     print("\n" + table_markdown(result))
     return 0
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: latency figures measured on a busy machine are slower, and
+    the table should say so."""
+    try:
+        return round(os.getloadavg()[0], 1)
+    except OSError:
+        return None
 
 
 def _shown(path: Path) -> str:
@@ -440,9 +452,15 @@ def _bench_enroll_rows(e: dict) -> list[tuple[str, str]]:
                     f"{_median(walls):.2f} s; {m.get('memory_bytes', 0) / 1024:.0f} KiB"))
     oww = e.get("openwakeword")
     if oww and "stream" in oww:
-        out.append(("openWakeWord's shipped models on the same stream: recall; false accepts "
-                    "per hour", ", ".join(f"{w} {_pct(v['recall'])}; {v['fa_per_hour']:.1f}"
-                                          for w, v in oww["stream"].items())))
+        words = list(oww["stream"])
+        if st and all(w in st for w in words):
+            out.append(("the same wake words enrolled here: recall at false accepts per hour",
+                        ", ".join(f"{w} {_pct(st[w]['recall'])} at {st[w]['fa_per_hour']:.1f}"
+                                  for w in words)))
+        out.append(("openWakeWord's shipped models on the same stream: recall at false "
+                    "accepts per hour",
+                    ", ".join(f"{w} {_pct(v['recall'])} at {v['fa_per_hour']:.1f}"
+                              for w, v in oww["stream"].items())))
     elif oww:
         out.append(("openWakeWord comparison", f"not measured: {oww.get('error')}"))
     return out
@@ -554,10 +572,16 @@ def table_markdown(result: dict) -> str:
     lines += ["", f"{'**Quick run** (fewer clips and timings): ' if result['quick'] else ''}"
               f"measured by `{result['command']}` on {result['generated'][:10]}, "
               f"{m['cpu']} ({m['cores']} cores, {m['threads']} interpreter thread"
-              f"{'s' if m['threads'] != 1 else ''}), bundle manifest SHA-256 "
+              f"{'s' if m['threads'] != 1 else ''}{_load_note(result)}), bundle manifest SHA-256 "
               f"`{b['manifest_sha256'][:12]}`; every command and raw figure: "
               f"[docs/{MD_NAME}](docs/{MD_NAME})."]
     return "\n".join(lines) + "\n"
+
+
+def _load_note(result: dict) -> str:
+    load = [x for x in result.get("load_average") or [] if x is not None]
+    return (f"; 1-minute load average {' -> '.join(f'{x:g}' for x in load)} during the run"
+            if load else "")
 
 
 def full_markdown(result: dict) -> str:

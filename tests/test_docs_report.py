@@ -1,0 +1,81 @@
+"""The README's headline table is the shipped bundle's, as `kws report` measured it.
+
+Compares files only (the benchmarks behind docs/shipped_model.json are `kws report`'s job, not
+the suite's): the JSON must carry the SHA-256 of app/default_bundle/manifest.json, so a
+re-shipped model cannot keep its predecessor's figures, and the README must show exactly the
+table that JSON renders to.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bnnkws.app import cmd_report
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCS = REPO / "docs"
+SHIPPED = REPO / "app" / "default_bundle"
+
+
+def test_readme_table_is_the_shipped_bundles_regenerated_table():
+    problems = cmd_report.check_docs(README, DOCS / cmd_report.JSON_NAME, SHIPPED)
+    assert problems == [], "\n".join(problems)
+    result = json.loads((DOCS / cmd_report.JSON_NAME).read_text())
+    # every row the table shows is a measured figure or says why it is not
+    assert result["rows"] and all(r["value"] for r in result["rows"])
+    assert (DOCS / cmd_report.PNG_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_check_catches_a_reshipped_bundle_and_a_hand_edited_table(tmp_path):
+    # a consistent set written the way `kws report` writes it, from the stored figures
+    result = json.loads((DOCS / cmd_report.JSON_NAME).read_text())
+    bundle = tmp_path / "bundle"
+    shutil.copytree(SHIPPED, bundle)
+    result["bundle"]["manifest_sha256"] = cmd_report.manifest_sha256(bundle)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / cmd_report.JSON_NAME).write_text(json.dumps(result))
+    (docs / cmd_report.MD_NAME).write_text(cmd_report.full_markdown(result))
+    shutil.copy(DOCS / cmd_report.PNG_NAME, docs / cmd_report.PNG_NAME)
+    readme = tmp_path / "README.md"
+    readme.write_text(cmd_report.splice_readme(README.read_text(),
+                                               cmd_report.table_markdown(result), readme))
+    assert cmd_report.check_docs(readme, docs / cmd_report.JSON_NAME, bundle) == []
+
+    # one figure typed over in the README
+    table = cmd_report.readme_table(readme.read_text())
+    row = next(line for line in table.splitlines() if " ms |" in line)
+    good = readme.read_text()
+    readme.write_text(good.replace(row, row.replace(" ms |", "0 ms |"), 1))
+    problems = cmd_report.check_docs(readme, docs / cmd_report.JSON_NAME, bundle)
+    assert len(problems) == 1 and str(readme) in problems[0], problems
+    readme.write_text(good)
+
+    # the bundle re-shipped (any change to its manifest, as a re-export makes)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["delta"] = manifest["delta"] + 0.05
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    problems = cmd_report.check_docs(readme, docs / cmd_report.JSON_NAME, bundle)
+    assert len(problems) == 1 and "another bundle" in problems[0], problems
+
+
+def test_splice_replaces_only_the_marked_part_and_names_a_readme_without_markers(tmp_path):
+    text = f"intro\n{cmd_report.README_BEGIN}\nold\n{cmd_report.README_END}\noutro\n"
+    out = cmd_report.splice_readme(text, "| a | b |\n", "R.md")
+    assert out == f"intro\n{cmd_report.README_BEGIN}\n| a | b |\n{cmd_report.README_END}\noutro\n"
+    assert cmd_report.readme_table(out) == "| a | b |\n"
+    with pytest.raises(cmd_report.CLIError, match="R.md"):
+        cmd_report.splice_readme("no markers here", "x", "R.md")
+
+
+def test_readme_and_architecture_stay_short():
+    # the issue's budget: a user's guide and a map, with the experiment tables in docs/
+    readme = README.read_text()
+    assert len(readme.splitlines()) <= 210 and len(readme.encode()) <= 14_000
+    assert len((REPO / "ARCHITECTURE.md").read_text().splitlines()) <= 160
+    # it starts with the two set-up commands
+    assert readme.split("```bash\n", 1)[1].startswith("./bootstrap demo")
