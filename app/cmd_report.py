@@ -272,6 +272,8 @@ def run(args) -> int:
 
         run_info["load_average_end"] = _load_average()
         _write(stamp, run_info)
+    figs = compact(figures)
+    have_noise = "--noise" in cmds.get("bench-stream", set())
     result = {
         "bundle": {"path": _shown(bundle), "manifest_sha256": sha,
                    "created": manifest.get("created"), "source": manifest.get("source"),
@@ -282,9 +284,9 @@ def run(args) -> int:
         "command": run_info["command"],
         "load_average": [run_info.get("load_average_start"), run_info.get("load_average_end")],
         "commands": steps.commands,
-        "rows": headline_rows(figures, manifest, full is not None,
-                              "--noise" in cmds.get("bench-stream", set())),
-        "figures": _compact(figures),
+        "bench_stream_has_noise": have_noise,
+        "rows": headline_rows(figs, manifest.get("delta"), have_noise),
+        "figures": figs,
     }
     docs.mkdir(parents=True, exist_ok=True)
     atomic_write_json(docs / JSON_NAME, result)
@@ -326,18 +328,18 @@ def _read(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------------------------
-def headline_rows(f: dict, manifest: dict, have_full: bool, have_noise: bool) -> list[dict]:
+def headline_rows(f: dict, delta: float, have_noise: bool) -> list[dict]:
     """[{figure, value, source}]: the README's table, values already formatted, ``source`` the
-    step whose output they come from."""
+    step whose output they come from. ``f`` is :func:`compact` of the steps' outputs, which the
+    JSON stores, so a test can check that the rows follow from the stored figures."""
     rows = []
 
     def add(figure, value, source):
         rows.append({"figure": figure, "value": value, "source": source})
 
-    delta = manifest.get("delta")
+    have_full = "bench_full" in f
     te, va = f["eval_testing"], f["eval_validation"]
-    te_m = te["models"][0]
-    n_te, n_va = te_m["num_clips"], va["models"][0]["num_clips"]
+    n_te, n_va = te["num_clips"], va["num_clips"]
     acc = list(te["per_exit_accuracy"].values())
     add(f"accuracy per exit, test split ({n_te} clips of unseen speakers)",
         _slash(acc, lambda x: f"{100 * x:.1f}") + " %", "eval_testing")
@@ -536,7 +538,7 @@ def _enroll_summary(e: dict) -> str:
     return "see the enrolment report in docs/shipped_model.md"
 
 
-def _compact(figures: dict) -> dict:
+def compact(figures: dict) -> dict:
     """The parts of each step's output the table uses (the raw outputs stay in --work)."""
     out = {}
     for name, d in figures.items():
@@ -546,11 +548,13 @@ def _compact(figures: dict) -> dict:
             out[name]["chosen"] = {k: v for k, v in d["chosen"].items() if k != "exit_fractions"}
             out[name]["num_clips"] = d["models"][0]["num_clips"]
         elif name.startswith("bench"):
-            out[name] = {k: d.get(k) for k in ("speedup", "size_ratio", "sizes_mib", "frontend",
-                                               "kernel_options", "exits", "runs")}
+            # everything but the kernel-option tuning log and the sweep's rows (other changes
+            # add keys, e.g. an int8 twin, that the table then shows)
+            out[name] = {k: v for k, v in d.items() if k not in ("tuning", "sweep")}
             sw = d.get("sweep") or {}
             out[name]["sweep"] = {k: sw.get(k) for k in ("clips", "per_exit_accuracy",
-                                                         "within_1pt", "bundle_delta")}
+                                                         "within_1pt", "bundle_delta",
+                                                         "latency_key")}
         elif name == "stream":
             out[name] = d
         elif name == "enroll" and d.get("tool") == "bench-enroll":
@@ -558,7 +562,9 @@ def _compact(figures: dict) -> dict:
                                                "openwakeword", "wall_seconds")}
         elif name == "enroll" and d.get("tool") == "cl-eval":
             out[name] = {"tool": "cl-eval", "base": d["base"], "rows": d["rows"],
-                         "config": d["config"], "wall_seconds": d["wall_seconds"]}
+                         "config": d["config"], "wall_seconds": d["wall_seconds"],
+                         "counts": {"per_experience": [{"words": x["words"]} for x in
+                                                       d["counts"]["per_experience"]]}}
         else:
             out[name] = d
     return out
@@ -634,6 +640,15 @@ def check_docs(readme: Path | None, json_path: Path, bundle: Path) -> list[str]:
                         f"{bundle}/manifest.json is {sha[:12]}): run `kws report` again")
     if result.get("quick"):
         problems.append(f"{json_path} comes from `kws report --quick`: publish a full run")
+    try:
+        derived = headline_rows(result["figures"], result["bundle"]["delta"],
+                                result.get("bench_stream_has_noise", False))
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        problems.append(f"{json_path}: its figures do not make a table ({e!r})")
+    else:
+        if derived != result.get("rows"):
+            problems.append(f"{json_path}: its rows do not follow from its figures (edited by "
+                            "hand?): run `kws report` again")
     table = table_markdown(result)
     md = json_path.with_name(MD_NAME)
     try:

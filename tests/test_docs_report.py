@@ -55,6 +55,19 @@ def test_check_catches_a_reshipped_bundle_and_a_hand_edited_table(tmp_path):
     assert len(problems) == 1 and str(readme) in problems[0], problems
     readme.write_text(good)
 
+    # a figure typed over in the JSON and the README alike: the rows no longer follow from the
+    # stored figures of the steps
+    forged = json.loads(json.dumps(result))
+    forged["rows"][0]["value"] = "99.9 / 99.9 / 99.9 / 99.9 / 99.9 %"
+    (docs / cmd_report.JSON_NAME).write_text(json.dumps(forged))
+    (docs / cmd_report.MD_NAME).write_text(cmd_report.full_markdown(forged))
+    readme.write_text(cmd_report.splice_readme(good, cmd_report.table_markdown(forged), readme))
+    problems = cmd_report.check_docs(readme, docs / cmd_report.JSON_NAME, bundle)
+    assert len(problems) == 1 and "do not follow from its figures" in problems[0], problems
+    (docs / cmd_report.JSON_NAME).write_text(json.dumps(result))
+    (docs / cmd_report.MD_NAME).write_text(cmd_report.full_markdown(result))
+    readme.write_text(good)
+
     # the bundle re-shipped (any change to its manifest, as a re-export makes)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["delta"] = manifest["delta"] + 0.05
