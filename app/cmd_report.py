@@ -114,6 +114,23 @@ def manifest_sha256(bundle) -> str:
         raise CLIError(f"{path}: no manifest.json (is {bundle} a bundle from `kws export`?)") from e
 
 
+def same_model(bundle: Path, full: Path) -> None:
+    """Refuse a --full-bundle that is not the same model: its LCE stage files must be the
+    bundle's byte for byte (an export of one run is deterministic, and a lean export writes
+    the same LCE stages as a full one)."""
+    def lce_hashes(path):
+        m = json.loads((path / "manifest.json").read_text())
+        names = [n for st in m.get("stages", []) for n in (st.get("file"), st.get("features_file"))
+                 if n]
+        return {n: m["files"][n]["sha256"] for n in names if n in m.get("files", {})}
+
+    a, b = lce_hashes(bundle), lce_hashes(full)
+    if not a or a != b:
+        differ = sorted(n for n in set(a) | set(b) if a.get(n) != b.get(n))
+        raise CLIError(f"--full-bundle {full}: not the same model as {bundle} (LCE stage files "
+                       f"differ: {', '.join(differ) or 'none listed'}); export both from one run")
+
+
 def machine_info(threads: int) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -202,6 +219,7 @@ def run(args) -> int:
     if args.full_bundle:
         full = Path(args.full_bundle)
         manifest_sha256(full)
+        same_model(bundle, full)
     work, docs = Path(args.work), Path(args.docs)
     cmds = available_commands()
     steps = Steps(reuse=args.reuse)
@@ -377,7 +395,9 @@ def headline_rows(f: dict, delta: float, have_noise: bool) -> list[dict]:
         add("speed-up over the float-32 twin", "not measured: lean bundle: no float-32 twin "
             "(give `--full-bundle`)", "bench")
     int8 = _int8_row(fb if have_full and fb else b)
-    add("int8 twin", int8 or "not measured: no int8 twin in this bundle / `kws bench`",
+    add("int8 twin (full-integer quantization of the float-32 twin)",
+        int8 or ("not measured: the full bundle has no int8 twin" if have_full else
+                 "not measured: lean bundle: no int8 twin (give `--full-bundle`)"),
         "bench_full" if have_full else "bench")
 
     s = f["stream"]
@@ -486,19 +506,21 @@ def _ms(bd: dict, sweep: dict) -> str:
 
 
 def _int8_row(b: dict) -> str | None:
-    """The int8 twin's figures, when ``kws bench`` reports one (issue 19 adds it)."""
+    """The int8 twin's figures at the last exit, when ``kws bench`` timed one (a full export
+    of issue 19's `kws export` carries it)."""
     last = b["exits"][-1] if b.get("exits") else {}
-    ms = (last.get("int8_ms") or {}).get("median") if isinstance(last.get("int8_ms"), dict) \
-        else last.get("int8_ms")
+    ms = last.get("int8_ms")
+    ms = ms.get("median") if isinstance(ms, dict) else ms
     if ms is None:
         return None
     parts = [f"{ms:.2f} ms at the last exit"]
-    ratio = b.get("speedup_vs_int8") or last.get("speedup_vs_int8")
+    ratio = last.get("lce_vs_int8") or b.get("lce_vs_int8")
     if ratio:
         parts.append(f"LCE {ratio:.2f}x faster")
-    mib = (b.get("sizes_mib") or {}).get("int8_model") or last.get("int8_model_mib")
-    if mib:
-        parts.append(f"{mib:.2f} MiB")
+    if last.get("int8_model_mib"):
+        parts.append(f"{last['int8_model_mib']:.2f} MiB of model"
+                     + (f" ({last['int8_size_ratio']:.1f}x the LCE model)"
+                        if last.get("int8_size_ratio") else ""))
     return ", ".join(parts)
 
 
