@@ -88,7 +88,7 @@ def test_splice_replaces_only_the_marked_part_and_names_a_readme_without_markers
 def test_readme_and_architecture_stay_short():
     # the budget: a user's guide and a map, with the experiment tables in docs/
     readme = README.read_text()
-    assert len(readme.splitlines()) <= 210 and len(readme.encode()) <= 14_000
+    assert len(readme.splitlines()) <= 220 and len(readme.encode()) <= 14_000
     assert len((REPO / "ARCHITECTURE.md").read_text().splitlines()) <= 160
     # it starts with the two set-up commands
     assert readme.split("```bash\n", 1)[1].startswith("./bootstrap demo")
