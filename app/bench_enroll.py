@@ -192,8 +192,8 @@ class Event:
 
 def build_stream(positives: list, negatives: list, negative_minutes: float, noise_files,
                  snr_db: float, rng, sr: int = 16000, gap_s=(1.0, 2.5)):
-    """Audio + events: every positive once, negatives (repeated if needed) until they fill
-    ``negative_minutes`` of stream time, in random order, over a bed of background noise
+    """Audio + events: every positive once, negatives (repeated if needed) until their
+    utterances add up to ``negative_minutes``, in random order, over a bed of background noise
     scaled so the speech events are ``snr_db`` above it."""
     from bnnkws.frontend.audio import load_audio
 
@@ -203,7 +203,7 @@ def build_stream(positives: list, negatives: list, negative_minutes: float, nois
     while neg_s < negative_minutes * 60:
         a, src = negatives[order[i % len(order)]]
         items.append((a, "", src))
-        neg_s += len(a) / sr + np.mean(gap_s)
+        neg_s += len(a) / sr  # utterance time, gaps not counted
         i += 1
     items = [items[j] for j in rng.permutation(len(items))]
     total = int(sum(len(a) / sr + gap_s[1] for a, _, _ in items) * sr) + sr
@@ -444,7 +444,7 @@ def _negatives(cfg, words, old_items, old_audio, synth: Path, rng) -> list:
     enrolled = {w.name for w in words}
     fsdd = sorted(Path(cfg.fsdd).glob("*.wav"))
     other = [f for f in fsdd if FSDD_DIGITS[int(f.stem.split("_")[0])] not in enrolled]
-    for i in rng.permutation(len(other))[:150]:
+    for i in rng.permutation(len(other))[:300]:
         out.append((read_clip_file(other[i]), "fsdd:" + FSDD_DIGITS[int(other[i].stem.split("_")[0])]))
     synth_takes(synth, NEGATIVE_PHRASES, per_word=4, speakers=8, seed=cfg.seed + 1)
     for p in NEGATIVE_PHRASES:

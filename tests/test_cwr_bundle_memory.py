@@ -209,3 +209,28 @@ def test_memory_build_cli_adds_a_memory_and_keeps_every_other_file(app_bundle, s
     assert len(mem) == 48 and len(mem.noise) == 2 and b.manifest["memory"]["samples"] == 48
     assert main(["memory", "build", str(dst), "--data", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_enrolment_with_replay_imports_no_tensorflow(app_bundle, sc_v1_sample, tmp_path):
+    """Mixed-batch enrolment, calibration and the memory run where only numpy and the
+    interpreter exist (the Pi package)."""
+    import subprocess
+    import sys
+
+    dst = tmp_path / "b"
+    shutil.copytree(app_bundle, dst)
+    takes = sorted((sc_v1_sample / "marvin").glob("*.wav"))[:4]
+    code = (
+        "import sys, warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "from bnnkws.deploy import enroll as E\n"
+        f"r = E.enroll({str(dst)!r}, 'marvin', E.load_clips({[str(t) for t in takes]!r}))\n"
+        "E.forget(%r, 'marvin')\n"
+        "bad = sorted(m for m in ('tensorflow', 'tf_keras', 'larq', 'keras') if m in sys.modules)\n"
+        "print('REPLAYED', r.replayed, 'BAD', bad)\n" % str(dst))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = [x for x in out.stdout.splitlines() if x.startswith("REPLAYED")][0]
+    assert line.endswith("BAD []"), line
+    if Bundle.load(app_bundle).manifest.get("memory"):
+        assert int(line.split()[1]) > 0
