@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bnnkws.app.cli import CLIError
 
 
@@ -46,6 +48,25 @@ def register(subparsers) -> None:
     p.add_argument("--tolerance-ms", type=float, default=750.0,
                    help="a detection matches a clip whose end lies within this many ms "
                         "(default: %(default)s, as TensorFlow)")
+    nz = p.add_argument_group("noise and gates (issue 19)")
+    nz.add_argument("--noise", default=None, metavar="DIR",
+                    help="folder of noise recordings to mix under the stream (default: the "
+                         "dataset's _background_noise_, else a speech_commands_background_noise "
+                         "folder beside the dataset)")
+    nz.add_argument("--snr", default="", metavar="DB,...",
+                    help="also score the same keywords with the noise mixed at each of these "
+                         "SNRs (dB, relative to the keywords' RMS level) in place of the bed, "
+                         "e.g. 20,10,5,0; one table row each (default: clean stream only)")
+    nz.add_argument("--noise-only-minutes", type=float, default=0.0, metavar="MIN",
+                    help="also run a noise-only stream this long (no words: every detection "
+                         "is a false accept; e.g. 30 for false accepts per hour; default: none)")
+    nz.add_argument("--noise-only-snr", type=float, default=10.0, metavar="DB",
+                    help="level of the noise-only stream, as the SNR it would have under the "
+                         "keywords (default: %(default)s)")
+    nz.add_argument("--gates", default=None, metavar="G,...",
+                    help="A/B: run every stream under each of these gates (none = the entropy "
+                         "rule alone, energy, mass, energy+mass) with the same --delta; one "
+                         "table row per stream and gate (default: only --gate)")
     add_detection_args(p)
     p.add_argument("--out", default="reports/bench_stream", metavar="DIR",
                    help="folder for bench_stream.json and bench_stream.md "
@@ -57,14 +78,27 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from bnnkws.app import gates as gatemod
     from bnnkws.app import stream_bench
-    from bnnkws.app.cmd_listen import build_streamer
+    from bnnkws.app.cmd_listen import build_streamer, make_gate
+    from bnnkws.app.listen import StreamingDetector
     from bnnkws.kws.data import DatasetError, load_dataset
 
     if not args.minutes > 0:
         raise CLIError(f"--minutes must be > 0, got {args.minutes}")
     if not 0 <= args.gap[0] <= args.gap[1]:
         raise CLIError(f"--gap MIN MAX needs 0 <= MIN <= MAX, got {args.gap}")
+    try:
+        snrs = [float(x) for x in args.snr.split(",") if x.strip()]
+    except ValueError:
+        raise CLIError(f"--snr {args.snr!r}: not a comma list of numbers (dB)") from None
+    if args.noise_only_minutes < 0:
+        raise CLIError(f"--noise-only-minutes must be >= 0, got {args.noise_only_minutes}")
+    gate_list = ([g.strip() for g in args.gates.split(",") if g.strip()] if args.gates
+                 else [args.gate])
+    bad = [g for g in gate_list if g not in gatemod.GATES]
+    if bad or not gate_list:
+        raise CLIError(f"--gates {args.gates!r}: {bad or 'empty'}; choose from {list(gatemod.GATES)}")
     detector, streamer = build_streamer(Path(args.bundle), args)
     try:
         kwargs = {"seed": args.seed}
@@ -100,8 +134,54 @@ def run(args) -> int:
             sf.write(tmp, stream.audio, stream.sample_rate, subtype="PCM_16", format="WAV")
         atomic_write_text(out / "labels.txt", stream.labels_text())
 
+    streams = [("clean", stream)]
+    noise_info = None
+    if snrs or args.noise_only_minutes > 0:
+        folder = Path(args.noise) if args.noise else stream_bench.default_noise_dir(ds.root)
+        if folder is None:
+            raise CLIError(f"{args.data}: the dataset has no _background_noise_ folder (nor a "
+                           "speech_commands_background_noise folder beside it); give --noise DIR")
+        try:
+            noises = stream_bench.load_noise(folder, streamer.cfg.sample_rate)
+        except (FileNotFoundError, ValueError) as e:
+            raise CLIError(str(e)) from e
+        sr = streamer.cfg.sample_rate
+        track = stream_bench.noise_track(noises, stream.audio.size, seed=args.seed, sample_rate=sr)
+        for snr in snrs:
+            streams.append((f"{snr:g} dB SNR", stream_bench.Stream(
+                stream_bench.mix_at_snr(stream.words, track, stream.keyword_rms, snr), sr,
+                stream.events)))
+        if args.noise_only_minutes > 0:
+            n = int(round(args.noise_only_minutes * 60 * sr))
+            only = stream_bench.noise_track(noises, n, seed=args.seed + 1, sample_rate=sr)
+            streams.append((f"noise only ({args.noise_only_snr:g} dB level)", stream_bench.Stream(
+                stream_bench.mix_at_snr(np.zeros(n, np.float32), only, stream.keyword_rms,
+                                        args.noise_only_snr), sr, [])))
+        noise_info = {
+            "folder": str(folder), "files": [name for name, _ in noises],
+            "keyword_rms_dbfs": round(20 * np.log10(stream.keyword_rms), 2),
+            "snr_db": snrs, "noise_only_minutes": args.noise_only_minutes,
+            "noise_only_snr_db": args.noise_only_snr,
+            "caveat": noise_caveat(ds, folder),
+        }
+        print(f"noise: {len(noises)} recordings from {folder}; {noise_info['caveat']}")
+
+    rows = []
     try:
-        stats, summary = stream_bench.run_benchmark(streamer, stream, args.tolerance_ms)
+        for name, st in streams:
+            for g in gate_list:
+                gate, stop = make_gate(detector, args, g)
+                sd = StreamingDetector(detector, streamer.smoother, hop_ms=args.hop_ms,
+                                       gate=gate, stop=stop)
+                st_stats, st_summary = stream_bench.run_benchmark(sd, st, args.tolerance_ms)
+                row = stream_bench.report_dict(st_stats, st_summary, {})
+                row.pop("settings")
+                rows.append({"stream": name, "gate": g, **row})
+                print(f"{name:>28s}  gate {g:<11s} correct {row['correct_pct']}%  false/h "
+                      f"{row['false_accepts_per_hour']}  {row['mean_hop_latency_ms']} ms/hop  "
+                      f"gated {100 * row['shares'].get('gated', 0):.1f}%")
+                if name == "clean" and g == gate_list[0]:
+                    stats, summary = st_stats, st_summary
     except KeyboardInterrupt:
         raise CLIError("interrupted; no report written") from None
     settings = {
@@ -113,9 +193,26 @@ def run(args) -> int:
         "suppression_ms": args.suppression_ms, "tolerance_ms": args.tolerance_ms,
         "delta": args.delta if args.delta is not None else getattr(detector, "delta", None),
         "backend": getattr(detector, "backend", None), "threads": args.threads,
+        "gate": gate_list[0], "gates": gate_list,
     }
     rep = stream_bench.report_dict(stats, summary, settings)
+    if len(rows) > 1:
+        rep["rows"] = rows
+        rep["noise"] = noise_info
     jpath, mpath = stream_bench.write_reports(rep, out)
     print(stream_bench.report_markdown(rep))
     print(f"wrote {jpath} and {mpath}")
     return 0
+
+
+def noise_caveat(ds, folder) -> str:
+    """How honest the noise is for this model: the shipped recipe's `_silence_` class and noise
+    augmentation come from the dataset's own noise recordings."""
+    from bnnkws.app import stream_bench
+
+    own = stream_bench.default_noise_dir(ds.root)
+    if own is not None and Path(folder).resolve() == own.resolve():
+        return ("caveat: these are the dataset's own noise recordings; the model's _silence_ "
+                "class (and its noise augmentation) was trained on 1 s cuts of the same files, "
+                "so this noise is familiar to it, not unseen")
+    return "noise from a folder that is not the dataset's own noise"

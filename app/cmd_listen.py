@@ -58,7 +58,9 @@ def register(subparsers) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true",
                      help="print one JSON object per detection on stdout (time_s, label, "
-                          "probability, exit, latency_ms) and nothing else there")
+                          "probability, exit, latency_ms) and nothing else there; the summary "
+                          "(mean ms per hop, share of hops gated / per exit) goes to stderr, "
+                          "its last line one JSON object {\"summary\": {...}}")
     p.set_defaults(func=run)
 
 
@@ -87,6 +89,21 @@ def add_detection_args(p) -> None:
     det.add_argument("--suppression-ms", type=float, default=smoothing.DEFAULT_SUPPRESSION_MS,
                      help="no new detection within this long after one "
                           "(default: %(default)s)")
+    from bnnkws.app import gates
+
+    det.add_argument("--gate", choices=gates.GATES, default=gates.DEFAULT_GATE,
+                     help="cheap hops beside the entropy rule: 'energy' skips the network for a "
+                          "hop whose last second holds no frame louder than the tracked "
+                          "background by --gate-margin-db; 'mass' leaves an early exit when "
+                          "p(keyword) = 1 - p(_silence_) - p(_unknown_) < --mass-threshold; "
+                          "'energy+mass' both; 'none' the entropy rule alone "
+                          "(default: %(default)s, the best in `kws bench-stream --gates`)")
+    det.add_argument("--gate-margin-db", type=float, default=gates.DEFAULT_MARGIN_DB,
+                     help="energy gate: a frame is speech-like when its energy exceeds the "
+                          "background floor by this many dB (default: %(default)s)")
+    det.add_argument("--mass-threshold", type=float, default=gates.DEFAULT_MASS_THRESHOLD,
+                     help="mass rule: leave an early exit when the keyword probability is "
+                          "below this (default: %(default)s)")
     det.add_argument("--threads", type=int, default=1, help="interpreter threads per stage (default: %(default)s)")
     det.add_argument("--backend", choices=["auto", "lce", "litert"], default="auto",
                      help="TFLite runtime: LCE (binary kernels), portable LiteRT, or auto "
@@ -156,7 +173,8 @@ def run(args) -> int:
             title = f"kws listen - {source.describe()}"
             info = [
                 f"bundle {bundle_path} ({len(streamer.labels)} labels, backend "
-                f"{getattr(detector, 'backend', '?')}, delta {_delta(detector, args):.3g})",
+                f"{getattr(detector, 'backend', '?')}, delta {_delta(detector, args):.3g}, "
+                f"gate {args.gate})",
                 f"hop {args.hop_ms:g} ms, average {args.average_window_ms:g} ms, threshold "
                 f"{args.threshold:g}, min count {args.min_count}, suppression "
                 f"{args.suppression_ms:g} ms" + ("" if args.input else "; Ctrl-C to stop"),
@@ -210,7 +228,8 @@ def build_streamer(bundle_path, args):
             detector.labels, average_window_ms=args.average_window_ms,
             detection_threshold=args.threshold, minimum_count=args.min_count,
             suppression_ms=args.suppression_ms, label_thresholds=word_thresholds(detector))
-        streamer = StreamingDetector(detector, smoother, hop_ms=args.hop_ms)
+        gate, stop = make_gate(detector, args, getattr(args, "gate", "none"))
+        streamer = StreamingDetector(detector, smoother, hop_ms=args.hop_ms, gate=gate, stop=stop)
     except ValueError as e:
         raise CLIError(str(e)) from e
     return detector, streamer
@@ -236,6 +255,23 @@ def load_detector(bundle_path, delta=None, num_threads=1, backend="auto"):
         raise CLIError(str(e)) from e
     except ValueError as e:
         raise CLIError(f"{bundle_path}: {e}") from e
+
+
+def make_gate(detector, args, gate: str):
+    """(EnergyGate or None, stop rule or None) for ``--gate`` (see bnnkws.app.gates)."""
+    from bnnkws.app import gates
+    from bnnkws.app.listen import _frontend_config
+    from bnnkws.kws.policy import KeywordMassRule
+
+    gates.check_gate(gate)
+    energy = stop = None
+    if gates.uses_energy(gate):
+        energy = gates.EnergyGate(detector.labels, _frontend_config(detector).num_frames,
+                                  margin_db=getattr(args, "gate_margin_db", gates.DEFAULT_MARGIN_DB))
+    if gates.uses_mass(gate):
+        stop = KeywordMassRule(detector.labels,
+                               getattr(args, "mass_threshold", gates.DEFAULT_MASS_THRESHOLD))
+    return energy, stop
 
 
 if __name__ == "__main__":  # pragma: no cover

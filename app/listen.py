@@ -70,7 +70,7 @@ class Detection:
     time_s: float  # stream time at the end of the second that triggered it
     label: str
     probability: float  # averaged probability over the smoothing window
-    exit: int  # exit used by the hop that triggered the detection (1-based)
+    exit: int  # exit used by the hop that triggered the detection (1-based; 0 = gated hop)
     latency_ms: float  # processing time of that hop (frontend share + all stages run)
 
     def to_json(self) -> dict:
@@ -97,6 +97,7 @@ class HopResult:
     smoothed_label: str
     smoothed_score: float
     detection: Optional[Detection] = None
+    gated: bool = False  # the energy gate spared the network (exit is then 0)
 
 
 @dataclass
@@ -111,6 +112,18 @@ class ListenSummary:
     exits: Counter = field(default_factory=Counter)
     overflows: int = 0
     interrupted: bool = False
+
+    @property
+    def gated(self) -> int:
+        """Hops the energy gate answered without running the network (counted as exit 0)."""
+        return int(self.exits.get(0, 0))
+
+    def shares(self) -> dict:
+        """Share of hops per outcome: ``{"gated": x, "exit1": y, ...}`` (fractions of all hops)."""
+        if not self.hops:
+            return {}
+        return {("gated" if k == 0 else f"exit{k}"): v / self.hops
+                for k, v in sorted(self.exits.items())}
 
     @property
     def mean_latency_ms(self) -> float:
@@ -129,14 +142,31 @@ class ListenSummary:
         """Processing time / audio time of the detection path (< 1 keeps up with a microphone)."""
         return self.processing_s / self.stream_s if self.stream_s > 0 else float("nan")
 
+    def to_json(self) -> dict:
+        """The cost and outcome of the stream, JSON-ready (`kws listen --json` prints it last)."""
+        return {
+            "stream_s": round(self.stream_s, 3), "hops": self.hops,
+            "detections": len(self.detections),
+            "mean_ms_per_hop": (round(self.mean_latency_ms, 4) if self.latencies_ms else None),
+            "p95_ms_per_hop": (round(self.p95_latency_ms, 4) if self.latencies_ms else None),
+            "real_time_factor": (round(self.real_time_factor, 5) if self.stream_s > 0 else None),
+            "gated": self.gated,
+            "exits": {str(k): v for k, v in sorted(self.exits.items()) if k != 0},
+            "shares": {k: round(v, 4) for k, v in self.shares().items()},
+            "overflows": self.overflows, "interrupted": self.interrupted,
+        }
+
+    def shares_text(self) -> str:
+        return ", ".join(f"{k.replace('exit', 'exit ')} {100 * v:.1f}%"
+                         for k, v in self.shares().items()) or "none"
+
     def text(self) -> str:
-        exits = ", ".join(f"exit {k}: {v}" for k, v in sorted(self.exits.items())) or "none"
         lines = [
             f"{'interrupted' if self.interrupted else 'stopped'} after {self.stream_s:.1f} s of audio "
             f"({self.hops} hops, {len(self.detections)} detection(s))",
-            f"per-hop latency: mean {self.mean_latency_ms:.2f} ms, p95 {self.p95_latency_ms:.2f} ms; "
-            f"real-time factor {self.real_time_factor:.3f}",
-            f"exits used: {exits}",
+            f"cost per hop: mean {self.mean_latency_ms:.3f} ms, p95 {self.p95_latency_ms:.2f} ms; "
+            f"real-time factor {self.real_time_factor:.4f}",
+            f"hops gated or leaving at each exit: {self.shares_text()}",
         ]
         if self.overflows:
             lines.append(f"input overflows: {self.overflows} (audio was dropped; the machine "
@@ -172,6 +202,13 @@ class StreamingDetector:
     ``detector`` is anything with ``classify(features=(frames, n_mels)) -> Result`` and
     ``labels`` (normally :class:`bnnkws.deploy.runtime.Detector`). A hop is placed every
     ``hop_ms`` of audio once a full window (one second) has arrived.
+
+    ``gate``: an :class:`bnnkws.app.gates.EnergyGate` fed every log-mel frame; a hop whose window
+    it calls quiet is not classified (exit 0, ``gated``; the smoother gets ``p(_silence_) = 1``).
+    ``stop``: an extra early-exit rule passed to ``detector.classify(stop=...)`` (e.g.
+    :class:`bnnkws.kws.policy.KeywordMassRule`). ``warmup``: run the frontend and every stage
+    once before the stream, so the first hops do not carry one-off costs (librosa building the
+    mel filterbank, the interpreters packing their weights) into the per-hop latency.
     """
 
     def __init__(
@@ -180,6 +217,9 @@ class StreamingDetector:
         smoother: Optional[RecognizeCommands] = None,
         hop_ms: float = DEFAULT_HOP_MS,
         frontend: Optional[FrontendConfig] = None,
+        gate=None,
+        stop=None,
+        warmup: bool = True,
     ):
         from bnnkws.frontend.streaming import StreamingLogMel
 
@@ -198,12 +238,26 @@ class StreamingDetector:
         self.hop_ms = float(hop_ms)
         self.frontend = StreamingLogMel(self.cfg)
         self.ring = FrameRing(self.cfg.num_frames, self.cfg.n_mels)
+        self.gate = gate
+        self.stop = stop
+        if warmup:
+            self._warm_up()
         self.reset()
+
+    def _warm_up(self) -> None:
+        self.frontend.push(np.zeros(self.cfg.win_length, dtype=np.float32))
+        run_all = getattr(self.detector, "run_all", None)
+        if callable(run_all):
+            x = np.zeros((self.cfg.num_frames, self.cfg.n_mels), dtype=np.float32)
+            for _ in range(2):
+                run_all(features=x)
 
     def reset(self) -> None:
         self.frontend.reset()
         self.ring.reset()
         self.smoother.reset()
+        if self.gate is not None:
+            self.gate.reset()
         self.samples_seen = 0
         self._sumsq = 0.0
         self._nsq = 0
@@ -235,6 +289,10 @@ class StreamingDetector:
         pending_ms = 0.0
         for frame in frames:
             self.ring.push(frame)
+            if self.gate is not None:
+                t1 = time.perf_counter()
+                self.gate.push(frame)
+                pending_ms += (time.perf_counter() - t1) * 1000.0
             pending_ms += per_frame_ms
             total = self.ring.total
             if total < self.ring.num_frames or (total - self.ring.num_frames) % self.hop_frames:
@@ -253,22 +311,30 @@ class StreamingDetector:
 
     def _hop(self, frames_total: int, frontend_ms: float) -> HopResult:
         t0 = time.perf_counter()
-        res = self.detector.classify(features=self.ring.window())
+        gated = self.gate is not None and self.gate.quiet
+        if gated:
+            probs, exit_k, ent = self.gate.silence_probs, 0, 0.0
+        else:
+            if self.stop is not None:
+                res = self.detector.classify(features=self.ring.window(), stop=self.stop)
+            else:
+                res = self.detector.classify(features=self.ring.window())
+            probs = np.asarray(res.probs, dtype=np.float64).reshape(-1)
+            exit_k, ent = int(res.exit), float(res.entropy)
         classify_ms = (time.perf_counter() - t0) * 1000.0
         t_s = self._window_end_s(frames_total)
-        probs = np.asarray(res.probs, dtype=np.float64).reshape(-1)
-        idx = int(res.label_index)
+        idx = self.gate.silence_index if gated else int(res.label_index)
         rec = self.smoother.process(probs, t_s * 1000.0)
         latency = frontend_ms + classify_ms
         det = None
         if rec.is_new:
             det = Detection(time_s=t_s, label=rec.label, probability=rec.score,
-                            exit=int(res.exit), latency_ms=latency)
+                            exit=exit_k, latency_ms=latency)
         return HopResult(
             time_s=t_s, label=self.labels[idx], label_index=idx, probability=float(probs[idx]),
-            exit=int(res.exit), entropy=float(res.entropy), latency_ms=latency,
+            exit=exit_k, entropy=ent, latency_ms=latency,
             classify_ms=classify_ms, level_db=self._level_db(), smoothed_label=rec.label,
-            smoothed_score=rec.score, detection=det,
+            smoothed_score=rec.score, detection=det, gated=gated,
         )
 
 

@@ -55,6 +55,8 @@ class Stream:
     audio: np.ndarray
     sample_rate: int
     events: List[Event]
+    words: Optional[np.ndarray] = None  # the clips alone, without the bed (for noise mixing)
+    keyword_rms: Optional[float] = None  # RMS over the keyword clips' samples (the SNR reference)
 
     @property
     def duration_s(self) -> float:
@@ -112,6 +114,8 @@ def build_stream(
                          "_silence_/_unknown_ clips?)")
     n = int(round(minutes * 60 * sample_rate))
     audio = np.zeros(n, dtype=np.float32)
+    words = np.zeros(n, dtype=np.float32)
+    kw_sumsq, kw_n = 0.0, 0
 
     if silences and bed_gain > 0:
         order = rng.permutation(len(silences))
@@ -143,12 +147,88 @@ def build_stream(
             k += 1
         y = _clip_audio(clip, sample_rate, clip_samples)
         audio[t : t + clip_samples] += y
+        words[t : t + clip_samples] += y
+        if not use_unknown:
+            kw_sumsq += float(np.dot(y, y))
+            kw_n += y.size
         events.append(Event(label=clip.label, start_s=t / sample_rate,
                             end_s=(t + clip_samples) / sample_rate, path=str(clip.path),
                             keyword=not use_unknown))
         t += clip_samples + int(rng.uniform(*gap_s) * sample_rate)
     np.clip(audio, -1.0, 1.0, out=audio)
-    return Stream(audio, sample_rate, events)
+    np.clip(words, -1.0, 1.0, out=words)
+    rms = math.sqrt(kw_sumsq / kw_n) if kw_n else None
+    return Stream(audio, sample_rate, events, words=words, keyword_rms=rms)
+
+
+# -- noise (issue 19) ---------------------------------------------------------------------------
+NOISE_FOLDER_NAMES = ("_background_noise_", "speech_commands_background_noise")
+
+
+def default_noise_dir(data_root) -> Optional[Path]:
+    """The dataset's noise recordings: ``ROOT/_background_noise_``, else a folder
+    ``speech_commands_background_noise`` beside ROOT (the shared test layout has no noise folder
+    of its own; its ``_silence_`` clips are 1 s cuts of those six recordings). None if neither."""
+    if data_root is None:
+        return None
+    root = Path(data_root)
+    for cand in (root / NOISE_FOLDER_NAMES[0], root.parent / NOISE_FOLDER_NAMES[1]):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def load_noise(folder, sample_rate: int = 16000) -> List[tuple]:
+    """``[(name, float32 samples)]`` of every sound file in ``folder`` (resampled, mono)."""
+    from bnnkws.frontend.audio import load_audio
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"noise folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3") and p.is_file())
+    out = []
+    for p in files:
+        y = np.asarray(load_audio(p, sr=sample_rate), np.float32)
+        if y.size >= sample_rate and np.sqrt(np.mean(np.square(y, dtype=np.float64))) > 1e-6:
+            out.append((p.name, y))
+    if not out:
+        raise ValueError(f"{folder}: no sound file of at least 1 s that is not digital silence")
+    return out
+
+
+def noise_track(noises, n: int, seed: int = 0, segment_s: tuple = (3.0, 10.0),
+                sample_rate: int = 16000) -> np.ndarray:
+    """``n`` samples of noise at unit RMS: random stretches (``segment_s`` long) of random
+    recordings, each scaled to RMS 1 so every kind of noise sits at the requested SNR, joined
+    with 10 ms fades."""
+    rng = np.random.default_rng([seed, 19])
+    out = np.zeros(n, dtype=np.float32)
+    fade = int(0.01 * sample_rate)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    pos = 0
+    while pos < n:
+        _, y = noises[int(rng.integers(len(noises)))]
+        m = min(int(rng.uniform(*segment_s) * sample_rate), y.size, n - pos)
+        start = int(rng.integers(0, y.size - m + 1))
+        seg = y[start : start + m].astype(np.float32)
+        r = float(np.sqrt(np.mean(np.square(seg, dtype=np.float64))))
+        seg = seg / r if r > 1e-9 else seg
+        if m > 2 * fade:
+            seg[:fade] *= ramp
+            seg[-fade:] *= ramp[::-1]
+        out[pos : pos + m] = seg
+        pos += m
+    return out
+
+
+def mix_at_snr(words: np.ndarray, noise: np.ndarray, keyword_rms: float, snr_db: float) -> np.ndarray:
+    """``words + noise * keyword_rms / 10^(snr/20)``, clipped to [-1, 1]; ``noise`` at RMS 1.
+
+    The SNR is relative to the keywords' RMS level (over their one-second clips), the noise at
+    one constant level under the whole stream, as in a room."""
+    g = float(keyword_rms) / (10.0 ** (float(snr_db) / 20.0))
+    return np.clip(words + g * noise[: words.size], -1.0, 1.0).astype(np.float32)
 
 
 @dataclass
@@ -222,6 +302,10 @@ def match_detections(detections, events: Sequence[Event], stream_s: float,
     return stats
 
 
+def _round(x: float, nd: int):
+    return None if x is None or math.isnan(x) else round(x, nd)
+
+
 def report_dict(stats: MatchStats, summary, settings: dict) -> dict:
     """Everything a results note needs, JSON-ready."""
     lat = np.asarray(summary.latencies_ms, dtype=np.float64)
@@ -238,11 +322,12 @@ def report_dict(stats: MatchStats, summary, settings: dict) -> dict:
         "false_detections": stats.false_detections,
         "false_on_unknown": stats.on_distractor,
         "false_repeats": stats.repeats,
-        "matched_pct": round(stats.rate(stats.matched), 2),
-        "correct_pct": round(stats.rate(stats.correct), 2),
-        "wrong_pct": round(stats.rate(stats.wrong), 2),
-        "missed_pct": round(stats.rate(stats.missed), 2),
-        "false_pct": round(stats.rate(stats.false_detections), 2),
+        # rates per keyword are None for a noise-only stream (no keywords; JSON has no NaN)
+        "matched_pct": _round(stats.rate(stats.matched), 2),
+        "correct_pct": _round(stats.rate(stats.correct), 2),
+        "wrong_pct": _round(stats.rate(stats.wrong), 2),
+        "missed_pct": _round(stats.rate(stats.missed), 2),
+        "false_pct": _round(stats.rate(stats.false_detections), 2),
         "false_accepts_per_hour": round(stats.false_accepts_per_hour, 2),
         "real_time_factor": round(summary.wall_s / stats.stream_s, 5) if stats.stream_s else None,
         "processing_rtf": round(summary.real_time_factor, 5),
@@ -252,7 +337,30 @@ def report_dict(stats: MatchStats, summary, settings: dict) -> dict:
         "exits": {str(k): v for k, v in sorted(summary.exits.items())},
         "mean_exit": (round(sum(k * v for k, v in summary.exits.items()) / summary.hops, 3)
                       if summary.hops else None),
+        "gated": summary.gated,
+        "shares": {k: round(v, 4) for k, v in summary.shares().items()},
     }
+
+
+def _pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}%"
+
+
+def rows_markdown(rows: Sequence[dict]) -> str:
+    """The A/B table: one row per (stream, gate) with accuracy, false accepts and cost."""
+    lines = ["| stream | gate | correct | wrong | missed | false / h | mean ms / hop | RTF | "
+             "gated | exit 1 | exit 2 | exit 3 | exit 4 | exit 5 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        kw = r["keywords"] > 0
+        sh = r.get("shares", {})
+        ex = " | ".join(f"{100 * sh.get(f'exit{k}', 0.0):.1f}%" for k in range(1, 6))
+        lines.append(
+            f"| {r['stream']} | {r['gate']} | {_pct(r['correct_pct']) if kw else '-'} | "
+            f"{_pct(r['wrong_pct']) if kw else '-'} | {_pct(r['missed_pct']) if kw else '-'} | "
+            f"{r['false_accepts_per_hour']:.1f} | {r['mean_hop_latency_ms']:.3f} | "
+            f"{r['processing_rtf']:.4f} | {100 * sh.get('gated', 0.0):.1f}% | {ex} |")
+    return "\n".join(lines) + "\n"
 
 
 def report_markdown(rep: dict) -> str:
@@ -260,8 +368,8 @@ def report_markdown(rep: dict) -> str:
     lines = [
         f"# Streaming accuracy: {s.get('bundle', '')}",
         "",
-        f"{rep['stream_s'] / 60:.1f} min stream from `{s.get('data', '')}` (test split, seed "
-        f"{s.get('seed')}): {rep['keywords']} keywords and {rep['distractors']} `_unknown_` "
+        f"{rep['stream_s'] / 60:.1f} min stream from `{s.get('data', '')}` "
+        f"({s.get('split', 'testing')} split, seed {s.get('seed')}): {rep['keywords']} keywords and {rep['distractors']} `_unknown_` "
         f"distractors over background noise. Hop {s.get('hop_ms')} ms, average window "
         f"{s.get('average_window_ms')} ms, threshold {s.get('threshold')}, min count "
         f"{s.get('min_count')}, suppression {s.get('suppression_ms')} ms, delta {s.get('delta')}, "
@@ -284,6 +392,23 @@ def report_markdown(rep: dict) -> str:
         f"detections include {rep['false_on_unknown']} on `_unknown_` words and "
         f"{rep['false_repeats']} repeated detections of one keyword.",
     ]
+    rows = rep.get("rows") or []
+    if rows:
+        ns = rep.get("noise") or {}
+        lines += ["", "## Streams in noise and the cheap-stream gates", ""]
+        if ns:
+            lines.append(
+                f"Noise: {ns.get('folder')} ({', '.join(ns.get('files', []))}), random 3-10 s "
+                f"stretches each scaled to one RMS, mixed at each SNR relative to the keywords' "
+                f"RMS level ({ns.get('keyword_rms_dbfs')} dBFS) in place of the clean stream's "
+                f"bed; the same keywords and times in every row. The noise-only stream "
+                f"({ns.get('noise_only_minutes')} min) is that noise alone at the level of "
+                f"{ns.get('noise_only_snr_db')} dB SNR, for false accepts per hour.")
+            lines.append("")
+        lines.append(rows_markdown(rows))
+        lines.append("Cost = frontend share + gate + stages run, per 100 ms hop (mean, this "
+                     "machine); RTF = that cost / audio time. `none` is the paper's entropy rule "
+                     "alone; every gate keeps the same --delta.")
     return "\n".join(lines) + "\n"
 
 

@@ -56,12 +56,17 @@ class _Base:
 
 
 class JsonView(_Base):
-    """Detections as JSON lines on stdout; everything else on stderr."""
+    """Detections as JSON lines on stdout; everything else on stderr, ending with the summary as
+    one JSON line ``{"summary": {...}}`` (cost per hop, share of hops gated / per exit)."""
 
     def hop(self, hop: HopResult) -> None:
         if hop.detection is not None:
             self.out.write(json.dumps(hop.detection.to_json()) + "\n")
             self.out.flush()
+
+    def finish(self, summary: ListenSummary) -> None:
+        super().finish(summary)
+        print(json.dumps({"summary": summary.to_json()}), file=self.err, flush=True)
 
 
 class PlainView(_Base):
@@ -94,6 +99,8 @@ class TerminalView(_Base):
         self._last: Optional[HopResult] = None
         self._latency_sum = 0.0
         self._hops = 0
+        self._gated = 0
+        self._exit_counts: dict = {}
         self._ndet = 0
         self._status = "waiting for the first second of audio..."
         self._last_detection_wall = -1e9
@@ -113,6 +120,9 @@ class TerminalView(_Base):
         self._last = hop
         self._hops += 1
         self._latency_sum += hop.latency_ms
+        self._gated += bool(hop.gated)
+        if not hop.gated:
+            self._exit_counts[hop.exit] = self._exit_counts.get(hop.exit, 0) + 1
         if hop.detection is not None:
             self.log.append(hop.detection)
             self._ndet += 1
@@ -139,7 +149,8 @@ class TerminalView(_Base):
             lines.append("")
         else:
             flash = time.monotonic() - self._last_detection_wall < 1.0
-            exits = f"exit {h.exit}" + (f"/{self.num_exits}" if self.num_exits else "")
+            exits = ("gated" if h.gated else
+                     f"exit {h.exit}" + (f"/{self.num_exits}" if self.num_exits else ""))
             lines.append(f"level  [{level_bar(h.level_db, meter_w)}] {h.level_db:6.1f} dBFS   "
                          f"overflows {self.overflows()}")
             lines.append(f"now    {h.label:<10s} p={h.probability:.2f}  {exits:<9s} "
@@ -148,6 +159,7 @@ class TerminalView(_Base):
             if self.threshold is not None:
                 smooth += f"  (fires above {self.threshold:.2f})"
             lines.append(smooth)
+            lines.append("cost   " + self.cost_text())
             lines.append(f"time   {h.time_s:8.1f} s   hops {self._hops}   "
                          f"detections {self._ndet}"
                          + (f"   {self._status}" if self._status else ""))
@@ -158,6 +170,17 @@ class TerminalView(_Base):
         for i in range(self.log_lines):
             lines.append(format_detection(log[-1 - i]) if i < len(log) else "")
         return lines
+
+    def cost_text(self) -> str:
+        """Mean ms per hop and the share of hops gated / leaving at each exit so far."""
+        if not self._hops:
+            return ""
+        n = self._hops
+        parts = [f"{self._latency_sum / n:.2f} ms/hop"]
+        if self._gated:
+            parts.append(f"gated {100 * self._gated / n:.0f}%")
+        parts += [f"e{k} {100 * v / n:.0f}%" for k, v in sorted(self._exit_counts.items())]
+        return "  ".join(parts)
 
     def _draw(self, force: bool = False) -> None:
         now = time.monotonic()

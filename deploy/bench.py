@@ -89,18 +89,35 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
         float_opts = {"use_xnnpack": bool(faster_on)}
         float_runners = xnn_on if faster_on else xnn_off
 
-    # 3. LCE stages chained (stage 1 from audio), stage1_features alone and the float twin,
-    # taking turns so that they see the same machine
+    # 2b. the int8 twin (full `kws export`; absent in lean and older bundles), same choice
+    int8_files = [s.int8 for s in stages]
+    have_int8 = all(f and f in b.manifest["files"] for f in int8_files)
+    int8_opts, t_int8 = None, None
+    if have_int8:
+        i_on, i_off = ([open_file(b, f, "lce", threads, use_xnnpack=x) for f in int8_files]
+                       for x in (True, False))
+        t_on, t_off = interleaved_times([(i_on, clip[None, :]), (i_off, clip[None, :])],
+                                        max(10, runs // 5), 3)
+        i_faster_on = np.median(t_on.sum(1)) <= np.median(t_off.sum(1))
+        int8_opts = {"use_xnnpack": bool(i_faster_on)}
+        int8_runners = i_on if i_faster_on else i_off
+
+    # 3. LCE stages chained (stage 1 from audio), stage1_features alone and the float and int8
+    # twins, taking turns so that they see the same machine
     lce_runners = [open_file(b, s1.file, "lce", threads, **best)] + \
         [open_file(b, n, "lce", threads, **best) for n in lce_rest]
     r_feat = open_file(b, s1.features_file, "lce", threads, **best)
     chains = [(lce_runners, clip[None, :]), ([r_feat], feats_in[s1.features_file])]
     if have_float:
         chains.append((float_runners, clip[None, :]))
+    if have_int8:
+        chains.append((int8_runners, clip[None, :]))
     times = interleaved_times(chains, runs, warmup)
     t_lce, t_feat = times[0], times[1][:, 0]
     if have_float:
         t_float = times[2]
+    if have_int8:
+        t_int8 = times[-1]
 
     # 4. table
     files = b.manifest["files"]
@@ -108,6 +125,7 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
     rows = []
     cum_lce = np.cumsum(t_lce, axis=1)
     cum_float = np.cumsum(t_float, axis=1) if t_float is not None else None
+    cum_int8 = np.cumsum(t_int8, axis=1) if t_int8 is not None else None
     for i, s in enumerate(stages):
         if s.exit is None:
             continue
@@ -121,6 +139,12 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
                        float_model_mib=size(fl) - (size([s1.file]) - size([s1.features_file])))
             row["speedup"] = row["float_ms"]["median"] / row["lce_ms"]["median"]
             row["size_ratio"] = row["float_model_mib"] / row["lce_model_mib"]
+        if cum_int8 is not None:
+            il = int8_files[: i + 1]
+            row.update(int8_ms=_stats(cum_int8[:, i]), int8_mib=size(il),
+                       int8_model_mib=size([s1.int8_features] + int8_files[1 : i + 1]))
+            row["lce_vs_int8"] = row["int8_ms"]["median"] / row["lce_ms"]["median"]
+            row["int8_size_ratio"] = row["int8_model_mib"] / row["lce_model_mib"]
         rows.append(row)
     stage1_ms = float(np.median(t_lce[:, 0]))
     feat_ms = float(np.median(t_feat))
@@ -135,8 +159,11 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
         "default_kernel_options_here": kernel_options(),
         "tuning": tuning,
         "float_options": float_opts,
+        "int8_options": int8_opts,
+        "int8": b.manifest.get("int8"),
         "exits": rows,
         "speedup": rows[-1].get("speedup") if rows else None,
+        "lce_vs_int8": rows[-1].get("lce_vs_int8") if rows else None,
         "size_ratio": rows[-1].get("size_ratio") if rows else None,
         "frontend": {"stage1_audio_ms": stage1_ms, "stage1_features_ms": feat_ms,
                      "frontend_ms": stage1_ms - feat_ms,
@@ -153,7 +180,9 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
         result["sweep"] = delta_sweep(b, data, split=split, limit=limit, deltas=deltas,
                                       threads=threads, options=best, progress=progress,
                                       exit_medians={r["exit"]: r["lce_ms"]["median"] for r in rows},
-                                      split_seed=split_seed)
+                                      split_seed=split_seed,
+                                      int8_medians=({r["exit"]: r["int8_ms"]["median"] for r in rows}
+                                                    if have_int8 else None))
     return result
 
 
@@ -179,7 +208,7 @@ def load_clips(spec, labels, split="testing", limit=None, seed=0, split_seed=0):
 
 
 def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, threads=1, options=None,
-                progress=True, exit_medians=None, split_seed=None) -> dict:
+                progress=True, exit_medians=None, split_seed=None, int8_medians=None) -> dict:
     """Accuracy and latency per delta. ``mean_ms``: mean over clips of each clip's own measured
     stage times up to its exit (a mean, so a busy machine's preemptions show up in it);
     ``mean_ms_est``: mean over clips of the benchmark's median cumulative latency at the clip's
@@ -223,6 +252,9 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
                "mean_ms": float(lat.mean()), "mean_exit": float(ex_num.mean())}
         if exit_medians:
             row["mean_ms_est"] = float(np.mean([exit_medians[e] for e in ex_num]))
+        if int8_medians:
+            # the int8 twin leaving where the LCE model left (same graph, same exits)
+            row["int8_mean_ms_est"] = float(np.mean([int8_medians[e] for e in ex_num]))
         rows.append(row)
     last = cum[:, -1].mean()
     per_exit_acc = [float(np.mean(logits[:, j].argmax(1) == y)) for j in range(logits.shape[1])]
@@ -244,6 +276,12 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
 # ------------------------------------------------------------------------------------------------
 # reporting
 # ------------------------------------------------------------------------------------------------
+LEAN_NOTE = ("No float-32 twin to compare with: this is a lean bundle (`kws export --lean`, "
+             "the LCE stages only, as shipped in the package). Export the training run without "
+             "`--lean` (`kws export RUN --out DIR`) for the float-32 and int8 twins, then run "
+             "`kws bench DIR`.")
+
+
 def to_markdown(res: dict) -> str:
     L = []
     L.append(f"# Benchmark: {res['bundle']}\n")
@@ -251,16 +289,42 @@ def to_markdown(res: dict) -> str:
              f"{res['threads']} thread(s), {res['runs']} runs after {res['warmup']} warm-up. "
              f"LCE kernel options used: `{res['kernel_options']}`; float-32 twin: "
              f"`{res['float_options']}`.\n")
-    L.append("| exit | LCE median ms | LCE p90 ms | float32 median ms | float32 p90 ms | speedup "
-             "| LCE MiB (model) | float32 MiB (model) | size ratio |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in res["exits"]:
-        f = r.get("float_ms") or {}
-        L.append(f"| {r['exit']} | {r['lce_ms']['median']:.3f} | {r['lce_ms']['p90']:.3f} | "
-                 f"{f.get('median', float('nan')):.3f} | {f.get('p90', float('nan')):.3f} | "
-                 f"{r.get('speedup', float('nan')):.2f}x | {r['lce_model_mib']:.4f} | "
-                 f"{r.get('float_model_mib', float('nan')):.4f} | "
-                 f"{r.get('size_ratio', float('nan')):.1f}x |")
+    have_float = any("float_ms" in r for r in res["exits"])
+    if have_float:
+        L.append("| exit | LCE median ms | LCE p90 ms | float32 median ms | float32 p90 ms | "
+                 "speedup | LCE MiB (model) | float32 MiB (model) | size ratio |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in res["exits"]:
+            f = r["float_ms"]
+            L.append(f"| {r['exit']} | {r['lce_ms']['median']:.3f} | {r['lce_ms']['p90']:.3f} | "
+                     f"{f['median']:.3f} | {f['p90']:.3f} | {r['speedup']:.2f}x | "
+                     f"{r['lce_model_mib']:.4f} | {r['float_model_mib']:.4f} | "
+                     f"{r['size_ratio']:.1f}x |")
+    else:
+        L.append("| exit | LCE median ms | LCE p90 ms | LCE MiB (model) |")
+        L.append("|---:|---:|---:|---:|")
+        for r in res["exits"]:
+            L.append(f"| {r['exit']} | {r['lce_ms']['median']:.3f} | {r['lce_ms']['p90']:.3f} | "
+                     f"{r['lce_model_mib']:.4f} |")
+        L.append("")
+        L.append(LEAN_NOTE)
+    if any("int8_ms" in r for r in res["exits"]):
+        L.append("")
+        L.append(f"int8 twin (full-integer post-training quantization of the float-32 twin; "
+                 f"{(res.get('int8') or {}).get('calibration', 'calibration unknown')}; "
+                 f"options `{res.get('int8_options')}`), in the same interleaved runs:\n")
+        L.append("| exit | LCE median ms | int8 median ms | int8 p90 ms | LCE vs int8 | "
+                 "int8 MiB (model) | int8 / LCE size |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|")
+        for r in res["exits"]:
+            if "int8_ms" in r:
+                L.append(f"| {r['exit']} | {r['lce_ms']['median']:.3f} | "
+                         f"{r['int8_ms']['median']:.3f} | {r['int8_ms']['p90']:.3f} | "
+                         f"{r['lce_vs_int8']:.2f}x | {r['int8_model_mib']:.4f} | "
+                         f"{r['int8_size_ratio']:.1f}x |")
+        L.append("\nThe float twin of a binary run carries its latent binary weights, so this "
+                 "int8 twin stands in for the architecture's int8 latency and size only; for the "
+                 "accuracy int8 would give, export a `kws train --real-valued` run in full.")
     fe = res["frontend"]
     L.append("")
     L.append("Latency is cumulative (stages 1..k, stage 1 from raw audio, frontend included). "
@@ -299,6 +363,9 @@ def to_markdown(res: dict) -> str:
             L.append(f"\nAt the bundle's own delta {w['delta']:.2f}: accuracy {w['accuracy']:.3f}, "
                      f"{w[sw['latency_key']]:.3f} ms/clip = {100 * w['latency_vs_last']:.0f}% of "
                      f"the last exit's.")
+            if "int8_mean_ms_est" in w and w.get("mean_ms_est"):
+                L.append(f" The int8 twin leaving at the same exits: {w['int8_mean_ms_est']:.3f} "
+                         f"ms/clip, LCE {w['int8_mean_ms_est'] / w['mean_ms_est']:.2f}x faster.")
     return "\n".join(L) + "\n"
 
 

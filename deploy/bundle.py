@@ -160,6 +160,8 @@ class StageSpec:
     features_portable: str | None = None
     float32: str | None = None
     float32_features: str | None = None
+    int8: str | None = None  # the int8 twin (full `kws export`; absent in older bundles)
+    int8_features: str | None = None
 
 
 @dataclass

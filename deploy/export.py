@@ -179,7 +179,8 @@ def training_split(run_dir) -> dict | None:
 # ------------------------------------------------------------------------------------------------
 def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = None,
                   cfg=None, model=None, overwrite: bool = False, progress: bool = True,
-                  check: bool = True, include_full: bool = True, twins: bool = True) -> Path:
+                  check: bool = True, include_full: bool = True, twins: bool = True,
+                  int8: bool | None = None, int8_clips: int | None = None) -> Path:
     """Convert a run (or ``cfg`` + chained ``model``) into a bundle directory ``out``.
 
     Written into a temporary sibling directory and renamed at the end, so an interrupted export
@@ -188,6 +189,9 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
     ``twins=False`` (``kws export --lean``) also skips the portable/ and float32/ stages: the
     binary LCE stages alone are a few hundred KiB, while the +-1-float twins of a width-1 model
     are tens of MiB, too much to ship inside a package (the shipped default bundle is lean).
+    ``int8`` (default: with ``include_full`` and ``twins``, i.e. a full ``kws export``) adds the
+    int8 twin ``int8/stage*.tflite``: the float twin after full-integer post-training
+    quantization, calibrated on ``int8_clips`` training clips (see :mod:`bnnkws.deploy.int8`).
     """
     import larq_compute_engine as lce
     from tqdm import tqdm
@@ -244,6 +248,27 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             if twins:
                 jobs += [(f"portable/stage{k}.tflite", m, "portable"),
                          (f"float32/stage{k}.tflite", fm, "float")]
+    do_int8 = bool(twins and (include_full if int8 is None else int8))
+    calib, int8_info = {}, None
+    if do_int8:
+        from .int8 import DEFAULT_CALIBRATION_CLIPS, calibration_audio, stage_inputs
+        from bnnkws.frontend.reference import log_mel_batch
+
+        audio, desc = calibration_audio(run_dir, fcfg, int8_clips or DEFAULT_CALIBRATION_CLIPS)
+        xs = stage_inputs(fstages, log_mel_batch(audio, fcfg))
+        calib = {"int8/stage1.tflite": audio, "int8/stage1_features.tflite": xs[0]}
+        calib.update({f"int8/stage{k}.tflite": xs[k - 1] for k in range(2, n + 1)})
+        for name in calib:
+            k = name[len("int8/stage"):].split(".")[0].split("_")[0]
+            f = fstages[int(k) - 1]
+            if name == "int8/stage1.tflite":
+                m = named_io_model(f, (fcfg.clip_samples,), "audio", frontend=fcfg)
+            elif k == "1":
+                m = named_io_model(f, shape1, "log_mel")
+            else:
+                m = named_io_model(f, f.input_shape[1:], "fmap_in")
+            jobs.append((name, m, "int8"))
+        int8_info = {"calibration": desc, "modes": {}}
     if include_full and twins:
         full = named_io_model(chain(stages, cfg, "full"), (fcfg.clip_samples,), "audio",
                               frontend=fcfg)
@@ -258,7 +283,13 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
         bar = tqdm(jobs, desc="convert", unit="file", disable=not progress)
         for name, m, how in bar:
             bar.set_postfix_str(name)
-            flat = lce.convert_keras_model(m) if how == "lce" else convert_portable(m)
+            if how == "int8":
+                from .int8 import convert_int8
+
+                flat, mode = convert_int8(m, calib[name])
+                int8_info["modes"][name] = mode
+            else:
+                flat = lce.convert_keras_model(m) if how == "lce" else convert_portable(m)
             atomic_write_bytes(tmp / name, flat)
             ins, outs = tflite_io(flat)
             files[name] = {"sha256": hashlib.sha256(flat).hexdigest(), "bytes": len(flat),
@@ -273,11 +304,13 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
         for k in range(1, n + 1):
             e = {"index": k, "exit": k if k in active else None, "file": f"stage{k}.tflite",
                  "portable": f"portable/stage{k}.tflite" if twins else None,
-                 "float32": f"float32/stage{k}.tflite" if twins else None}
+                 "float32": f"float32/stage{k}.tflite" if twins else None,
+                 "int8": f"int8/stage{k}.tflite" if do_int8 else None}
             if k == 1:
                 e.update(features_file="stage1_features.tflite",
                          features_portable="portable/stage1_features.tflite" if twins else None,
-                         float32_features="float32/stage1_features.tflite" if twins else None)
+                         float32_features="float32/stage1_features.tflite" if twins else None,
+                         int8_features="int8/stage1_features.tflite" if do_int8 else None)
             stage_entries.append(e)
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -295,6 +328,7 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             "stages": stage_entries,
             "full": "full.tflite" if include_full and twins else None,
             "float32": "float32.tflite" if include_full and twins else None,
+            "int8": int8_info,
             "files": files,
             "tools": tool_versions(),
             "source": {"run": str(run_dir) if run_dir else None, "which": which,

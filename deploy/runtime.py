@@ -124,8 +124,14 @@ class Detector:
         return Result(self.labels[i], i, np.asarray(probs), int(k), float(ent), stage_ms)
 
     # -- public API -----------------------------------------------------------------------------
-    def classify(self, audio=None, features=None, delta: float | None = None) -> Result:
-        """Run stages until the exit policy accepts (the last exit always decides)."""
+    def classify(self, audio=None, features=None, delta: float | None = None,
+                 stop=None) -> Result:
+        """Run stages until the exit policy accepts (the last exit always decides).
+
+        ``stop``: an extra rule ``stop(exit, probs) -> bool`` consulted at an exit the policy
+        did not accept (e.g. :class:`bnnkws.kws.policy.KeywordMassRule`); True leaves there too
+        (never before the policy's ``min_exit``).
+        """
         policy = self.policy if delta is None else self.make_policy(delta)
         runner, x = self._first(audio, features)
         runners = [runner] + self._rest
@@ -137,7 +143,9 @@ class Detector:
             if spec.exit is not None:
                 logits = self.logits_from_embedding(spec.exit, out["embedding"])
                 ok, probs, ent = policy.accept(spec.exit, logits, is_last=last)
-                if ok and (last or self.min_exits[int(np.argmax(probs))] <= spec.exit):
+                if (ok or (stop is not None and spec.exit >= policy.min_exit
+                           and stop(spec.exit, probs))) and (
+                        last or self.min_exits[int(np.argmax(probs))] <= spec.exit):
                     return self._result(spec.exit, logits, probs, ent, stage_ms)
             x = out["fmap"]
         raise RuntimeError("bundle has no exit on its last stage")  # export guarantees one

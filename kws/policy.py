@@ -350,3 +350,54 @@ def __getattr__(name):
 
         return getattr(calibration, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- the keyword-mass rule (issue 19) ---------------------------------------------------------
+def keyword_mass(probs, ignored) -> np.ndarray:
+    """Probability of the keywords: ``1 - sum(probs[ignored])`` along the last axis.
+
+    ``ignored`` is a boolean mask (C,) of the labels that never fire (``_silence_``,
+    ``_unknown_``). A float for one vector.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    m = 1.0 - np.sum(p[..., np.asarray(ignored, dtype=bool)], axis=-1)
+    m = np.clip(m, 0.0, 1.0)
+    return float(m) if np.ndim(m) == 0 else m
+
+
+class KeywordMassRule:
+    """Leave an early exit when the hop is plainly not a keyword, beyond the paper's entropy rule.
+
+    The entropy rule keeps an uncertain hop running, and background noise is uncertain between
+    ``_silence_`` and ``_unknown_``: it goes deep only to end as a label that can never fire.
+    This rule stops at exit k (``k <= max_exit``, never the last: it always decides anyway) when
+    the keyword mass ``1 - p(_silence_) - p(_unknown_) < threshold``. It only adds stops to the
+    entropy rule (``delta`` keeps its meaning); a threshold of 0 never stops.
+
+    ``stops(k, probs) -> bool`` is the callable :meth:`bnnkws.deploy.runtime.Detector.classify`
+    takes as ``stop=``.
+    """
+
+    def __init__(self, labels, threshold: float = 0.1, max_exit: Optional[int] = None,
+                 ignore_labels=("_silence_", "_unknown_")):
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise PolicyError(f"keyword-mass threshold must be in [0, 1], got {threshold!r}")
+        if max_exit is not None and (int(max_exit) != max_exit or max_exit < 1):
+            raise PolicyError(f"keyword-mass max_exit must be an integer >= 1, got {max_exit!r}")
+        self.labels = [str(x) for x in labels]
+        self.ignored = np.array([lab in set(ignore_labels) for lab in self.labels])
+        if not self.ignored.any():
+            raise PolicyError(f"keyword-mass rule: none of {list(ignore_labels)} is among the "
+                              f"model's labels {self.labels}; there is no non-keyword mass")
+        self.threshold = float(threshold)
+        self.max_exit = None if max_exit is None else int(max_exit)
+
+    def stops(self, k: int, probs) -> bool:
+        if self.max_exit is not None and k > self.max_exit:
+            return False
+        return keyword_mass(probs, self.ignored) < self.threshold
+
+    __call__ = stops
+
+    def __repr__(self) -> str:
+        return f"KeywordMassRule(threshold={self.threshold}, max_exit={self.max_exit})"
