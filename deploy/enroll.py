@@ -362,6 +362,7 @@ def commit(bundle_path, heads: Optional[dict], labels: list, past: Optional[dict
 # ---------------------------------------------------------------------------------------------
 DEFAULT_RATIO = 4.0  # replayed samples per new one in each minibatch (thesis 1:4)
 DEFAULT_AUGMENT = 8  # augmented copies of each take trained on beside the take itself
+DEFAULT_BATCH_NEW = 8  # new samples per mixed minibatch (plus ratio x as many replayed)
 CALIBRATION_TAKES = 4  # fresh augmented copies per take, used only to calibrate the threshold
 CALIBRATION_SHARE = 4  # every 4th memory sample is held out of replay to calibrate on
 UNKNOWN = "_unknown_"
@@ -500,7 +501,7 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
            seed: int = 0, negatives: Optional[np.ndarray] = None,
            ratio: float = DEFAULT_RATIO, augment: int = DEFAULT_AUGMENT,
            target_fa_per_hour: Optional[float] = None, threshold: Optional[float] = None,
-           min_exit: Optional[int] = None) -> EnrolResult:
+           min_exit: Optional[int] = None, batch_new: int = DEFAULT_BATCH_NEW) -> EnrolResult:
     """Add (or with ``update=True`` refine) ``word`` from ``clips (n, samples)`` with CWR*.
 
     With a replay memory in the bundle (:mod:`bnnkws.deploy.memory`): memory samples of
@@ -593,9 +594,10 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
         y_new = np.concatenate([y_take] + ([y_neg] if use_neg else []))
         if memory is not None:
             h.fit_mixed(x_new, y_new, mem_x[j][~is_cal], mem_y[~is_cal], ratio=ratio,
-                        evidence=evidence)
+                        batch_new=batch_new, evidence=evidence)
         else:
-            h.fit_mixed(x_new, y_new, x_new[:0], y_new[:0], ratio=0, evidence=evidence)
+            h.fit_mixed(x_new, y_new, x_new[:0], y_new[:0], ratio=0, batch_new=batch_new,
+                        evidence=evidence)
         accs.append(float(np.mean(h.predict(takes_x[j]) == target)))
         heads[k] = cwr_head(h.cw, h.cb, sign_in)
         new_past = h.past

@@ -285,7 +285,7 @@ class CWRStar:
         ``evidence`` ({class: n}) replaces a new class's count in ``y_new``: augmented copies
         of a take are not new evidence. Returns ``{class: cur_i}``.
         """
-        from .memory import balanced_draw
+        from .memory import balanced_draw, class_members
 
         x_new = np.asarray(x_new, np.float32)
         y_new = np.asarray(y_new, np.int64)
@@ -312,12 +312,13 @@ class CWRStar:
         tw[:, classes], tb[classes] = self.cw[:, classes], self.cb[classes]
         tw, tb = self._store(tw, tb)
         n = len(y_new)
+        members = class_members(y_rep)
         for _ in range(self.epochs):
             order = self._rng.permutation(n)
             for s in range(0, n, batch_new):
                 idx = order[s:s + batch_new]
                 k = int(round(ratio * len(idx))) if len(y_rep) else 0
-                r = balanced_draw(y_rep, k, self._rng)
+                r = balanced_draw(y_rep, k, self._rng, members)
                 x = np.concatenate([x_new[idx], x_rep[r]])
                 y = np.concatenate([y_new[idx], y_rep[r]])
                 dw, db = cross_entropy_grad(x, softmax(self._forward(x, tw, tb)), y)

@@ -213,20 +213,28 @@ class LatentMemory:
 # ---------------------------------------------------------------------------------------------
 # replay draws
 # ---------------------------------------------------------------------------------------------
-def balanced_draw(y: np.ndarray, k: int, rng) -> np.ndarray:
+def class_members(y: np.ndarray) -> list:
+    """``[(class, indices of y in that class), ...]``: what :func:`balanced_draw` draws from."""
+    y = np.asarray(y)
+    return [(c, np.flatnonzero(y == c)) for c in np.unique(y)]
+
+
+def balanced_draw(y: np.ndarray, k: int, rng, members: list = None) -> np.ndarray:
     """``k`` indices into ``y``, the classes taking turns (random order, random member).
 
     Each class appears ``floor(k / C)`` or ``ceil(k / C)`` times whatever its size, so a class
     with 3 samples is replayed as often as one with 300 (with repetition if it must).
+    ``members`` (:func:`class_members` of ``y``) saves recomputing the classes on every draw.
     """
-    y = np.asarray(y)
     if k <= 0 or len(y) == 0:
         return np.zeros(0, np.int64)
-    classes = np.unique(y)
-    turns = np.concatenate([rng.permutation(classes)
-                            for _ in range(-(-k // len(classes)))])[:k]
-    members = {c: np.flatnonzero(y == c) for c in classes}
-    return np.array([members[c][rng.integers(len(members[c]))] for c in turns], np.int64)
+    members = class_members(y) if members is None else members
+    c = len(members)
+    turns = np.concatenate([rng.permutation(c) for _ in range(-(-k // c))])[:k]
+    sizes = np.array([len(m) for _, m in members])
+    pick = (rng.random(k) * sizes[turns]).astype(np.int64)
+    return np.array([members[t][1][p] for t, p in zip(turns, pick)], np.int64)
 
 
-__all__ = ["LatentMemory", "MemoryError_", "KINDS", "NOISE_SOURCE", "balanced_draw"]
+__all__ = ["LatentMemory", "MemoryError_", "KINDS", "NOISE_SOURCE", "balanced_draw",
+           "class_members"]
