@@ -62,6 +62,28 @@ class AugmentConfig:
         return cls(**d)
 
 
+def noise_files(paths) -> list[str]:
+    """Audio files of ``paths``: folders are listed (sorted), files taken as they are.
+    A missing path or a folder without audio raises ``FileNotFoundError`` naming it."""
+    from pathlib import Path
+
+    from .data.base import list_audio
+
+    out = []
+    for p in paths or []:
+        p = Path(p)
+        if p.is_dir():
+            found = list_audio(p)
+            if not found:
+                raise FileNotFoundError(f"{p}: no audio files in this folder")
+            out += [str(f) for f in found]
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out
+
+
 class NoiseBank:
     """Background noise to mix in: the dataset's noise recordings, or generated white/pink."""
 

@@ -99,22 +99,13 @@ def augment_config(tc: "TrainConfig"):
 
 
 def noise_files(paths) -> list:
-    """Audio files named by ``--noise-dir`` (folders are listed, files taken as they are)."""
-    from bnnkws.kws.data.base import list_audio
+    """Audio files named by ``--noise-dir`` (see :func:`bnnkws.kws.augment.noise_files`)."""
+    from bnnkws.kws.augment import noise_files as listed
 
-    out = []
-    for p in paths or []:
-        p = Path(p)
-        if p.is_dir():
-            found = list_audio(p)
-            if not found:
-                raise TrainError(f"--noise-dir {p}: no audio files in this folder")
-            out += [str(f) for f in found]
-        elif p.is_file():
-            out.append(str(p))
-        else:
-            raise TrainError(f"--noise-dir {p}: no such file or folder")
-    return out
+    try:
+        return listed(paths)
+    except FileNotFoundError as e:
+        raise TrainError(f"--noise-dir {e}") from e
 
 
 def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
