@@ -237,3 +237,10 @@ def no_sound_card_env(tmp_path):
             "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}",
             "PULSE_SERVER": "unix:/nonexistent", "PULSE_RUNTIME_PATH": str(tmp_path / "pulse"),
             "XDG_RUNTIME_DIR": str(tmp_path)}
+
+
+# ---- backbone vocabulary and noise (issue 18) ----
+@pytest.fixture(scope="session")
+def sc_background_noise() -> Path:
+    """The six Speech Commands `_background_noise_` recordings."""
+    return _need("speech_commands_background_noise")
