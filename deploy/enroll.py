@@ -390,12 +390,14 @@ class EnrolResult:
 # augmentation (numpy only: it runs on the device)
 # ---------------------------------------------------------------------------------------------
 def augment_takes(clips: np.ndarray, copies: int, noise: np.ndarray, rng,
-                  sr: int = 16000) -> np.ndarray:
+                  sr: int = 16000, snr_db: tuple = (5.0, 20.0),
+                  noise_p: float = 0.8) -> np.ndarray:
     """``copies`` variants of each take: speed/pitch, time shift, gain and background noise.
 
     Per copy: resampled by a factor in [0.92, 1.08] (linear interpolation: speed and pitch move
     together by up to 8 %), shifted by up to 100 ms (zero fill), gain within +-6 dB, and with
-    probability 0.8 a random noise window (``noise (m, samples)``) mixed at 5-20 dB SNR. Returns
+    probability ``noise_p`` a random noise window (``noise (m, samples)``) mixed at ``snr_db``
+    (default 5-20 dB) SNR. Returns
     ``(len(clips) * copies, samples)`` float32 in [-1, 1].
     """
     clips = np.asarray(clips, np.float32)
@@ -418,11 +420,11 @@ def augment_takes(clips: np.ndarray, copies: int, noise: np.ndarray, rng,
         elif shift < 0:
             z[shift:] = 0
         z = z * 10 ** (rng.uniform(-6, 6) / 20)
-        if len(noise) and rng.random() < 0.8:
+        if len(noise) and rng.random() < noise_p:
             w = np.roll(noise[rng.integers(len(noise))], int(rng.integers(n))).astype(np.float64)
             ps, pn = np.mean(z ** 2), np.mean(w ** 2)
             if ps > 0 and pn > 0:
-                z = z + w * np.sqrt(ps / (pn * 10 ** (rng.uniform(5, 20) / 10)))
+                z = z + w * np.sqrt(ps / (pn * 10 ** (rng.uniform(*snr_db) / 10)))
         out[i] = np.clip(z, -1.0, 1.0)
     return out
 
