@@ -95,7 +95,9 @@ def register(subparsers) -> None:
                     help="folder of background-noise WAVs for those windows (default: the "
                          "training split's noise / _silence_ recordings)")
     mb.add_argument("--max-kib", type=float, default=None,
-                    help="refuse a memory larger than this many KiB (default: no limit)")
+                    help="byte budget: without --capacity, the capacity is the largest that "
+                         "fits (at most the default); a memory still larger is refused "
+                         "(default: no limit; the shipped bundle uses 512)")
     mb.add_argument("--max-clips", type=int, default=None,
                     help="offer only this many training clips (a random subset) to the "
                          "reservoir: quicker, for tests and trials (default: all)")
@@ -302,8 +304,11 @@ def run_memory_build(args) -> int:
     from bnnkws.deploy.memory import (DEFAULT_CAPACITY, DEFAULT_NOISE_WINDOWS, MemoryBuildError,
                                       build_memory, install_memory)
 
-    cap = DEFAULT_CAPACITY if args.capacity is None else args.capacity
     nw = DEFAULT_NOISE_WINDOWS if args.noise_windows is None else args.noise_windows
+    cap = args.capacity
+    if cap is None and args.max_kib is not None:
+        cap = capacity_for_budget(args.bundle, int(args.max_kib * 1024), nw)
+    cap = DEFAULT_CAPACITY if cap is None else cap
     if cap < 1:
         raise _cli_error(ValueError(f"--capacity must be >= 1, got {cap}"))
     if nw < 0:
@@ -323,6 +328,22 @@ def run_memory_build(args) -> int:
           f"{args.bundle} ({time.perf_counter() - t:.0f} s)")
     print("per class: " + ", ".join(f"{k} {v}" for k, v in info["classes"].items()))
     return 0
+
+
+def capacity_for_budget(bundle_path, max_bytes: int, noise_windows: int) -> int:
+    """The largest capacity (at most the default) whose memory file fits ``max_bytes``:
+    packed bits of every exit + 5 bytes of label/source/kind per sample, 2 bytes per noise
+    sample, and 8 KiB for the file's headers and name tables."""
+    import math
+
+    from bnnkws.deploy.bundle import Bundle
+    from bnnkws.deploy.memory import DEFAULT_CAPACITY
+
+    b = Bundle.load(bundle_path)
+    bits = sum(int(b.heads[k]["kernel"].shape[0]) for k in b.exits)
+    per = math.ceil(bits / 8) + 5
+    room = max_bytes - 8 * 1024 - noise_windows * 2 * b.frontend.clip_samples
+    return max(1, min(DEFAULT_CAPACITY, room // per))
 
 
 def run_memory_show(args) -> int:
