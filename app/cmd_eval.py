@@ -34,12 +34,15 @@ def register(subparsers) -> None:
                    help="dataset to evaluate on: a path (auto-detected) or sc:PATH, fsdd:PATH, "
                         "folder:PATH; labels are matched to the model's by name")
     p.add_argument("--out", required=True, metavar="DIR", help="report directory to write")
-    p.add_argument("--split", default="testing", choices=SPLIT_CHOICES,
-                   help="split of the dataset to score ('all' = every clip, for a dataset the "
-                        "model never saw)")
+    p.add_argument("--split", default=None, choices=SPLIT_CHOICES,
+                   help="split of the dataset to score ('all' = every clip). Default: the test "
+                        "split when --data is the dataset the run or bundle recorded as its "
+                        "training data, else 'all' (a dataset the model never saw has no "
+                        "held-out part to pick); the report says which and why")
     p.add_argument("--task", default=None,
-                   help="dataset task (12, 35/all, or a comma word list); default: the run's "
-                        "training task, else inferred from the model's labels")
+                   help="dataset task (12, 35/all, or a comma word list); default: the "
+                        "training task on the training data, else inferred from the model's "
+                        "labels, else the dataset's own classes (scored by name)")
     p.add_argument("--seed", type=int, default=None,
                    help="split seed; default: the training seed of the run, or of the bundle's "
                         "model (recorded at export), so its test split is the one it never "
@@ -138,11 +141,7 @@ class _Target:
             except (FileNotFoundError, ValueError) as e:
                 raise CLIError(str(e)) from e
             tc = read_train_config(path)
-            same_data = tc.get("data") and Path(str(tc["data"]).split(":")[-1]).resolve() == \
-                Path(str(args.data).split(":")[-1]).resolve()
-            self.task = args.task if args.task is not None else (
-                tc.get("task") if same_data and "task" in tc else None)
-            self.seed = args.seed if args.seed is not None else int(tc.get("seed", 0) or 0)
+            recorded = {"data": tc.get("data"), "task": tc.get("task"), "seed": tc.get("seed")}
         else:
             from bnnkws.deploy.runtime import Detector
 
@@ -151,12 +150,40 @@ class _Target:
             except (FileNotFoundError, ValueError, ImportError) as e:
                 raise CLIError(f"{path}: {e}") from e
             self.cfg = _bundle_config(self.detector)
-            self.task = args.task
-            self.seed = args.seed if args.seed is not None else self.detector.bundle.split_seed
-        if self.task is None:
-            from bnnkws.kws.evaluate import infer_task
+            recorded = dict((self.detector.bundle.manifest.get("source") or {}).get("split")
+                            or {})
+        self._choose_data(args, recorded)
 
+    def _choose_data(self, args, recorded: dict) -> None:
+        """Task, seed and split to score, from the options and the training data recorded in
+        the run or bundle; ``split_reason`` says why for the report."""
+        from bnnkws.kws.data import same_dataset
+        from bnnkws.kws.evaluate import infer_task
+
+        self.trained_on = recorded.get("data")
+        same = same_dataset(self.trained_on, args.data)
+        self.seed = args.seed if args.seed is not None else int(recorded.get("seed") or 0)
+        self.task_given = args.task is not None
+        if self.task_given:
+            self.task = args.task
+        elif same and recorded.get("task"):
+            self.task = recorded["task"]  # enrolled words have no folder there: scored by name
+        else:
             self.task = infer_task(self.cfg.labels)
+        if args.split is not None:
+            self.split, self.split_reason = args.split, "chosen with --split"
+        elif same:
+            self.split = "testing"
+            self.split_reason = (f"the model's held-out test split (seed {self.seed}) of its "
+                                 f"training data")
+        elif self.trained_on:
+            self.split = "all"
+            self.split_reason = (f"every clip: this is not the data the model trained on "
+                                 f"({self.trained_on})")
+        else:
+            self.split = "testing"
+            self.split_reason = (f"the test split of seed {self.seed}: the model records no "
+                                 f"training data, so it may have seen the other splits")
 
     def evaluate(self, clips, split, args, cfg=None):
         from bnnkws.kws.evaluate import EvalError
@@ -251,14 +278,26 @@ def run(args) -> int:
 
     datasets = {}
 
-    def split_clips(task, seed, split):
-        key = (task, seed)
+    def load(t):
+        """The dataset for target t. A task inferred from the model's labels may name words
+        the data has no folder for (e.g. a folder of only enrolled words): the dataset's own
+        classes are then scored, matched to the model's labels by name."""
+        key = (t.task, t.seed)
         if key not in datasets:
             try:
-                datasets[key] = kdata.load_dataset(args.data, task=task, seed=seed)
+                datasets[key] = kdata.load_dataset(args.data, task=t.task, seed=t.seed)
             except (FileNotFoundError, ValueError) as e:
-                raise CLIError(f"--data {args.data}: {e}") from e
-        ds = datasets[key]
+                if t.task_given or t.task is None:
+                    raise CLIError(f"--data {args.data}: {e}") from e
+                notes.append(f"{t.name}: task {t.task} does not fit {args.data} ({e}); scored "
+                             f"the dataset's own classes by name")
+                t.task = None
+                return load(t)
+        return datasets[key]
+
+    def split_clips(t, split):
+        ds = load(t)
+        task, seed = t.task, t.seed
         clips = list(ds.clips) if split == "all" else list(ds.split(split))
         if not clips:
             raise CLIError(f"--data {args.data}: the {split} split is empty "
@@ -269,16 +308,17 @@ def run(args) -> int:
     results, calib, deltas, notes = [], {}, {}, []
     data_info = {}
     for t in targets:
-        ds, clips = split_clips(t.task, t.seed, args.split)
+        ds, clips = split_clips(t, t.split)
         n_split = len(clips)
         clips = _subset(clips, args.max_clips, t.seed)
-        data_info = {"name": ds.name or args.data, "spec": args.data, "split": args.split,
+        data_info = {"name": ds.name or args.data, "spec": args.data, "split": t.split,
+                     "split_reason": t.split_reason, "trained_on": t.trained_on,
                      "task": t.task, "seed": t.seed, "clips_in_split": n_split,
                      "clips_used": len(clips)}
         cfg = t.cfg
         val = None
         if need_val:
-            _, vclips = split_clips(t.task, t.seed, "validation")
+            _, vclips = split_clips(t, "validation")
             vclips = _subset(vclips, args.max_clips, t.seed)
             val = t.evaluate(vclips, "validation", args, cfg)
         if args.calibrate:
@@ -302,7 +342,7 @@ def run(args) -> int:
             else:
                 notes.append(f"{t.name}: bundle temperatures not changed (bundles are signed); "
                              f"calibrate the run and re-export to deploy them")
-        res = t.evaluate(clips, args.split, args, cfg)
+        res = t.evaluate(clips, t.split, args, cfg)
         if args.calibrate:
             calib[t.name] = cal.calibrate_exits(res.logits, res.labels, res.exit_names,
                                                 fit_on=(val.logits, val.labels))
@@ -348,6 +388,8 @@ def run(args) -> int:
 def _print_summary(s, primary, out):
     print(f"{s['model']} on {s['data'].get('name', '?')} ({s['split']}, "
           f"{len(primary.labels)} clips scored)")
+    if s["data"].get("split_reason"):
+        print(f"  split: {s['data']['split_reason']}")
     if s["unknown_labels"]:
         print("  not scored (labels unknown to the model): "
               + ", ".join(f"{k} {v}" for k, v in s["unknown_labels"].items()))

@@ -571,7 +571,7 @@ def markdown(summary, sums, primary, figs, calibration) -> str:
         L.append(f"Data: **{d.get('name', '?')}**, split `{summary['split']}`, "
                  f"{ps['num_clips']} clips scored"
                  + (f" ({d['clips_in_split']} in the split)" if "clips_in_split" in d else "")
-                 + ".")
+                 + "." + (f" Split: {d['split_reason']}." if d.get("split_reason") else ""))
     L.append(f"Exit rule: {summary['criterion']}"
              + (" (normalised entropy < delta)" if summary["criterion"] == "entropy"
                 and ps["entropy_normalized"] else " (entropy in nats < delta)"

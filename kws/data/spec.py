@@ -27,6 +27,28 @@ def parse_spec(spec: str | os.PathLike) -> tuple[str | None, Path]:
     return kind, Path(os.path.expandvars(os.path.expanduser(s)))
 
 
+def same_dataset(recorded, spec) -> bool:
+    """Whether SPEC names the dataset a model recorded as its training data (``recorded``, a
+    SPEC as ``kws train`` saved it; None = unknown -> False).
+
+    Paths are compared resolved. A relative ``recorded`` path was relative to wherever training
+    ran, so it also matches any path that ends with its components after the leading ``..``:
+    ``../shared/data/speech_commands_v2_test`` matches ``/ci/shared/data/speech_commands_v2_test``
+    (the same folder seen from another clone), not ``/home/me/my_words``.
+    """
+    if not recorded:
+        return False
+    _, rec = parse_spec(recorded)
+    _, got = parse_spec(spec)
+    got = got.resolve()
+    if rec.resolve() == got:
+        return True
+    if rec.is_absolute():
+        return False
+    tail = [p for p in rec.parts if p not in ("..", ".")]
+    return bool(tail) and list(got.parts[-len(tail):]) == tail
+
+
 def detect_kind(path: Path) -> str:
     """``sc_test`` | ``sc`` | ``fsdd`` | ``folder`` for a dataset folder."""
     if not path.exists():
