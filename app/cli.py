@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "cmd_deploy",
     "cmd_enroll",
     "cmd_cl_eval",
+    "cmd_bench_transfer",
     "cmd_bench_enroll",
     "cmd_report",
 ]
