@@ -70,6 +70,7 @@ class BenchConfig:
     openwakeword: bool = True
     oww_threshold: float = 0.5
     baseline: bool = False  # also enrol without the replay memory (the old behaviour)
+    gate: Optional[str] = None  # `kws listen --gate` for the stream (None: its default)
 
 
 @dataclass
@@ -252,12 +253,12 @@ def match(detections, events, words, stream_s, early_s=0.1, late_s=2.5) -> dict:
     return out
 
 
-def _stream(bundle_path, audio, block: int = 1600):
+def _stream(bundle_path, audio, block: int = 1600, gate: Optional[str] = None):
     """`kws listen`'s path with its defaults and the bundle's per-word thresholds:
     ``([(time_s, label)], summary)``."""
     from types import SimpleNamespace
 
-    from bnnkws.app import smoothing
+    from bnnkws.app import gates, smoothing
     from bnnkws.app.cmd_listen import build_streamer
     from bnnkws.app.listen import DEFAULT_HOP_MS, run_stream
 
@@ -265,8 +266,10 @@ def _stream(bundle_path, audio, block: int = 1600):
                            average_window_ms=smoothing.DEFAULT_AVERAGE_WINDOW_MS,
                            threshold=smoothing.DEFAULT_THRESHOLD,
                            min_count=smoothing.DEFAULT_MIN_COUNT,
-                           suppression_ms=smoothing.DEFAULT_SUPPRESSION_MS, gate="none",
-                           gate_margin_db=0.0, mass_threshold=0.0)
+                           suppression_ms=smoothing.DEFAULT_SUPPRESSION_MS,
+                           gate=gates.DEFAULT_GATE if gate is None else gate,
+                           gate_margin_db=gates.DEFAULT_MARGIN_DB,
+                           mass_threshold=gates.DEFAULT_MASS_THRESHOLD)
     _, streamer = build_streamer(bundle_path, args)
     blocks = (audio[i:i + block] for i in range(0, len(audio), block))
     summary = run_stream(blocks, streamer)
@@ -307,6 +310,9 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
     from bnnkws.deploy.memory import memory_file
     from bnnkws.kws.cl_eval import CLEvalConfig, old_class_items, read_items
 
+    from bnnkws.app import gates
+
+    cfg.gate = cfg.gate or gates.DEFAULT_GATE  # recorded as the gate actually used
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
@@ -391,7 +397,7 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
         f"events, {results['stream']['negative_events']} other utterances at {cfg.snr_db} dB SNR")
     for method in methods:
         t = time.perf_counter()
-        dets, summary = _stream(out / f"bundle_{method}", audio)
+        dets, summary = _stream(out / f"bundle_{method}", audio, gate=cfg.gate)
         results["methods"][method]["stream"] = match(dets, events, names, stream_s)
         results["methods"][method]["stream_seconds"] = time.perf_counter() - t
     if cfg.openwakeword:
@@ -470,7 +476,8 @@ def table_markdown(res: dict) -> str:
              f"{res['stream']['negative_events']} other utterances "
              f"({res['stream']['negative_speech_s'] / 60:.1f} min of other speech: "
              f"Speech Commands test words, FSDD digits, espeak-ng phrases) over background "
-             f"noise at {cfg['snr_db']:g} dB SNR; `kws listen` defaults with per-word thresholds.", ""]
+             f"noise at {cfg['snr_db']:g} dB SNR; `kws listen` defaults (gate "
+             f"{cfg.get('gate')}) with per-word thresholds and minimum exits.", ""]
     for method, m in res["methods"].items():
         rows = m["rows"]
         lines += [f"## {'with replay memory' if method == 'replay' else 'without memory (CWR* on the takes alone)'}", "",

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
                    help="espeak-ng takes (made there when missing; default OUT/espeak)")
     p.add_argument("--baseline", action="store_true",
                    help="also enrol without the replay memory (CWR* on the takes alone)")
+    p.add_argument("--gate", default=None,
+                   help="`kws listen --gate` for the stream (default: the listener's default)")
     p.add_argument("--no-openwakeword", action="store_true",
                    help="skip the openWakeWord comparison")
     p.add_argument("--seed", type=int, default=0, help="data and enrolment seed (default 0)")
@@ -71,7 +73,8 @@ def run(args) -> int:
                       wake_words=split(args.wake_words), v1_words=split(args.v1_words),
                       test_per_word=args.test_per_word, negative_minutes=args.negative_minutes,
                       snr_db=args.snr_db, seed=args.seed, synth_dir=args.synth_dir,
-                      openwakeword=not args.no_openwakeword, baseline=args.baseline)
+                      openwakeword=not args.no_openwakeword, baseline=args.baseline,
+                      gate=args.gate)
     n = len(cfg.digits) + len(cfg.wake_words) + len(cfg.v1_words)
     cfg.checkpoints = sorted({min(3, n), n})
     try:
