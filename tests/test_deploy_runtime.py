@@ -39,11 +39,19 @@ def lce_logits(tiny_bundle, clips):
     return Detector(tiny_bundle, backend="lce").exit_logits_batch(audio=clips[0])
 
 
+# The tiny model is near chance, so a single binary activation that LCE's fused integer
+# arithmetic rounds to the other side of zero can move a clip's argmax. Which clip (if any) does
+# depends on the trained draw, and the draw depends on the CPU's TensorFlow kernels (a run trained
+# with oneDNN off had one such clip of 72, with top-2 margins of 0.18 on both sides: not a tie).
+# So each comparison allows one clip; a broken conversion moves many.
+ONE_CLIP = 1
+
+
 def test_per_exit_top1_agreement_keras_vs_bundle(keras_logits, lce_logits, clips):
-    agree = (keras_logits.argmax(-1) == lce_logits.argmax(-1)).mean(axis=0)
+    differ = (keras_logits.argmax(-1) != lce_logits.argmax(-1)).sum(axis=0)
     acc_k = (keras_logits.argmax(-1) == clips[1][:, None]).mean(axis=0)
-    print("per-exit agreement", np.round(agree, 3), "keras accuracy", np.round(acc_k, 3))
-    assert np.all(agree >= 0.99), agree
+    print("per-exit clips that differ", differ, "keras accuracy", np.round(acc_k, 3))
+    assert np.all(differ <= ONE_CLIP), differ
     # not a degenerate model: predictions vary across clips
     assert len(np.unique(lce_logits[:, -1].argmax(-1))) > 1
 
@@ -58,9 +66,10 @@ def test_detector_decisions_equal_keras_policy(tiny_bundle, keras_logits, clips,
                      min_exit=b.policy_settings["min_exit"], temperatures=b.temperatures)
     exits, labels, _ = decide_batch(keras_logits, pol)
     res = det.classify_batch(audio=clips[0])
-    same = np.mean([(r.exit, r.label_index) == (e, l) for r, e, l in zip(res, exits, labels)])
-    print(f"delta {delta}: same decision {same:.3f}, mean exit {np.mean([r.exit for r in res]):.2f}")
-    assert same >= 0.99
+    same = [(r.exit, r.label_index) == (e, l) for r, e, l in zip(res, exits, labels)]
+    print(f"delta {delta}: same decision {np.mean(same):.3f}, "
+          f"mean exit {np.mean([r.exit for r in res]):.2f}")
+    assert len(same) - sum(same) <= ONE_CLIP
     # early exit really skips stages
     for r in res:
         assert len(r.stage_ms) == r.exit and r.label == b.labels[r.label_index]
@@ -70,8 +79,10 @@ def test_portable_path_agrees_with_lce(tiny_bundle, clips, lce_logits):
     det = Detector(tiny_bundle, backend="litert")
     assert det.backend == "litert"
     z = det.exit_logits_batch(audio=clips[0][:24])
-    assert (z.argmax(-1) == lce_logits[:24].argmax(-1)).mean() >= 0.99
-    np.testing.assert_allclose(z, lce_logits[:24], atol=1e-3 * max(1, np.abs(z).max()))
+    assert (z.argmax(-1) != lce_logits[:24].argmax(-1)).any(axis=1).sum() <= ONE_CLIP
+    close = np.all(np.isclose(z, lce_logits[:24], rtol=0, atol=1e-3 * max(1, np.abs(z).max())),
+                   axis=(1, 2))
+    assert close.sum() >= len(close) - ONE_CLIP, np.flatnonzero(~close)
 
 
 def test_numpy_heads_equal_tflite_logits(tiny_bundle, clips):
@@ -201,8 +212,9 @@ def test_deploy_pi_completes_a_lean_bundle_from_its_run_or_refuses(tiny_run, cli
     det = Detector(out / "bundle", backend="litert")
     assert det.backend == "litert"
     z = det.exit_logits_batch(audio=audio)
-    assert (z.argmax(-1) == z_lce.argmax(-1)).mean() >= 0.99
-    np.testing.assert_allclose(z, z_lce, atol=1e-3 * max(1, np.abs(z).max()))
+    assert (z.argmax(-1) != z_lce.argmax(-1)).any(axis=1).sum() <= ONE_CLIP
+    close = np.all(np.isclose(z, z_lce, rtol=0, atol=1e-3 * max(1, np.abs(z).max())), axis=(1, 2))
+    assert close.sum() >= len(close) - ONE_CLIP, np.flatnonzero(~close)
 
     m = json.loads((orphan / "manifest.json").read_text())
     m["source"]["run"] = str(tmp_path / "no_such_run")
