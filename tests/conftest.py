@@ -48,6 +48,31 @@ def fsdd() -> Path:
     return _need("fsdd")
 
 
+def shared_dir(tmp_path_factory, name: str, make) -> Path:
+    """``make(folder) -> Path`` run once per test session, also under pytest-xdist.
+
+    ``./bootstrap test`` runs the suite on two xdist workers. Each worker has its own session
+    fixtures, so a trained or exported folder would be made twice; instead the first worker to
+    ask makes it in the workers' common temporary root under a lock, and the others wait and
+    reuse it. Without xdist it is an ordinary ``mktemp`` folder.
+    """
+    import fcntl
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return make(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = Path(f"{root}.done")
+        if not done.is_file():
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)  # a worker that failed half-way
+            root.mkdir()
+            done.write_text(str(make(root)))
+        return Path(done.read_text())
+
+
 # ---- fixtures added by later work go below, one block per area; edit only your own block ----
 
 
@@ -80,9 +105,11 @@ def synth_words(tmp_path_factory) -> Path:
     """A folder-per-class dataset spoken by espeak-ng: yes/no/marvin, 12 clips each, 8 voices."""
     from bnnkws.kws.synth import synthesize
 
-    out = tmp_path_factory.mktemp("synth_words")
-    synthesize(["yes", "no", "marvin"], out, per_word=12, seed=0, speakers=8, progress=False)
-    return out
+    def make(out):
+        synthesize(["yes", "no", "marvin"], out, per_word=12, seed=0, speakers=8, progress=False)
+        return out
+
+    return shared_dir(tmp_path_factory, "synth_words", make)
 
 
 @pytest.fixture(scope="session")
@@ -178,29 +205,44 @@ def _deploy_standin(sc_v2):
 @pytest.fixture(scope="session")
 def tiny_bundle(request, tmp_path_factory, sc_v2) -> Path:
     """The ``tiny_run`` fixture's run exported with ``kws export`` machinery (without
-    full.tflite/float32.tflite, the two slowest conversions). Path to the bundle directory."""
+    full.tflite/float32.tflite, the two slowest conversions; with the portable, float-32 and
+    int8 twins). Path to the bundle directory."""
     from bnnkws.deploy.export import export_bundle
 
-    out = tmp_path_factory.mktemp("deploy") / "tiny_bundle"
     try:
         run = request.getfixturevalue("tiny_run")
     except pytest.FixtureLookupError:
         run = None
-    if run is not None:
-        from bnnkws.kws.train import load_run
+    _DEPLOY_KERAS["run"] = run
 
-        cfg, model = load_run(run, "best")
-    else:
-        cfg, model = _deploy_standin(sc_v2)
-    _DEPLOY_KERAS["cfg"], _DEPLOY_KERAS["model"] = cfg, model
-    export_bundle(out, cfg=cfg, model=model, run_dir=None, progress=False, include_full=False)
-    return out
+    def make(base):
+        cfg, model = _tiny_keras(run, sc_v2)
+        out = base / "tiny_bundle"
+        # with the int8 twin, so the int8 test needs no export of its own
+        export_bundle(out, cfg=cfg, model=model, run_dir=None, progress=False,
+                      include_full=False, int8=True, int8_clips=24)
+        return out
+
+    return shared_dir(tmp_path_factory, "deploy", make)
+
+
+def _tiny_keras(run, sc_v2):
+    if "model" not in _DEPLOY_KERAS:
+        if run is not None:
+            from bnnkws.kws.train import load_run
+
+            cfg, model = load_run(run, "best")
+        else:
+            cfg, model = _deploy_standin(sc_v2)
+        _DEPLOY_KERAS["cfg"], _DEPLOY_KERAS["model"] = cfg, model
+    return _DEPLOY_KERAS["cfg"], _DEPLOY_KERAS["model"]
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle_keras(tiny_bundle):
-    """(ModelConfig, keras.Model) the tiny bundle was exported from."""
-    return _DEPLOY_KERAS["cfg"], _DEPLOY_KERAS["model"]
+def tiny_bundle_keras(tiny_bundle, sc_v2):
+    """(ModelConfig, keras.Model) the tiny bundle was exported from (in this worker: loaded
+    from the same run when another xdist worker exported the bundle)."""
+    return _tiny_keras(_DEPLOY_KERAS.get("run"), sc_v2)
 
 
 # ---- training (issue 4): a tiny trained run directory for eval/deploy/app/CWR* tests ----
@@ -213,9 +255,13 @@ def tiny_run(sc_v2, tmp_path_factory) -> Path:
     override = os.environ.get("KWS_TEST_TINY_RUN")
     if override:
         return Path(override)
+    return shared_dir(tmp_path_factory, "tiny_run", _train_tiny_run)
+
+
+def _train_tiny_run(base: Path) -> Path:
     from bnnkws.kws.train import TrainConfig, run_training
 
-    base = tmp_path_factory.mktemp("tiny_run")
+    sc_v2 = _need("speech_commands_v2_test")
     # 1,600 clips in batches of 32 (100 Bop steps): a model clearly above chance. At 320 clips
     # (10 steps) it stayed at chance with near-tied logits, and Keras-vs-bundle agreement tests
     # then measured tie-breaking instead of the conversion.

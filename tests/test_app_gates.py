@@ -150,17 +150,15 @@ def test_bench_on_a_lean_bundle_says_how_to_get_the_twins(app_bundle, tmp_path):
     assert LEAN_NOTE in md and "nan" not in md and "without `--lean`" in md
 
 
-def test_export_int8_twin_and_bench_it(tiny_bundle_keras, tmp_path):
-    """The int8 twin: every op integer, close to the float twin on real-ish input, timed by
-    `kws bench` beside LCE with its size."""
+def test_export_int8_twin_and_bench_it(tiny_bundle, tiny_bundle_keras):
+    """The int8 twin (the tiny bundle is exported with it): every op integer, close to the
+    float twin on real-ish input, timed by `kws bench` beside LCE with its size."""
     from bnnkws.deploy.bench import run_bench, to_markdown
     from bnnkws.deploy.bundle import Bundle
-    from bnnkws.deploy.export import export_bundle
     from bnnkws.deploy.interpreters import open_file
 
-    cfg, model = tiny_bundle_keras
-    out = export_bundle(tmp_path / "b8", cfg=cfg, model=model, progress=False,
-                        include_full=False, int8=True, int8_clips=24)
+    cfg, _ = tiny_bundle_keras
+    out = tiny_bundle
     b = Bundle.load(out)
     assert all(s.int8 for s in b.stages) and b.stages[0].int8_features
     assert set(b.manifest["int8"]["modes"].values()) <= {"int8", "int8+float"}
