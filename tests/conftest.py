@@ -48,6 +48,15 @@ def fsdd() -> Path:
     return _need("fsdd")
 
 
+# Test files that take minutes, started first so that two xdist workers (--dist loadfile) do
+# not end with one of them running a long file alone.
+LONG_FILES = ("test_tf_without_onednn.py", "test_models_arch.py", "test_train_core.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda it: it.path.name not in LONG_FILES)  # stable: order kept otherwise
+
+
 def shared_dir(tmp_path_factory, name: str, make) -> Path:
     """``make(folder) -> Path`` run once per test session, also under pytest-xdist.
 
