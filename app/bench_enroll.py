@@ -32,7 +32,7 @@ from typing import Optional
 
 import numpy as np
 
-from bnnkws.kws.fileio import atomic_path, atomic_write_text
+from bnnkws.kws.fileio import atomic_savefig, atomic_write_text
 
 FSDD_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 WAKE_WORDS = ["alexa", "hey jarvis", "hey mycroft"]
@@ -557,8 +557,4 @@ def plot(res: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".tmp.png") as tmp:
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)
+    atomic_savefig(fig, path, dpi=120)

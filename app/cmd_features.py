@@ -98,13 +98,9 @@ def plot_features(path: Path, y, feats, cfg, title: str) -> None:
     ax_s.set_xlabel("time (s)")
     ax_s.set_xlim(0, len(y) / sr)
     fig.colorbar(im, ax=ax_s, label=f"log(mel power + {cfg.log_offset:g})", pad=0.01)
-    from bnnkws.kws.fileio import atomic_path
+    from bnnkws.kws.fileio import atomic_savefig
 
-    try:
-        with atomic_path(path, suffix=".tmp.png") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    atomic_savefig(fig, path, dpi=110)
 
 
 def run(args) -> int:

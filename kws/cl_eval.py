@@ -36,7 +36,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from .fileio import atomic_path, atomic_write_text
+from .fileio import atomic_savefig, atomic_write_text
 from .cwr import CWRStar, Precision, bits_name, sgd_finetune, train_joint
 from .replay import ReplayMemory
 
@@ -600,8 +600,4 @@ def plot(result: dict, path: Path) -> None:
     axes[-1].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"New-class continual learning: {Path(str(result['target'])).name}")
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".tmp.png") as tmp:
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)
+    atomic_savefig(fig, path, dpi=120)

@@ -80,3 +80,16 @@ def atomic_write_json(path, obj, *, indent: int | None = 2, sort_keys: bool = Fa
     """``json.dumps(obj)`` plus a final newline, written atomically."""
     return atomic_write_text(
         path, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default) + "\n")
+
+
+def atomic_savefig(fig, path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically, then close it (even when saving fails, so a
+    long benchmark does not accumulate open figures)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
