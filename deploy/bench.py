@@ -51,6 +51,20 @@ def chained_times(runners, first_input, runs, warmup):
     return interleaved_times([(runners, first_input)], runs, warmup)[0]
 
 
+def _twin_runners(b, files, clip, runs: int, threads: int):
+    """``(runners, {"use_xnnpack": bool})`` for a twin's stage files with XNNPACK on or off,
+    whichever was faster in a short interleaved run; ``(None, None)`` when the bundle lacks
+    any of them (a lean bundle, or one that predates the twin)."""
+    if not all(f and f in b.manifest["files"] for f in files):
+        return None, None
+    on, off = ([open_file(b, f, "lce", threads, use_xnnpack=x) for f in files]
+               for x in (True, False))
+    t_on, t_off = interleaved_times([(on, clip[None, :]), (off, clip[None, :])],
+                                    max(10, runs // 5), 3)
+    faster_on = bool(np.median(t_on.sum(1)) <= np.median(t_off.sum(1)))
+    return (on if faster_on else off), {"use_xnnpack": faster_on}
+
+
 def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=None,
               split: str = "testing", limit: int | None = 300, deltas=None, progress: bool = True,
               tune_runs: int = 20, split_seed: int | None = None) -> dict:
@@ -76,31 +90,13 @@ def run_bench(bundle, runs: int = 100, warmup: int = 10, threads: int = 1, data=
     tuning = tune(b, tune_files, feats_in, runs=tune_runs, warmup=3, num_threads=threads)
     best = tuning[0]["options"]
 
-    # 2. float-32 twin stages: XNNPACK on or off, whichever is faster for it
-    float_files = [s.float32 for s in stages]
-    have_float = all(f and f in b.manifest["files"] for f in float_files)
-    float_opts, t_float = None, None
-    if have_float:
-        xnn_on, xnn_off = ([open_file(b, f, "lce", threads, use_xnnpack=x) for f in float_files]
-                           for x in (True, False))
-        t_on, t_off = interleaved_times([(xnn_on, clip[None, :]), (xnn_off, clip[None, :])],
-                                        max(10, runs // 5), 3)
-        faster_on = np.median(t_on.sum(1)) <= np.median(t_off.sum(1))
-        float_opts = {"use_xnnpack": bool(faster_on)}
-        float_runners = xnn_on if faster_on else xnn_off
-
-    # 2b. the int8 twin (full `kws export`; absent in lean and older bundles), same choice
-    int8_files = [s.int8 for s in stages]
-    have_int8 = all(f and f in b.manifest["files"] for f in int8_files)
-    int8_opts, t_int8 = None, None
-    if have_int8:
-        i_on, i_off = ([open_file(b, f, "lce", threads, use_xnnpack=x) for f in int8_files]
-                       for x in (True, False))
-        t_on, t_off = interleaved_times([(i_on, clip[None, :]), (i_off, clip[None, :])],
-                                        max(10, runs // 5), 3)
-        i_faster_on = np.median(t_on.sum(1)) <= np.median(t_off.sum(1))
-        int8_opts = {"use_xnnpack": bool(i_faster_on)}
-        int8_runners = i_on if i_faster_on else i_off
+    # 2. the float-32 and int8 twins (the int8 one only in a full `kws export`), each with
+    # XNNPACK on or off, whichever is faster for it
+    float_files, int8_files = [s.float32 for s in stages], [s.int8 for s in stages]
+    float_runners, float_opts = _twin_runners(b, float_files, clip, runs, threads)
+    int8_runners, int8_opts = _twin_runners(b, int8_files, clip, runs, threads)
+    have_float, have_int8 = float_runners is not None, int8_runners is not None
+    t_float = t_int8 = None
 
     # 3. LCE stages chained (stage 1 from audio), stage1_features alone and the float and int8
     # twins, taking turns so that they see the same machine
