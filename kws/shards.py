@@ -24,7 +24,12 @@ Building: one task per shard, decoded in worker processes (``spawn`` context, so
 already running in the parent is never forked). Workers import no TensorFlow (that would cost
 about 5 s per worker): they decode and serialise the Examples (a few lines of protobuf wire
 format, :func:`_example_bytes`), and the parent writes them with ``tf.io.TFRecordWriter``
-(framing and CRC32C in C++). A shard is written to a temporary name and renamed when complete,
+(framing and CRC32C in C++). Measured on the 3,518 16-kHz WAV clips of the v0.02 test set
+(2 shared cores): about 3,600 clips/s with ``workers=1`` and 2,100-2,400 with ``workers=2``.
+Such clips decode in ~0.13 ms, less than sending them to the parent and writing them
+(~0.2-0.3 ms), and the pool costs ~0.5 s to start, so workers pay off only where decoding is
+dearer (resampling, compressed audio); workers writing their own files would need a CRC32C
+library without TensorFlow. A shard is written to a temporary name and renamed when complete,
 its JSON follows; a rerun after an interruption builds only the shards that lack either.
 
 Reading (:meth:`ShardSet.dataset`): per epoch the shard order is a stateless permutation of
@@ -104,7 +109,8 @@ def quantize(y: np.ndarray) -> np.ndarray:
 
 
 def _encode_shard(task: dict) -> dict:
-    """Worker: decode one shard's clips -> ``{"records": [bytes], "counts", "problems"}``.
+    """Worker: decode one shard's clips -> ``{"blob", "sizes", "counts", "problems"}``, the
+    serialised records back to back in one ``bytes`` (cheaper to send than many).
 
     Needs no TensorFlow. Unreadable clips are listed with their error text, never raised.
     """
@@ -119,7 +125,8 @@ def _encode_shard(task: dict) -> dict:
             continue
         records.append(_example_bytes(quantize(y), lab, aux, key))
         counts[lab] += 1
-    return {"shard": task["shard"], "records": records, "counts": counts,
+    return {"shard": task["shard"], "blob": b"".join(records),
+            "sizes": [len(r) for r in records], "counts": counts,
             "problems": problems, "clips": len(task["clips"])}
 
 
@@ -178,6 +185,19 @@ def _shard_done(folder: Path, i: int) -> dict | None:
         return None
 
 
+def _remove_stale_temporaries(folder: Path, older_than_s: float = 3600.0) -> None:
+    """Temporary shards left by a killed build (SIGKILL skips the cleanup). Only old ones:
+    a younger one may belong to another process building the same set right now."""
+    import time
+
+    for p in folder.glob(".shard-*.tmp"):
+        try:
+            if time.time() - p.stat().st_mtime > older_than_s:
+                p.unlink()
+        except OSError:
+            pass
+
+
 def _write_shard(folder: Path, result: dict) -> dict:
     """Records -> ``shard-NNNNN.tfrecord`` (temp name, renamed), then its JSON."""
     import tensorflow as tf
@@ -186,9 +206,11 @@ def _write_shard(folder: Path, result: dict) -> dict:
     path = folder / shard_name(i)
     with fileio.atomic_path(path, suffix=".tmp") as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as w:
-            for rec in result["records"]:
-                w.write(rec)
-    meta = {"shard": i, "file": path.name, "count": len(result["records"]),
+            blob, pos = memoryview(result["blob"]), 0
+            for n in result["sizes"]:
+                w.write(bytes(blob[pos:pos + n]))
+                pos += n
+    meta = {"shard": i, "file": path.name, "count": len(result["sizes"]),
             "clips": result["clips"], "label_counts": result["counts"],
             "problems": result["problems"], "bytes": path.stat().st_size}
     fileio.atomic_write_json(folder / f"shard-{i:05d}.json", meta, indent=1)
@@ -220,6 +242,7 @@ def build_shards(clips, labels, cfg: FrontendConfig = DEFAULT_FRONTEND, *, aux=N
             log.warning("%s: %s; rebuilding the missing shards", folder, exc)
             (folder / INDEX).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(folder)
 
     n_shards = -(-len(clips) // clips_per_shard)
     metas = {i: m for i in range(n_shards) if (m := _shard_done(folder, i)) is not None}

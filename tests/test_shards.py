@@ -133,11 +133,15 @@ def test_resume_builds_only_missing_shards(clips, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=folder.name):
         shards.ShardSet.open(folder)
 
+    stale = folder / ".shard-00003.tfrecord.abc123.tmp"  # as left by a SIGKILLed build
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
     interrupt = False
     built_shards.clear()
     ss = shards.build_shards(cl, labels, **kw)
     n_shards = len(ss.files)
     assert built_shards == list(range(3, n_shards))
+    assert not stale.exists()
 
     # a shard lost later (file deleted): only that one is decoded again
     before = _mtimes(folder)
