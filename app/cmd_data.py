@@ -79,13 +79,22 @@ def register(subparsers) -> None:
         description=(
             "Time reading + log-mel of the training split with an empty cache (cold), again "
             "from the cache, and one pass of augmented training batches (time shift, gain, "
-            "noise, SpecAugment, log-mel). Prints wall-clock and CPU clips/s; on a shared "
-            "machine the CPU figure is the steadier one."),
+            "noise, SpecAugment, log-mel) twice: the numpy generator (BatchMaker) and the "
+            "batched TensorFlow ops in tf.data (kws.augment_tf, timed after one warm-up "
+            "batch). Prints wall-clock and CPU clips/s; on a shared machine the CPU figure is "
+            "the steadier one."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset_args(b)
     b.add_argument("--clips", type=int, default=2000,
                    help="use at most this many training clips")
     b.add_argument("--batch-size", type=int, default=64, help="augmented batch size")
+    b.add_argument("--noise-dir", action="append", default=None, metavar="PATH",
+                   help="background noise folder or file (repeatable) for the augmented rows "
+                        "when the dataset has no noise files of its own, e.g. "
+                        "../shared/data/speech_commands_background_noise; without it such a "
+                        "dataset is augmented with generated white/pink noise")
+    b.add_argument("--dft", default=None, choices=("fourstep", "rfft", "matmul"),
+                   help="LogMel DFT mode of the tf.data row (default: the augmenter's)")
     b.set_defaults(func=run_bench)
     p.set_defaults(func=lambda args: p.print_help())
 
@@ -95,6 +104,7 @@ def run_bench(args) -> int:
     import time
 
     from bnnkws.kws.augment import AugmentConfig
+    from bnnkws.kws.augment import noise_files as listed_noise
     from bnnkws.kws.features import extract
     from bnnkws.kws.pipeline import BatchMaker
 
@@ -102,6 +112,12 @@ def run_bench(args) -> int:
     clips = ds.split("train")[: args.clips]
     if not clips:
         raise CLIError(f"{args.spec}: the training split is empty")
+    noise = list(ds.noise_paths)
+    if not noise and args.noise_dir:
+        try:
+            noise = listed_noise(args.noise_dir)
+        except FileNotFoundError as e:
+            raise CLIError(f"--noise-dir {e}") from e
     from bnnkws.frontend.reference import mel_matrix
 
     mel_matrix()  # librosa's import and the filterbank are one-off costs, not throughput
@@ -112,17 +128,48 @@ def run_bench(args) -> int:
             X = extract(clips, cache_dir=tmp, progress=False)
             rows.append((f"log-mel {name}", len(clips), time.perf_counter() - t,
                          time.process_time() - c))
-        maker = BatchMaker(ds.split("train")[: args.clips], augment=AugmentConfig(),
-                           cache_dir=tmp, progress=False)
+        maker = BatchMaker(clips, augment=AugmentConfig(), noise_paths=noise, cache_dir=tmp,
+                           progress=False)
         t, c = time.perf_counter(), time.process_time()
         n = sum(len(y) for _, y in maker.epoch(args.batch_size, epoch=0))
         rows.append(("augmented batches", n, time.perf_counter() - t, time.process_time() - c))
-    print(f"dataset {ds.name}: {len(clips)} training clips, features {tuple(X.shape[1:])}")
-    print(f"{'stage':<20}{'clips':>7}{'wall s':>9}{'clips/s':>10}{'cpu clips/s':>13}")
+        rows.append(_bench_tf(maker, args.batch_size, args.dft))
+    print(f"dataset {ds.name}: {len(clips)} training clips, features {tuple(X.shape[1:])}, "
+          f"noise: {len(maker.noise.arrays)} recordings"
+          + (" (generated white/pink)" if maker.noise.generated else ""))
+    print(f"{'stage':<27}{'clips':>7}{'wall s':>9}{'clips/s':>10}{'cpu clips/s':>13}")
     for name, n, wall, cpu in rows:
-        print(f"{name:<20}{n:>7}{wall:>9.2f}{n / max(wall, 1e-9):>10.0f}"
+        print(f"{name:<27}{n:>7}{wall:>9.2f}{n / max(wall, 1e-9):>10.0f}"
               f"{n / max(cpu, 1e-9):>13.0f}")
     return 0
+
+
+def _bench_tf(maker, batch_size: int, dft: str | None) -> tuple:
+    """One pass of :func:`kws.augment_tf.make_train_pipeline` over the maker's clips, timed
+    after one warm-up batch (graph tracing and thread start-up are one-off costs):
+    ``(name, clips, wall s, cpu s)``."""
+    import time
+
+    from bnnkws.kws import augment_tf
+
+    kw = {"dft": dft} if dft else {}
+    aug = augment_tf.TFAugmenter(maker.augment, maker.cfg, maker.labels, maker.noise,
+                                 seed=maker.seed, **kw)
+    order = maker.keep[np_permutation(len(maker.keep))]
+    ds = augment_tf.make_train_pipeline(
+        augment_tf.elements_from_waveforms(maker.waves, maker.y, order=order), aug, batch_size)
+    it = iter(ds)
+    next(it)
+    t, c = time.perf_counter(), time.process_time()
+    n = sum(int(y.shape[0]) for _, y, _ in it)
+    return ("tf.data augmented batches", n, time.perf_counter() - t, time.process_time() - c)
+
+
+def np_permutation(n: int):
+    """The epoch's clip order (shuffled as ``BatchMaker.epoch`` does)."""
+    import numpy as np
+
+    return np.random.default_rng([0, 0]).permutation(n)
 
 
 def summarize(ds, check: bool = True, cache_dir=None, progress: bool = True) -> dict:

@@ -431,6 +431,7 @@ def test_same_element_same_result_whatever_batching(data):
     later = run(rows, 48, e=1)
     assert np.mean([one[k][1] != later[k][1] for k in rows]) > 0.9
     assert np.mean([np.abs(one[k][0] - later[k][0]).max() > 0.1 for k in rows]) > 0.9
+    assert el(rows).element_spec == A.ELEMENT_SPEC  # what kws.shards' dataset() yields
     # the pipeline yields in element order, with the labels of the elements
     X, y, aux = next(iter(A.make_train_pipeline(el(rows), aug, 16)))
     assert X.shape == (16, CFG.num_frames, CFG.n_mels) and X.dtype == tf.float32
