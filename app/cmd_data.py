@@ -155,7 +155,7 @@ def _bench_tf(maker, batch_size: int, dft: str | None) -> tuple:
     kw = {"dft": dft} if dft else {}
     aug = augment_tf.TFAugmenter(maker.augment, maker.cfg, maker.labels, maker.noise,
                                  seed=maker.seed, **kw)
-    order = maker.keep[np_permutation(len(maker.keep))]
+    order = maker.keep[_epoch_order(len(maker.keep))]
     ds = augment_tf.make_train_pipeline(
         augment_tf.elements_from_waveforms(maker.waves, maker.y, order=order), aug, batch_size)
     it = iter(ds)
@@ -165,7 +165,7 @@ def _bench_tf(maker, batch_size: int, dft: str | None) -> tuple:
     return ("tf.data augmented batches", n, time.perf_counter() - t, time.process_time() - c)
 
 
-def np_permutation(n: int):
+def _epoch_order(n: int):
     """The epoch's clip order (shuffled as ``BatchMaker.epoch`` does)."""
     import numpy as np
 

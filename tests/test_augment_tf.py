@@ -437,3 +437,14 @@ def test_same_element_same_result_whatever_batching(data):
     assert X.shape == (16, CFG.num_frames, CFG.n_mels) and X.dtype == tf.float32
     assert y.dtype == tf.int32 and aux.dtype == tf.int32
     np.testing.assert_allclose(X.numpy(), np.stack([one[k][0] for k in rows[:16]]), atol=1e-4)
+
+
+def test_data_bench_prints_both_augmentation_rows(sc_v2, shared_data, capsys):
+    from bnnkws.app.cli import main
+
+    noise = str(shared_data / "speech_commands_background_noise")
+    assert main(["data", "bench", str(sc_v2), "--clips", "150", "--noise-dir", noise]) == 0
+    out = capsys.readouterr().out
+    assert "\naugmented batches" in out and "tf.data augmented batches" in out
+    row = next(r for r in out.splitlines() if r.startswith("tf.data"))
+    assert int(row.split()[3]) == 150 - 64  # all clips but the warm-up batch
