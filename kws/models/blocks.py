@@ -21,6 +21,8 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from bnnkws.kws import tf_setup  # noqa: F401  (Keras' loop is not re-transpiled per process)
+
 
 # ---------------------------------------------------------------------------------------------
 # quantizer sets per architecture (true to larq-zoo)
@@ -88,9 +90,23 @@ def binary_conv(x, filters: int, kernel, q: QuantSpec, binary: bool, *, strides=
         name=name)(x)
 
 
-def bn(x, name=None, momentum=0.9, epsilon=1e-5, **kw):
+# Set by bnnkws.kws.distribute.synchronized_batch_norm() while a model is built for more than
+# one replica: each replica then normalises with the statistics of the *global* batch, so a
+# distributed run computes what one device would (plain BatchNormalization would use each
+# replica's share of the batch). The variables are the same, so weights load either way.
+SYNC_BN = False
+
+
+def batch_norm(momentum=0.9, epsilon=1e-5, name=None, **kw):
+    """``BatchNormalization`` (synchronised across replicas when :data:`SYNC_BN` is set)."""
+    if SYNC_BN:
+        kw["synchronized"] = True
     return tf.keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name,
-                                              **kw)(x)
+                                              **kw)
+
+
+def bn(x, name=None, momentum=0.9, epsilon=1e-5, **kw):
+    return batch_norm(momentum=momentum, epsilon=epsilon, name=name, **kw)(x)
 
 
 def real_conv(x, filters, kernel, strides=1, name=None, padding="same"):

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import head_math
+from .blocks import batch_norm
 
 
 @tf.keras.utils.register_keras_serializable(package="bnnkws")
@@ -65,7 +66,7 @@ def exit_head(fmap, num_classes: int, binary: bool = True, scaled: bool = True,
         fmap = binary_conv(fmap, int(expand), 1, QUICKNET_Q, binary, activation="relu",
                            name="exit_expand")
     x = global_pool(fmap, name="exit_pool")
-    emb = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="embedding")(x)
+    emb = batch_norm(momentum=0.9, epsilon=1e-5, name="embedding")(x)
     d = int(emb.shape[-1])
     if binary:
         dense = lq.layers.QuantDense(
