@@ -164,6 +164,31 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=d.seed,
                    help="seed for the split, weight init, shuffling and augmentation")
 
+    g = p.add_argument_group(
+        "scale", "large corpora and more than one device (tf.distribute; see the README's "
+                 "'Training at scale')")
+    g.add_argument("--pipeline", choices=["auto", "memory", "shards"], default=d.pipeline,
+                   help="how clips reach training: 'memory' decodes every clip into RAM and "
+                        "augments in numpy (small sets); 'shards' writes TFRecord waveform "
+                        "shards once (parallel, resumable, in the cache) and streams them "
+                        "through tf.data with the augmentation as TensorFlow ops, so memory "
+                        "stays flat and throughput scales with cores; 'auto' picks shards "
+                        "above 30,000 training clips")
+    g.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, metavar="N",
+                   help="with --pipeline shards: clips held in the shuffle buffer (memory is "
+                        "about N x 64 KB)")
+    g.add_argument("--distribute", choices=["none", "mirrored", "multiworker"],
+                   default=d.distribute,
+                   help="none: one device; mirrored: tf.distribute.MirroredStrategy over the "
+                        "local GPUs (or --devices logical CPU devices); multiworker: "
+                        "tf.distribute.MultiWorkerMirroredStrategy, one process per worker, "
+                        "the cluster in the TF_CONFIG environment variable. --batch-size is "
+                        "the global batch. Not saved with the run: a run may resume on other "
+                        "devices")
+    g.add_argument("--devices", type=int, default=None, metavar="N",
+                   help="local devices per process for mirrored/multiworker (default: all "
+                        "GPUs; without GPUs, mirrored splits the CPU into 2 logical devices)")
+
     g = p.add_argument_group("run directory")
     g.add_argument("--out", default=None, metavar="RUN_DIR",
                    help="run directory (default: runs/<arch>-w<width>-<optimizer>-<time>)")
@@ -188,7 +213,7 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
            "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir", "noise_dirs",
            "generated_noise_prob", "offset_prob", "partial_prob", "aux_vocab", "aux_data",
-           "aux_holdout", "aux_weight")
+           "aux_holdout", "aux_weight", "pipeline", "shuffle_buffer")
 
 
 def config_from_args(args):
@@ -223,8 +248,10 @@ def config_from_args(args):
     if given.get("epochs") is None:
         given["epochs"] = _defaults().epochs
     try:
+        # Where to run is the machine's business, never taken from the saved run.
         return TrainConfig(**given, out=args.out, resume=args.resume,
-                           verbose=2 if args.quiet else 1)
+                           verbose=2 if args.quiet else 1, distribute=args.distribute,
+                           devices=args.devices)
     except TrainError as e:
         raise CLIError(str(e)) from e
     except TypeError as e:  # a saved config from another version

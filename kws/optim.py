@@ -57,6 +57,8 @@ def schedule_value(value, step: int) -> float:
     """The value of a float or schedule at ``step`` (for logging)."""
     if isinstance(value, Schedule):
         return float(value(step))
+    if hasattr(value, "numpy"):  # a (possibly mirrored) hyper-parameter variable
+        return float(value.numpy())
     return float(value)
 
 

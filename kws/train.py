@@ -47,7 +47,8 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "real_valued", "label_smoothing", "seed", "max_train_clips", "augment",
                     "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
-                    "generated_noise_prob", "aux_vocab", "aux_data", "aux_holdout", "aux_weight")
+                    "generated_noise_prob", "aux_vocab", "aux_data", "aux_holdout", "aux_weight",
+                    "pipeline", "shuffle_buffer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,6 +78,10 @@ class TrainData:
     train_aux: Optional[np.ndarray] = None
     val_aux: Optional[np.ndarray] = None
     aux_info: dict = field(default_factory=dict)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_y)
 
     def norm_stats(self) -> tuple[float, float]:
         """Scalar mean/std of the training log-mels (float64 accumulation)."""
@@ -369,7 +374,8 @@ def _resolve_resume(tc: TrainConfig, out: Path) -> TrainConfig:
                          f"({detail}); drop them or start a new --out")
     # Only the length of the run (and verbosity) may change on resume.
     return dataclasses.replace(saved, epochs=tc.epochs, resume=True, verbose=tc.verbose,
-                               out=str(out))
+                               out=str(out), distribute=tc.distribute, devices=tc.devices,
+                               cache_dir=tc.cache_dir or saved.cache_dir)
 
 
 def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
@@ -381,14 +387,27 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     built-in ones. The learning-rate and gamma schedules span ``tc.epochs``: resuming with the
     same ``--epochs`` replays the uninterrupted run, a larger one stretches the schedules.
     """
+    from bnnkws.kws import distribute as dist
+
     out = Path(tc.out) if tc.out else _default_out(tc)
     ckpt_dir = out / rundir.CHECKPOINTS
     if tc.resume:
         tc = _resolve_resume(tc, out)
-    elif ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+    # First: splitting the CPU into logical devices must happen before TensorFlow sets up its.
+    try:
+        place = dist.setup(tc.distribute, tc.devices)
+        place.per_replica_batch(tc.batch_size)
+    except dist.DistributeError as e:
+        raise TrainError(str(e)) from e
+    if not tc.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise TrainError(f"{out} already holds a training run; continue it with --resume or "
                          f"choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    # Non-chief workers write into a scratch folder; every worker restores from the chief's.
+    wdir = dist.write_dir(out, place)
+    wdir.mkdir(parents=True, exist_ok=True)
+    if tc.verbose:
+        print(place.describe(tc.batch_size), file=sys.stderr)
 
     if data is None:
         data = prepare_data(tc)
@@ -402,36 +421,41 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     else:
         mean, std = data.norm_stats()
         cfg = make_model_config(tc, data.labels, mean, std)
-        cfg.save(out / rundir.CONFIG)
-        rundir.write_json(out / rundir.TRAIN_CONFIG, tc.to_dict())
-        rundir.write_json(out / rundir.SPLIT, data.split)
+        if place.is_chief:
+            cfg.save(out / rundir.CONFIG)
+            rundir.write_json(out / rundir.TRAIN_CONFIG, tc.to_dict())
+            rundir.write_json(out / rundir.SPLIT, data.split)
     if list(cfg.labels) != list(data.labels):
         raise TrainError(f"labels of the data {data.labels} differ from the run's {cfg.labels}")
 
-    model = model_fn(cfg)
-    if tc.init_from and not tc.resume:
-        _, src = rundir.load_run(tc.init_from, which="best")
-        try:
-            model.set_weights(src.get_weights())
-        except ValueError as e:
-            raise TrainError(f"--init-from {tc.init_from}: its weights do not fit this model "
-                             f"({e}); it must be the same arch/width/exits") from e
-    # The auxiliary heads live only in the training model; `model` (the task's exits) is what
-    # weights.h5/best.h5 hold, so load_run and export never see them.
     aux = bool(data.aux_labels)
-    train_model = with_aux_heads(model, cfg, len(data.aux_labels)) if aux else model
-    if aux and not tc.resume:
+    n_train = data.num_train
+    spe = math.ceil(n_train / tc.batch_size)
+    with dist.model_scope(place):
+        model = model_fn(cfg)
+        if tc.init_from and not tc.resume:
+            _, src = rundir.load_run(tc.init_from, which="best")
+            try:
+                model.set_weights(src.get_weights())
+            except ValueError as e:
+                raise TrainError(f"--init-from {tc.init_from}: its weights do not fit this "
+                                 f"model ({e}); it must be the same arch/width/exits") from e
+        # The auxiliary heads live only in the training model; `model` (the task's exits) is
+        # what weights.h5/best.h5 hold, so load_run and export never see them.
+        train_model = with_aux_heads(model, cfg, len(data.aux_labels)) if aux else model
+        optimizer = make_optimizer(tc, spe)
+    if aux and not tc.resume and place.is_chief:
         rundir.write_json(out / AUX_VOCAB, data.aux_info or {"words": list(data.aux_labels)})
 
-    n_train = len(data.train_y)
-    spe = math.ceil(n_train / tc.batch_size)
-    optimizer = make_optimizer(tc, spe)
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val")
     best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
     ckpt = tf.train.Checkpoint(model=train_model, optimizer=optimizer, epoch=epoch_var,
                                best_val=best_var, best_epoch=best_epoch)
+    # Every worker restores from the chief's checkpoints and writes its own (see distribute).
     manager = tf.train.CheckpointManager(ckpt, str(ckpt_dir), max_to_keep=2)
+    write_manager = manager if place.is_chief else tf.train.CheckpointManager(
+        ckpt, str(wdir / rundir.CHECKPOINTS), max_to_keep=1)
 
     # The optimizer's slots (Bop's moving averages, Adam's moments) and step counters exist only
     # after its first update; tf.train.Checkpoint defers their restoration until they are
@@ -446,7 +470,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
             start = int(epoch_var.numpy())
             print(f"resuming {out} after epoch {start} ({manager.latest_checkpoint})",
                   file=sys.stderr)
-    _truncate_history(out / rundir.HISTORY, start)
+    _truncate_history(wdir / rundir.HISTORY, start)
     if start >= tc.epochs:
         print(f"{out}: already trained {start} epochs (>= --epochs {tc.epochs})", file=sys.stderr)
 
@@ -459,12 +483,12 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         callbacks.append(cbs.FlipCounter(binaries))
     callbacks += [
         cbs.HyperLogger(optimizer),
-        cbs.BestWeights(out / rundir.BEST, f"val_{last_exit}_accuracy", best_var, best_epoch,
+        cbs.BestWeights(wdir / rundir.BEST, f"val_{last_exit}_accuracy", best_var, best_epoch,
                         save_model=model),
-        cbs.EpochCheckpoint(manager, epoch_var, out / rundir.WEIGHTS, save_model=model),
+        cbs.EpochCheckpoint(write_manager, epoch_var, wdir / rundir.WEIGHTS, save_model=model),
         interrupt,
-        tf.keras.callbacks.CSVLogger(str(out / rundir.HISTORY), append=True),
-        tf.keras.callbacks.TensorBoard(str(out / rundir.TENSORBOARD), write_graph=False,
+        tf.keras.callbacks.CSVLogger(str(wdir / rundir.HISTORY), append=True),
+        tf.keras.callbacks.TensorBoard(str(wdir / rundir.TENSORBOARD), write_graph=False,
                                        profile_batch=0, update_freq="epoch"),
         *extra_callbacks,
     ]
@@ -482,6 +506,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     val = tf.data.Dataset.from_tensor_slices(val_parts).batch(tc.eval_batch_size)
     if aux:
         val = val.map(targets)
+    val = dist.shard_by_data(val)
 
     def stream(a, b):
         if data.augmented is not None:
@@ -489,7 +514,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         else:
             ds = epochs_dataset(data.train_x, data.train_y, tc.batch_size, tc.seed, a, b,
                                 data.train_aux if aux else None)
-        return ds.map(targets) if aux else ds
+        return dist.shard_by_data(ds.map(targets) if aux else ds)
 
     # Phases: one for Bop/Adam; two-stage trains epochs < stage1 without clipping.
     phases = []
@@ -509,8 +534,9 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
             optim.set_bn_momentum(train_model, tc.stage2_bn_momentum)
         if label and tc.verbose:
             print(f"{label}: epochs {a + 1}..{p_end}", file=sys.stderr)
-        compile_model(train_model, cfg, optimizer, tc.label_smoothing,
-                      tc.aux_weight if aux else None)
+        with place.strategy.scope():
+            compile_model(train_model, cfg, optimizer, tc.label_smoothing,
+                          tc.aux_weight if aux else None)
         try:
             train_model.fit(stream(a, p_end), epochs=p_end, initial_epoch=a, steps_per_epoch=spe,
                       validation_data=val, callbacks=callbacks, verbose=tc.verbose)
@@ -531,9 +557,18 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         print(f"stopped after epoch {done}; continue with: kws train --resume --out {out} "
               f"--epochs {tc.epochs}", file=sys.stderr)
 
-    if not (out / rundir.WEIGHTS).is_file():
-        cbs.atomic_save_weights(model, out / rundir.WEIGHTS)
-    evaluate_test(out, cfg, model, data, tc, int(best_epoch.numpy()), done)
+    if not (wdir / rundir.WEIGHTS).is_file():
+        cbs.atomic_save_weights(model, wdir / rundir.WEIGHTS)
+    dist.cleanup(out, place)
+    if place.is_chief:
+        if place.mode != "none":
+            # Predicting under a multi-worker strategy needs every worker, and so does reading
+            # batch-norm statistics (on-read variables are averaged across workers): the test
+            # split is the chief's job, on a single-device model loaded from the saved file.
+            plain = model_fn(cfg)
+            plain.load_weights(str(out / rundir.WEIGHTS))
+            model = plain
+        evaluate_test(out, cfg, model, data, tc, int(best_epoch.numpy()), done)
     return out
 
 

@@ -87,6 +87,12 @@ class TrainConfig:
     aux_weight: float = 0.5
     init_from: Optional[str] = None  # a run dir whose (e.g. real-valued) weights start this one
     cache_dir: Optional[str] = None
+    # Issue 20: where training runs (bnnkws.kws.distribute): not part of the trajectory, so a
+    # run may resume on other devices. And how clips reach it (fixed on resume).
+    distribute: str = "none"
+    devices: Optional[int] = None
+    pipeline: str = "auto"  # memory | shards | auto (shards above SHARDS_ABOVE training clips)
+    shuffle_buffer: int = 8192
     eval_batch_size: int = 256
     verbose: int = 1
     version: int = TRAIN_CONFIG_VERSION
@@ -157,6 +163,13 @@ class TrainConfig:
             raise TrainError(f"aux-weight must be >= 0, got {self.aux_weight}")
         if (self.aux_data or self.aux_holdout is not None) and not self.aux_vocab:
             raise TrainError("--aux-data/--aux-holdout need --aux-vocab")
+        if self.distribute not in ("none", "mirrored", "multiworker"):
+            raise TrainError(f"--distribute {self.distribute!r}: choose none, mirrored or "
+                             f"multiworker")
+        if self.pipeline not in ("auto", "memory", "shards"):
+            raise TrainError(f"--pipeline {self.pipeline!r}: choose auto, memory or shards")
+        if self.shuffle_buffer < 1:
+            raise TrainError(f"--shuffle-buffer must be >= 1, got {self.shuffle_buffer}")
         if self.max_train_clips is not None and self.max_train_clips < 1:
             raise TrainError(f"max train clips must be >= 1, got {self.max_train_clips}")
 
