@@ -373,6 +373,7 @@ class ShardSet:
         """
         import tensorflow as tf
 
+        py_epoch = epoch
         epoch = tf.cast(epoch, tf.int64)
         files = tf.data.Dataset.from_tensor_slices(tf.constant(self.files))
         if not shuffle:
@@ -391,15 +392,21 @@ class ShardSet:
             shuffle_seed = tf.random.stateless_uniform(
                 [], seed=pair + tf.constant([0x5EED, 0], tf.int64), minval=0,
                 maxval=2**31 - 1, dtype=tf.int64)
+            if isinstance(py_epoch, (int, np.integer)):
+                # The same number as a Python int: with a global seed set
+                # (tf.keras.utils.set_random_seed, as training does) tf.data's shuffle cannot
+                # take a symbolic seed.
+                shuffle_seed = int(shuffle_seed)
             ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
         return ds
 
     def epochs(self, start: int, end: int, **kw):
-        """Epochs ``start .. end-1`` back to back, each shuffled for its own epoch number."""
-        import tensorflow as tf
-
-        return tf.data.Dataset.range(start, end).flat_map(
-            lambda e: self.dataset(epoch=e, **kw))
+        """Epochs ``start .. end-1`` back to back, each shuffled for its own epoch number
+        (concatenated with Python epoch numbers, so it also works under a global seed)."""
+        ds = self.dataset(epoch=int(start), **kw)
+        for e in range(int(start) + 1, int(end)):
+            ds = ds.concatenate(self.dataset(epoch=e, **kw))
+        return ds
 
 
 def _parse(record, epoch):

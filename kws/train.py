@@ -78,13 +78,22 @@ class TrainData:
     train_aux: Optional[np.ndarray] = None
     val_aux: Optional[np.ndarray] = None
     aux_info: dict = field(default_factory=dict)
+    # The sharded pipeline (--pipeline shards) holds no arrays: it states the training count
+    # and normalisation, and streams validation and test batches of ``(x, y[, aux])``.
+    train_count: Optional[int] = None
+    norm: Optional[tuple] = None
+    val_stream: Optional[Callable] = None  # batch_size -> tf.data.Dataset
+    test_stream: Optional[Callable] = None
+    pipeline: str = "memory"
 
     @property
     def num_train(self) -> int:
-        return len(self.train_y)
+        return int(self.train_count) if self.train_count is not None else len(self.train_y)
 
     def norm_stats(self) -> tuple[float, float]:
         """Scalar mean/std of the training log-mels (float64 accumulation)."""
+        if self.norm is not None:
+            return self.norm
         x = self.train_x.astype(np.float64)
         mean = float(x.mean())
         std = float(x.std())
@@ -154,6 +163,9 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         raise TrainError(f"dataset {tc.data!r} gave {len(train)} training and {len(val)} "
                          f"validation clips; training needs both")
     labels = list(ds.labels)
+    if tc.pipeline == "shards" or (tc.pipeline == "auto" and len(train) > SHARDS_ABOVE):
+        return _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux,
+                             aux_labels, aux_info)
     cache = tc.cache_dir
     show = tc.verbose > 0
     train_x, train_y = _arrays(train, frontend, labels, cache, show, train_aux)
@@ -190,6 +202,76 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
                      name=getattr(ds, "name", str(tc.data)), augmented=augmented,
                      aux_labels=aux_labels, train_aux=train_aux, val_aux=val_aux,
                      aux_info=aux_info)
+
+
+SHARDS_ABOVE = 30_000  # --pipeline auto streams shards above this many training clips
+NORM_CLIPS = 2_000  # sharded pipeline: clips whose log-mel give the normalisation
+
+
+def _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux, aux_labels,
+                  aux_info) -> TrainData:
+    """TrainData streaming from TFRecord waveform shards (bnnkws.kws.shards) through the
+    TensorFlow augmentation (bnnkws.kws.augment_tf): nothing grows with the corpus but the
+    clip list. Normalisation: mean/std over the log-mel of ``NORM_CLIPS`` random training
+    clips (the in-memory pipeline uses all; the two agree to ~0.1 % on the shipped data)."""
+    from bnnkws.kws import augment_tf
+    from bnnkws.kws import shards as kshards
+    from bnnkws.kws.augment import NoiseBank
+    from bnnkws.kws.features import extract
+
+    show = tc.verbose > 0
+    build = dict(cache_dir=tc.cache_dir, progress=show)
+    sets = {}
+    for name, clips, aux in (("train", train, train_aux), ("validation", val, val_aux),
+                             ("testing", test, None)):
+        if clips:
+            if show:
+                print(f"shards of the {name} split ({len(clips)} clips)", file=sys.stderr)
+            sets[name] = kshards.build_shards(clips, labels, frontend, aux=aux, **build)
+    pick = np.random.default_rng(tc.seed).choice(len(train), min(NORM_CLIPS, len(train)),
+                                                 replace=False)
+    X, ok, _ = extract([train[i] for i in np.sort(pick)], frontend, tc.cache_dir,
+                       progress=show, return_ok=True)
+    x = X[ok].astype(np.float64)
+    norm = (float(x.mean()), max(float(x.std()), 1e-6))
+    aug = augment_config(tc)
+    noise = (NoiseBank.from_files(list(ds.noise_paths) + noise_files(tc.noise_dirs), frontend)
+             if aug.noise else None)
+    augmenter = augment_tf.TFAugmenter(aug, frontend, labels, noise, seed=tc.seed)
+    with_aux = train_aux is not None
+
+    def pick_outputs(x, y, a):
+        return (x, y, a) if with_aux else (x, y)
+
+    def augmented(start, end, batch_size):
+        # Each epoch is batched on its own (the last batch short), so epoch e is the same
+        # batches whether the run started at 0 or resumed at e; every draw is keyed by
+        # (seed, epoch, clip), so it does not depend on batching, sharding or workers.
+        train_set = sets["train"]
+        batches = None
+        for e in range(start, end):
+            one = augment_tf.batch_elements(
+                train_set.dataset(epoch=e, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer),
+                batch_size, augmenter.max_len)
+            batches = one if batches is None else batches.concatenate(one)
+        return (batches.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .map(pick_outputs).prefetch(tf.data.AUTOTUNE))
+
+    def stream(name):
+        def make(batch_size):
+            els = sets[name].dataset(shuffle=False)
+            return augment_tf.make_train_pipeline(els, augmenter, batch_size,
+                                                  train=False).map(pick_outputs)
+        return make if name in sets else None
+
+    split = {"train": [c.path for c in train], "validation": [c.path for c in val],
+             "testing": [c.path for c in test]}
+    return TrainData(labels=labels, train_x=None, train_y=None, val_x=None, val_y=None,
+                     split=split, name=getattr(ds, "name", str(tc.data)), augmented=augmented,
+                     aux_labels=aux_labels, train_aux=None, val_aux=None, aux_info=aux_info,
+                     train_count=sets["train"].num_clips, norm=norm,
+                     val_stream=stream("validation"), test_stream=stream("testing"),
+                     pipeline="shards")
 
 
 def _arrays(clips, frontend, labels, cache, show, aux=None):
@@ -500,10 +582,13 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
             t.update({f"aux{n[4:]}": a for n in cfg.exit_names})
         return x, t
 
-    val_parts = (data.val_x.astype(np.float32), data.val_y.astype(np.int32))
-    if aux:
-        val_parts += (np.asarray(data.val_aux, np.int32),)
-    val = tf.data.Dataset.from_tensor_slices(val_parts).batch(tc.eval_batch_size)
+    if data.val_stream is not None:
+        val = data.val_stream(tc.eval_batch_size)
+    else:
+        val_parts = (data.val_x.astype(np.float32), data.val_y.astype(np.int32))
+        if aux:
+            val_parts += (np.asarray(data.val_aux, np.int32),)
+        val = tf.data.Dataset.from_tensor_slices(val_parts).batch(tc.eval_batch_size)
     if aux:
         val = val.map(targets)
     val = dist.shard_by_data(val)
@@ -581,17 +666,38 @@ def exit_accuracies(model, cfg: ModelConfig, x, y, batch_size: int = 256) -> dic
     return {k: float(np.mean(np.argmax(out[k], axis=-1) == y)) for k in cfg.exit_names}
 
 
+def stream_accuracies(model, cfg: ModelConfig, ds) -> tuple[dict, int]:
+    """``({"exit1": acc, ...}, clips)`` over a dataset of ``(x, y[, aux])`` batches."""
+    right = {k: 0 for k in cfg.exit_names}
+    n = 0
+    for batch in ds:
+        x, y = batch[0], batch[1].numpy()
+        out = model(x, training=False)
+        if not isinstance(out, dict):
+            out = dict(zip(cfg.exit_names, out if isinstance(out, list) else [out]))
+        for k in cfg.exit_names:
+            right[k] += int(np.sum(np.argmax(out[k].numpy(), axis=-1) == y))
+        n += len(y)
+    return {k: right[k] / max(n, 1) for k in cfg.exit_names}, n
+
+
 def evaluate_test(out: Path, cfg, model, data: TrainData, tc: TrainConfig, best_epoch: int,
                   epochs_done: int) -> dict:
     """Per-exit accuracy on the test split (last and best weights) into test_metrics.json."""
-    if data.test_x is None or len(data.test_x) == 0:
+    if data.test_stream is not None:
+        def accs():
+            return stream_accuracies(model, cfg, data.test_stream(tc.eval_batch_size))
+    elif data.test_x is None or len(data.test_x) == 0:
         return {}
-    result = {"num_clips": int(len(data.test_y)), "epochs": epochs_done,
-              "last": exit_accuracies(model, cfg, data.test_x, data.test_y, tc.eval_batch_size)}
+    else:
+        def accs():
+            return (exit_accuracies(model, cfg, data.test_x, data.test_y, tc.eval_batch_size),
+                    int(len(data.test_y)))
+    last, n = accs()
+    result = {"num_clips": n, "epochs": epochs_done, "last": last}
     if (out / rundir.BEST).is_file():
         model.load_weights(str(out / rundir.BEST))
-        result["best"] = exit_accuracies(model, cfg, data.test_x, data.test_y,
-                                         tc.eval_batch_size)
+        result["best"] = accs()[0]
         result["best_epoch"] = best_epoch
         model.load_weights(str(out / rundir.WEIGHTS))
     rundir.write_json(out / rundir.TEST_METRICS, result)

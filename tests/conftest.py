@@ -50,7 +50,8 @@ def fsdd() -> Path:
 
 # Test files that take minutes, started first so that two xdist workers (--dist loadfile) do
 # not end with one of them running a long file alone.
-LONG_FILES = ("test_tf_without_onednn.py", "test_models_arch.py", "test_train_core.py")
+LONG_FILES = ("test_train_distribute.py", "test_tf_without_onednn.py", "test_models_arch.py",
+              "test_train_core.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--binary", action="store_true", help="Bop on a binary-kernel layer")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--pipeline", default="memory",
+                   help="memory: cached arrays, no augmentation; shards: TFRecord shards "
+                        "with the TensorFlow augmentation on (every draw keyed by clip)")
     p.add_argument("--epoch-sleep", type=float, default=0.0,
                    help="seconds to wait after each epoch (gives a test time to kill a worker)")
     a = p.parse_args(argv)
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
     from bnnkws.kws.train import TrainConfig, run_training
 
     tc = TrainConfig(data=a.data, width=0.25, epochs=a.epochs, batch_size=32,
-                     max_train_clips=128, augment=False, seed=3,
+                     max_train_clips=128, augment=a.pipeline == "shards", seed=3,
+                     pipeline=a.pipeline,
                      real_valued=not a.binary, optimizer="bop" if a.binary else "adam",
                      lr=3e-3, bop_gamma=1e-2, bop_threshold=1e-5, bop_gamma_decay="none",
                      distribute=a.distribute, devices=a.devices, out=a.out, resume=a.resume,

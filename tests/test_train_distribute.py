@@ -4,10 +4,12 @@ resumes from the last checkpoint.
 
 Every run is ``tests/distributed_run.py`` in its own process (logical devices can only be set
 up before TensorFlow initialises, and workers are processes by definition) on real clips of
-``../shared/data``: 128 training clips, global batch 32, Bop on a binary-kernel layer plus
-Adam on the rest, 4 epochs. Tolerance: weights within 1e-4 of their scale (measured: 5e-6;
-the only difference is the order of the gradient sums), and Bop's flip count identical in
-every epoch (a replica that flipped on its own half-batch gradient would differ at once).
+``../shared/data``: 128 training clips streamed from TFRecord shards with the TensorFlow
+augmentation on (every draw keyed by seed, epoch and clip, so each replica and worker sees its
+part of the very batches one device sees), global batch 32, Bop on a binary-kernel layer plus
+Adam on the rest, 4 epochs. Tolerance: weights within 1e-4 of their scale (measured: 5e-7 to
+5e-6; the only difference is the order of the gradient sums), and Bop's flip count identical
+in every epoch (a replica that flipped on its own half-batch gradient would differ at once).
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def _env(**extra) -> dict:
 
 def _args(data, out, cache, *more) -> list:
     return [sys.executable, str(SCRIPT), "--data", str(data), "--out", str(out),
-            "--cache-dir", str(cache), "--epochs", str(EPOCHS), "--binary", *more]
+            "--cache-dir", str(cache), "--epochs", str(EPOCHS), "--binary",
+            "--pipeline", "shards", *more]
 
 
 def _run(args, timeout=300, **env):
