@@ -73,6 +73,31 @@ def register(subparsers) -> None:
     s.add_argument("--show-problems", type=int, default=20, metavar="N",
                    help="list at most N broken files")
     s.set_defaults(func=run_summary)
+    h = sub.add_parser(
+        "shards",
+        help="write the TFRecord waveform shards `kws train --pipeline shards` streams",
+        description=(
+            "Decode every clip of SPEC's splits once into TFRecord shards (int16 waveforms "
+            "with label and clip number, ~2,048 clips each) in the cache, in parallel worker "
+            "processes. Interrupted builds keep their finished shards and continue where they "
+            "stopped; a complete set is reused by `kws train --pipeline shards` with the same "
+            "SPEC, --task and --seed (the key is the clip list, the labels and the sample "
+            "rate: the log-mel is computed while training, so frontend changes need no new "
+            "shards). Runs with --aux-vocab or --max-train-clips write their own."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_dataset_args(h)
+    h.add_argument("--split", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                   default=["train", "validation", "testing"],
+                   help="comma-separated splits to write")
+    h.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default: one per core; for 16-kHz WAV one is "
+                        "often as fast, since decoding costs less than moving the samples)")
+    h.add_argument("--clips-per-shard", type=int, default=2048, help="records per shard file")
+    h.add_argument("--cache-dir", default=None,
+                   help="cache folder (default $KWS_CACHE_DIR or ~/.cache/bnn-kws)")
+    h.add_argument("--quiet", action="store_true", help="no progress bar")
+    h.set_defaults(func=run_shards)
+
     b = sub.add_parser(
         "bench",
         help="feature extraction and augmentation throughput (clips/s, cold and cached)",
@@ -97,6 +122,34 @@ def register(subparsers) -> None:
                    help="LogMel DFT mode of the tf.data row (default: the augmenter's)")
     b.set_defaults(func=run_bench)
     p.set_defaults(func=lambda args: p.print_help())
+
+
+def run_shards(args) -> int:
+    import time
+    from pathlib import Path
+
+    from bnnkws.kws.shards import build_shards
+
+    ds = load_from_args(args)
+    rows = []
+    for split in args.split:
+        clips = ds.split(split)
+        if not clips:
+            print(f"{split}: no clips, nothing to write")
+            continue
+        t, started = time.perf_counter(), time.time()
+        ss = build_shards(clips, ds.labels, cache_dir=args.cache_dir, workers=args.workers,
+                          clips_per_shard=args.clips_per_shard, progress=not args.quiet)
+        dt = time.perf_counter() - t
+        reused = (Path(ss.path) / "index.json").stat().st_mtime < started
+        rows.append((split, ss, dt, reused))
+    for split, ss, dt, reused in rows:
+        skipped = len(ss.problems)
+        took = ("already built" if reused else
+                f"{dt:.1f} s ({ss.num_clips / max(dt, 1e-9):,.0f} clips/s)")
+        print(f"{split:<11}{ss.num_clips:>8} clips in {len(ss.files):>4} shards  {took}"
+              f"{f'  {skipped} unreadable, skipped' if skipped else ''}  {ss.path}")
+    return 0
 
 
 def run_bench(args) -> int:
