@@ -175,8 +175,9 @@ def register(subparsers) -> None:
                         "stays flat and throughput scales with cores; 'auto' picks shards "
                         "above 30,000 training clips")
     g.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, metavar="N",
-                   help="with --pipeline shards: clips held in the shuffle buffer (memory is "
-                        "about N x 64 KB)")
+                   help="with --pipeline shards: records are permuted within windows of N "
+                        "(each shard already holds a random sample of the corpus); two windows "
+                        "are in memory, about 2 x N x 32 KB for 1-s clips")
     g.add_argument("--distribute", choices=["none", "mirrored", "multiworker"],
                    default=d.distribute,
                    help="none: one device; mirrored: tf.distribute.MirroredStrategy over the "

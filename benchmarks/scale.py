@@ -474,7 +474,7 @@ def main(argv=None) -> int:
                     help="input pipeline benchmark: stop after the timed batches instead of "
                          "streaming on to the end of one epoch (the peak RSS then covers only "
                          "the first ~%d clips instead of the whole corpus)" % (220 * 64))
-    ap.add_argument("--shuffle-buffer", type=int, default=8192,
+    ap.add_argument("--shuffle-buffer", type=int, default=4096,
                     help="shuffle buffer of the shard stream, in clips (as kws train's)")
     ap.add_argument("--train-steps", type=int, default=30,
                     help="training benchmark: optimizer steps of model.fit on the shard stream")

@@ -32,11 +32,15 @@ dearer (resampling, compressed audio); workers writing their own files would nee
 library without TensorFlow. A shard is written to a temporary name and renamed when complete,
 its JSON follows; a rerun after an interruption builds only the shards that lack either.
 
+Shard ``i`` holds a fixed random sample of the clips (:func:`shard_order`), not a slice of
+the list: clip lists come grouped by word.
+
 Reading (:meth:`ShardSet.dataset`): per epoch the shard order is a stateless permutation of
-``(seed, epoch)``; ``cycle_length`` shards are interleaved record by record, then a
-``shuffle_buffer`` shuffle seeded from ``(seed, epoch)``. The order is deterministic for given
-``(seed, epoch)`` (and TensorFlow global seed, which ``tf.data`` shuffles mix in), and differs
-between epochs. Only the shuffle buffer and the interleave's open files are in memory.
+``(seed, epoch)``; ``cycle_length`` shards are interleaved record by record, then permuted
+within windows of ``shuffle_buffer`` records by ``stateless_shuffle`` keyed on ``(seed,
+epoch, window)`` (:func:`_window_shuffle`). The order is a pure function of ``(seed,
+epoch)`` (no TensorFlow op seeds, so also under a global seed and inside ``flat_map``) and
+differs between epochs. Only two windows and the interleave's open files are in memory.
 """
 from __future__ import annotations
 
@@ -57,7 +61,7 @@ from . import features, fileio
 
 log = logging.getLogger(__name__)
 
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2  # 2: shards hold a fixed random sample of the clips, not list slices
 AUTOTUNE = -1  # == tf.data.AUTOTUNE, without importing TensorFlow here (workers import us)
 INDEX = "index.json"
 _INT16 = 32767.0
@@ -261,12 +265,23 @@ def build_shards(clips, labels, cfg: FrontendConfig = DEFAULT_FRONTEND, *, aux=N
     return ShardSet.open(folder)
 
 
+def shard_order(n: int) -> np.ndarray:
+    """The clip positions in shard order: a fixed random permutation of ``0..n-1``.
+
+    Clip lists come grouped by word (one folder after another); shards of consecutive clips
+    would each hold one or two words, and a stream interleaving a few shards would give
+    batches of a handful of classes however it is shuffled. Each shard is therefore a random
+    sample of the corpus (the permutation depends on ``n`` only, so it is part of the key)."""
+    return np.random.default_rng([0x5A4D, n]).permutation(n)
+
+
 def _tasks_for(clips, lab, aux, cfg, per_shard, num_labels, todo):
     max_samples = int(features.MAX_SECONDS * cfg.sample_rate)
+    order = shard_order(len(clips))
     for i in todo:
-        s, e = i * per_shard, min((i + 1) * per_shard, len(clips))
-        yield {"shard": i, "clips": clips[s:e], "labels": lab[s:e].tolist(),
-               "aux": aux[s:e].tolist(), "keys": list(range(s, e)), "cfg": cfg,
+        pos = order[i * per_shard:min((i + 1) * per_shard, len(clips))]
+        yield {"shard": i, "clips": [clips[j] for j in pos], "labels": lab[pos].tolist(),
+               "aux": aux[pos].tolist(), "keys": pos.tolist(), "cfg": cfg,
                "max_samples": max_samples, "num_labels": num_labels}
 
 
@@ -361,19 +376,18 @@ class ShardSet:
         return self.num_clips
 
     def dataset(self, *, epoch=0, seed: int = 0, shuffle: bool = True,
-                shuffle_buffer: int = 8192, cycle_length: int = 4,
+                shuffle_buffer: int = 4096, cycle_length: int = 4,
                 num_parallel_reads: int = AUTOTUNE):
         """Unbatched ``{"wave": int16 [None], "label": int32, "aux": int32, "key": int64,
         "epoch": int64}``, every record once.
 
         ``shuffle=True``: shard order = stateless permutation of ``(seed, epoch)``, records of
-        ``cycle_length`` shards interleaved, then a ``shuffle_buffer`` shuffle seeded from
-        ``(seed, epoch)``. ``shuffle=False``: files in order, records in order. ``epoch`` may
+        ``cycle_length`` shards interleaved, then permuted within windows of
+        ``shuffle_buffer`` records (:func:`_window_shuffle`). ``shuffle=False``: files in order, records in order. ``epoch`` may
         be a Python int or a scalar integer tensor (as inside :meth:`epochs`' ``flat_map``).
         """
         import tensorflow as tf
 
-        py_epoch = epoch
         epoch = tf.cast(epoch, tf.int64)
         files = tf.data.Dataset.from_tensor_slices(tf.constant(self.files))
         if not shuffle:
@@ -388,25 +402,41 @@ class ShardSet:
         ds = ds.map(lambda rec: _parse(rec, epoch), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)
         if shuffle:
-            # salt the pair so the buffer's seed is not the file permutation's
-            shuffle_seed = tf.random.stateless_uniform(
-                [], seed=pair + tf.constant([0x5EED, 0], tf.int64), minval=0,
-                maxval=2**31 - 1, dtype=tf.int64)
-            if isinstance(py_epoch, (int, np.integer)):
-                # The same number as a Python int: with a global seed set
-                # (tf.keras.utils.set_random_seed, as training does) tf.data's shuffle cannot
-                # take a symbolic seed.
-                shuffle_seed = int(shuffle_seed)
-            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+            ds = _window_shuffle(ds, shuffle_buffer, seed, epoch)
         return ds
 
     def epochs(self, start: int, end: int, **kw):
-        """Epochs ``start .. end-1`` back to back, each shuffled for its own epoch number
-        (concatenated with Python epoch numbers, so it also works under a global seed)."""
-        ds = self.dataset(epoch=int(start), **kw)
-        for e in range(int(start) + 1, int(end)):
-            ds = ds.concatenate(self.dataset(epoch=e, **kw))
-        return ds
+        """Epochs ``start .. end-1`` back to back, each shuffled for its own epoch number."""
+        import tensorflow as tf
+
+        return tf.data.Dataset.range(start, end).flat_map(
+            lambda e: self.dataset(epoch=e, **kw))
+
+
+def _window_shuffle(ds, window: int, seed: int, epoch):
+    """Records permuted within consecutive windows of ``window``: window ``i`` of an epoch
+    is reordered by ``stateless_shuffle`` seeded with ``(seed, epoch, i)``.
+
+    Unlike ``Dataset.shuffle`` this needs no op seed (tf.data refuses a symbolic one when a
+    global seed of 0 is set, as ``--seed 0`` training does), so an epoch number inside
+    ``flat_map`` works and the order is a pure function of ``(seed, epoch)``. The shards hold
+    random samples of the corpus (:func:`shard_order`), so a window of interleaved records is
+    already a random draw; the permutation mixes it, and which shards share a window changes
+    with the epoch's shard order. The next window is assembled while the current one is read
+    (two windows in memory)."""
+    import tensorflow as tf
+
+    salt = tf.constant(int(seed) + 0x5EED, tf.int64)
+    epoch = tf.cast(epoch, tf.int64)
+
+    def permute(i, b):
+        n = tf.shape(b["key"], out_type=tf.int64)[0]
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([salt, epoch * 1_000_003 + i]))
+        return {k: tf.gather(v, order) for k, v in b.items()}
+
+    return (ds.ragged_batch(window).enumerate().map(permute).prefetch(1).unbatch()
+            .map(lambda e: {**e, "wave": tf.convert_to_tensor(e["wave"])}))
 
 
 def _parse(record, epoch):

@@ -248,12 +248,10 @@ def _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux
         # batches whether the run started at 0 or resumed at e; every draw is keyed by
         # (seed, epoch, clip), so it does not depend on batching, sharding or workers.
         train_set = sets["train"]
-        batches = None
-        for e in range(start, end):
-            one = augment_tf.batch_elements(
+        batches = tf.data.Dataset.range(start, end).flat_map(
+            lambda e: augment_tf.batch_elements(
                 train_set.dataset(epoch=e, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer),
-                batch_size, augmenter.max_len)
-            batches = one if batches is None else batches.concatenate(one)
+                batch_size, augmenter.max_len))
         return (batches.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .map(pick_outputs).prefetch(tf.data.AUTOTUNE))
 

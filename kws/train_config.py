@@ -92,7 +92,7 @@ class TrainConfig:
     distribute: str = "none"
     devices: Optional[int] = None
     pipeline: str = "auto"  # memory | shards | auto (shards above SHARDS_ABOVE training clips)
-    shuffle_buffer: int = 8192
+    shuffle_buffer: int = 4096
     eval_batch_size: int = 256
     verbose: int = 1
     version: int = TRAIN_CONFIG_VERSION

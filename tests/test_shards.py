@@ -50,12 +50,17 @@ def test_contents_equal_in_memory_cache(clips, built, tmp_path):
                                     use_cache=False)
     assert waves.ok.all()
     got_w, got_l, got_a, got_k = shards.read_all(ss)
-    assert got_k.tolist() == list(range(len(cl)))  # shuffle=False: file order, record order
+    # shuffle=False: file order, record order, which is the fixed shard order
+    assert got_k.tolist() == shards.shard_order(len(cl)).tolist()
+    assert sorted(got_k.tolist()) == list(range(len(cl)))
     for k, w in zip(got_k, got_w):
         assert w.dtype == np.int16
         np.testing.assert_array_equal(w, waves.data[waves.offsets[k]:waves.offsets[k + 1]])
-    assert got_l.tolist() == [labels.index(c.label) for c in cl]
-    assert got_a.tolist() == aux.tolist()
+    assert got_l.tolist() == [labels.index(cl[k].label) for k in got_k]
+    assert got_a.tolist() == aux[got_k].tolist()
+    # The clip list is grouped by word; every shard must still be a mix of the classes.
+    first = got_l[:PER_SHARD]
+    assert len(set(first.tolist())) >= min(len(labels), 6), sorted(set(first.tolist()))
     assert len(ss.files) == -(-len(cl) // PER_SHARD) >= 4
     assert ss.num_clips == len(ss) == len(cl) and ss.labels == labels
     assert ss.sample_rate == DEFAULT_FRONTEND.sample_rate
@@ -153,7 +158,7 @@ def test_resume_builds_only_missing_shards(clips, tmp_path, monkeypatch):
     after = _mtimes(folder)
     changed = {name for name in after if after[name] != before.get(name)}
     assert changed == {"shard-00001.tfrecord", "shard-00001.json", "index.json"}
-    assert shards.read_all(ss2)[3].tolist() == list(range(len(cl)))
+    assert shards.read_all(ss2)[3].tolist() == shards.shard_order(len(cl)).tolist()
 
     # a complete set is opened without decoding anything
     built_shards.clear()
@@ -172,7 +177,8 @@ def test_broken_files_are_listed_and_skipped(broken_words, tmp_path):
     assert all(text for _, text in ss.problems)
     assert ss.num_clips == len(cl) - 3 and ss.total_clips == len(cl)
     keys = shards.read_all(ss)[3].tolist()
-    assert keys == [i for i, c in enumerate(cl) if os.path.basename(c.path) not in bad]
+    assert keys == [int(i) for i in shards.shard_order(len(cl))
+                    if os.path.basename(cl[i].path) not in bad]
     index = json.loads((ss.path / "index.json").read_text())
     assert len(index["problems"]) == 3
 
