@@ -87,7 +87,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset_args(h)
     h.add_argument("--split", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
-                   default=["train", "validation", "testing"],
+                   default="train,validation,testing",
                    help="comma-separated splits to write")
     h.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: one per core; for 16-kHz WAV one is "

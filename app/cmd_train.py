@@ -166,7 +166,7 @@ def register(subparsers) -> None:
 
     g = p.add_argument_group(
         "scale", "large corpora and more than one device (tf.distribute; see the README's "
-                 "'Training at scale')")
+                 "'The full Speech Commands')")
     g.add_argument("--pipeline", choices=["auto", "memory", "shards"], default=d.pipeline,
                    help="how clips reach training: 'memory' decodes every clip into RAM and "
                         "augments in numpy (small sets); 'shards' writes TFRecord waveform "
