@@ -24,7 +24,8 @@ What stays the same as on one device, by construction:
 Multi-worker runs write as TensorFlow's fault-tolerance guide says: every worker saves its
 checkpoint (the chief into the run folder, the others into a scratch folder they delete), and
 every worker restores from the chief's, so ``--out`` must be a folder all workers see (a shared
-file system; on one machine, any folder). A worker that dies stops the step for all; restart
+file system; on one machine, any folder). With streamed shards each worker reads and augments
+only its part of every global batch (whole batches only, so all take the same steps). A worker that dies stops the step for all; restart
 every worker with ``--resume`` and the run continues after the last completed epoch.
 """
 from __future__ import annotations
@@ -187,7 +188,9 @@ def cleanup(out: Path, placement: Placement) -> None:
 def shard_by_data(ds):
     """``ds`` with auto-sharding by elements: every worker builds the same global batches and
     keeps its slice of each, so a multi-worker run sees the batches a single device would.
-    (Sharding by files would give each worker other clips: statistically alike, not equal.)"""
+    (Sharding by files would give each worker other clips: statistically alike, not equal.)
+    This is for the in-memory pipeline and validation; streamed shards instead give each
+    worker only its share to read and augment (``kws.train``, through ``DatasetCreator``)."""
     import tensorflow as tf
 
     opts = tf.data.Options()

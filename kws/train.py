@@ -243,15 +243,34 @@ def _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux
     def pick_outputs(x, y, a):
         return (x, y, a) if with_aux else (x, y)
 
-    def augmented(start, end, batch_size):
-        # Each epoch is batched on its own (the last batch short), so epoch e is the same
-        # batches whether the run started at 0 or resumed at e; every draw is keyed by
-        # (seed, epoch, clip), so it does not depend on batching, sharding or workers.
+    def augmented(start, end, batch_size, worker=None, per_replica=None):
+        """Batches of epochs ``start..end-1``. Each epoch is batched on its own (the last
+        batch short), so epoch e is the same batches whether the run started at 0 or resumed
+        at e; every draw is keyed by (seed, epoch, clip), so it does not depend on batching,
+        sharding or workers.
+
+        ``worker=(w, W)``: only worker w's part of every global batch of ``batch_size``
+        (positions ``[w B/W, (w+1) B/W)``), batched by ``per_replica`` for its local replicas,
+        whole batches only: the W workers together see exactly the single-device batches,
+        and each decodes and augments only its own share."""
         train_set = sets["train"]
-        batches = tf.data.Dataset.range(start, end).flat_map(
-            lambda e: augment_tf.batch_elements(
-                train_set.dataset(epoch=e, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer),
-                batch_size, augmenter.max_len))
+        if worker is None:
+            def one_epoch(e):
+                return augment_tf.batch_elements(
+                    train_set.dataset(epoch=e, seed=tc.seed, shuffle_buffer=tc.shuffle_buffer),
+                    batch_size, augmenter.max_len)
+        else:
+            w, n_workers = worker
+            part = batch_size // n_workers
+            full = (train_set.num_clips // batch_size) * batch_size
+
+            def one_epoch(e):
+                els = train_set.dataset(epoch=e, seed=tc.seed,
+                                        shuffle_buffer=tc.shuffle_buffer).enumerate()
+                mine = els.filter(lambda i, el: (i < full) & ((i % batch_size) // part == w))
+                return augment_tf.batch_elements(mine.map(lambda i, el: el), per_replica,
+                                                 augmenter.max_len, drop_remainder=True)
+        batches = tf.data.Dataset.range(start, end).flat_map(one_epoch)
         return (batches.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .map(pick_outputs).prefetch(tf.data.AUTOTUNE))
 
@@ -510,7 +529,21 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
 
     aux = bool(data.aux_labels)
     n_train = data.num_train
-    spe = math.ceil(n_train / tc.batch_size)
+    # Streamed shards on several workers: each worker reads and augments only its share of
+    # every global batch (tf.distribute's input contexts), whole batches only, so that all
+    # workers take the same number of steps.
+    per_worker_input = place.workers > 1 and data.pipeline == "shards"
+    if per_worker_input:
+        spe = n_train // tc.batch_size
+        if spe < 1:
+            raise TrainError(f"{n_train} training clips make no whole global batch of "
+                             f"{tc.batch_size}")
+        if tc.verbose:
+            print(f"input: worker {place.task_index} streams its share of each global batch "
+                  f"({spe} whole batches per epoch; the last {n_train - spe * tc.batch_size} "
+                  f"clips of each epoch's shuffled order sit that epoch out)", file=sys.stderr)
+    else:
+        spe = math.ceil(n_train / tc.batch_size)
     with dist.model_scope(place):
         model = model_fn(cfg)
         if tc.init_from and not tc.resume:
@@ -592,6 +625,13 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     val = dist.shard_by_data(val)
 
     def stream(a, b):
+        if per_worker_input:
+            def per_worker(ctx):  # tf.distribute.InputContext of this worker
+                ds = data.augmented(a, b, tc.batch_size,
+                                    worker=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+                                    per_replica=ctx.get_per_replica_batch_size(tc.batch_size))
+                return ds.map(targets) if aux else ds
+            return tf.keras.utils.experimental.DatasetCreator(per_worker)
         if data.augmented is not None:
             ds = data.augmented(a, b, tc.batch_size)
         else:

@@ -163,6 +163,9 @@ def killed_and_resumed(one_device, sc_v2):
 def test_killed_worker_resumes_from_last_checkpoint(killed_and_resumed):
     out, (chief, worker) = killed_and_resumed
     assert "worker 0 of 2 (chief)" in chief and "worker 1 of 2" in worker
+    # each worker read and augmented only its half of every global batch
+    assert "input: worker 0 streams its share" in chief
+    assert "input: worker 1 streams its share" in worker
     for text in (chief, worker):
         resumed = [int(line.split("after epoch ")[1].split()[0])
                    for line in text.splitlines() if "resuming" in line and "after epoch" in line]
