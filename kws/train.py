@@ -594,15 +594,19 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     callbacks = [timer]
     if binaries:
         callbacks.append(cbs.FlipCounter(binaries))
+    # The epoch's history row is written before its checkpoint: a run killed in between has a
+    # row too many, which _truncate_history drops on resume; the other order loses the row of
+    # a checkpointed epoch whenever saving the weights blocks (under MultiWorkerMirrored,
+    # reading batch-norm statistics waits for every worker, so a dead peer stops it there).
     callbacks += [
         cbs.HyperLogger(optimizer),
+        tf.keras.callbacks.CSVLogger(str(wdir / rundir.HISTORY), append=True),
+        tf.keras.callbacks.TensorBoard(str(wdir / rundir.TENSORBOARD), write_graph=False,
+                                       profile_batch=0, update_freq="epoch"),
         cbs.BestWeights(wdir / rundir.BEST, f"val_{last_exit}_accuracy", best_var, best_epoch,
                         save_model=model),
         cbs.EpochCheckpoint(write_manager, epoch_var, wdir / rundir.WEIGHTS, save_model=model),
         interrupt,
-        tf.keras.callbacks.CSVLogger(str(wdir / rundir.HISTORY), append=True),
-        tf.keras.callbacks.TensorBoard(str(wdir / rundir.TENSORBOARD), write_graph=False,
-                                       profile_batch=0, update_freq="epoch"),
         *extra_callbacks,
     ]
 
