@@ -662,7 +662,7 @@ def forget(bundle_path, word: str) -> Bundle:
     """Remove ``word``'s unit from every head (atomic, recorded in the history).
 
     In the memory, the word's enrolled takes and negatives go; training-split samples that were
-    moved to it from ``_unknown_`` go back there.
+    moved to it from ``_unknown_`` go back there, and those its samples displaced come back.
     """
     from .memory import MEMORY, memory_info, read_memory
 
@@ -695,6 +695,8 @@ def forget(bundle_path, word: str) -> Bundle:
             memory.relabel(back, UNKNOWN)
         else:
             memory.remove(back)
+        # the training samples its takes and negatives pushed out of the full memory
+        memory.restore_parked([word, f"negative:{word}"])
         data = memory.to_bytes()
         files[MEMORY] = (data, "memory")
         updates["memory"] = memory_info(memory, len(data), previous=bundle.manifest.get("memory"))

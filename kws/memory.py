@@ -59,6 +59,10 @@ class LatentMemory:
         # meta columns: source index, kind index
         self.store = ReplayMemory(capacity, (sum(self.dims),), seed=seed, meta_fields=2)
         self._rng = np.random.default_rng(seed + 1)
+        # Training samples an enrolment pushed out of the full reservoir, kept so that
+        # forgetting the word puts them back: rows of (bits, class, source, kind, displacer),
+        # the displacer being the source word of the sample that took the slot.
+        self.parked = _empty_parked(self.store.bits.shape[1])
 
     # -- bookkeeping ------------------------------------------------------------------------
     @property
@@ -110,9 +114,36 @@ class LatentMemory:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         packed = pack_bits(x)
         k = KINDS.index(kind)
+        s = self.store
+        train = KINDS.index("train")
         for row, lab, src in zip(packed, labels, sources):
-            self.store.offer(row, None, self._id(self.classes, lab),
-                             (self._id(self.sources, src), k))
+            by = self._id(self.sources, src)
+
+            def park(slot, by=by):
+                if kind != "train" and s.meta[slot, 1] == train:
+                    p = self.parked
+                    self.parked = {
+                        "bits": np.concatenate([p["bits"], s.bits[slot][None]]),
+                        "label": np.append(p["label"], s.labels[slot]),
+                        "meta": np.concatenate([p["meta"], s.meta[slot][None]]),
+                        "by": np.append(p["by"], by)}
+
+            s.offer(row, None, self._id(self.classes, lab), (by, k), on_replace=park)
+
+    def restore_parked(self, sources: Iterable[str]) -> int:
+        """Put back the training samples displaced by samples of these source words (as
+        far as the reservoir has room) and forget the rest of them; returns how many."""
+        ids = [self.sources.index(w) for w in sources if w in self.sources]
+        p = self.parked
+        mine = np.isin(p["by"], ids)
+        s = self.store
+        room = s.capacity - s.size
+        back = np.flatnonzero(mine)[:room]
+        for i in back:
+            s._write(s.size, p["bits"][i], None, int(p["label"][i]), p["meta"][i])
+            s.size += 1
+        self.parked = {k: v[~mine] for k, v in p.items()}
+        return int(len(back))
 
     def _concat(self, feats) -> np.ndarray:
         if len(feats) != len(self.dims):
@@ -180,7 +211,9 @@ class LatentMemory:
                  capacity=np.int32(self.capacity),
                  seen_classes=np.array([c for c, _ in seen], np.int32),
                  seen_counts=np.array([k for _, k in seen], np.int64),
-                 noise=self.noise, sample_rate=np.int32(self.sample_rate))
+                 noise=self.noise, sample_rate=np.int32(self.sample_rate),
+                 parked_bits=self.parked["bits"], parked_label=self.parked["label"],
+                 parked_meta=self.parked["meta"], parked_by=self.parked["by"])
         return buf.getvalue()
 
     @classmethod
@@ -203,6 +236,11 @@ class LatentMemory:
                 mem.classes = [str(c) for c in z["classes"]]
                 mem.sources = [str(c) for c in z["sources"]]
                 mem.noise = np.asarray(z["noise"], np.int16)
+                if "parked_bits" in z.files:  # memories written before parking have none
+                    mem.parked = {"bits": np.asarray(z["parked_bits"], np.uint8),
+                                  "label": np.asarray(z["parked_label"]),
+                                  "meta": np.asarray(z["parked_meta"]),
+                                  "by": np.asarray(z["parked_by"])}
         except MemoryError_:
             raise
         except (OSError, ValueError, KeyError) as e:
@@ -213,6 +251,11 @@ class LatentMemory:
 # ---------------------------------------------------------------------------------------------
 # replay draws
 # ---------------------------------------------------------------------------------------------
+def _empty_parked(row_bytes: int) -> dict:
+    return {"bits": np.zeros((0, row_bytes), np.uint8), "label": np.zeros(0, np.int32),
+            "meta": np.zeros((0, 2), np.int32), "by": np.zeros(0, np.int32)}
+
+
 def class_members(y: np.ndarray) -> list:
     """``[(class, indices of y in that class), ...]``: what :func:`balanced_draw` draws from."""
     y = np.asarray(y)

@@ -118,8 +118,10 @@ class ReplayMemory:
         for row, sc, label in zip(packed, scales, y):
             self.offer(row, sc, int(label))
 
-    def offer(self, bits_row, scale_row, label: int, meta=None) -> bool:
-        """One step of class-balanced reservoir sampling; True if the sample was stored."""
+    def offer(self, bits_row, scale_row, label: int, meta=None, on_replace=None) -> bool:
+        """One step of class-balanced reservoir sampling; True if the sample was stored.
+
+        ``on_replace(slot)``, if given, is called before a stored sample is overwritten."""
         self.seen[label] = self.seen.get(label, 0) + 1
         if self.size < self.capacity:
             self._write(self.size, bits_row, scale_row, label, meta)
@@ -132,12 +134,18 @@ class ReplayMemory:
             # Replace a random instance of a (random) largest class.
             victim_class = full_classes[self._rng.integers(len(full_classes))]
             slots = np.flatnonzero(self.labels[:self.size] == victim_class)
-            self._write(int(self._rng.choice(slots)), bits_row, scale_row, label, meta)
+            slot = int(self._rng.choice(slots))
+            if on_replace is not None:
+                on_replace(slot)
+            self._write(slot, bits_row, scale_row, label, meta)
             return True
         m_c, n_c = counts.get(label, 0), self.seen[label]
         if self._rng.random() <= m_c / n_c:
             slots = np.flatnonzero(self.labels[:self.size] == label)
-            self._write(int(self._rng.choice(slots)), bits_row, scale_row, label, meta)
+            slot = int(self._rng.choice(slots))
+            if on_replace is not None:
+                on_replace(slot)
+            self._write(slot, bits_row, scale_row, label, meta)
             return True
         return False
 

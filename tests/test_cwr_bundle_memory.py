@@ -234,3 +234,30 @@ def test_enrolment_with_replay_imports_no_tensorflow(app_bundle, sc_v1_sample, t
     assert line.endswith("BAD []"), line
     if Bundle.load(app_bundle).manifest.get("memory"):
         assert int(line.split()[1]) > 0
+
+
+def test_forget_restores_the_training_samples_the_word_displaced(sc_v1_sample, tmp_path):
+    """Enrolling into a full memory pushes training samples out; forgetting the word must
+    give back the memory the bundle had, sample for sample (the shipped bundle: its memory
+    is full)."""
+    from bnnkws.deploy.memory import read_memory
+
+    dst = tmp_path / "b"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "app" / "default_bundle", dst)
+    before = read_memory(Bundle.load(dst))
+    assert len(before) == before.capacity  # full: every new sample displaces one
+
+    def rows(mem):
+        n = len(mem)
+        return sorted(zip(map(bytes, mem.store.bits[:n]), mem.labels.tolist(),
+                          mem.kinds.tolist(), mem.source_words.tolist()))
+
+    takes = sorted((sc_v1_sample / "marvin").glob("*.wav"))[:5]
+    E.enroll(dst, "marvin", E.load_clips([str(t) for t in takes]))
+    during = read_memory(Bundle.load(dst))
+    assert (during.kinds != "train").sum() > 0 and len(during.parked["by"]) > 0
+    assert (during.kinds == "train").sum() < (before.kinds == "train").sum()
+    E.forget(dst, "marvin")
+    after = read_memory(Bundle.load(dst))
+    assert len(after) == len(before) and len(after.parked["by"]) == 0
+    assert rows(after) == rows(before)
