@@ -188,7 +188,8 @@ def register(subparsers) -> None:
                         "devices")
     g.add_argument("--devices", type=int, default=None, metavar="N",
                    help="local devices per process for mirrored/multiworker (default: all "
-                        "GPUs; without GPUs, mirrored splits the CPU into 2 logical devices)")
+                        "GPUs; without GPUs, mirrored splits the CPU into 2 logical devices and "
+                        "a multiworker worker is one CPU replica)")
 
     g = p.add_argument_group("run directory")
     g.add_argument("--out", default=None, metavar="RUN_DIR",

@@ -118,21 +118,25 @@ def setup(mode: str = "none", devices: int | None = None) -> Placement:
 
     if devices is not None and devices < 1:
         raise DistributeError(f"--devices {devices}: need at least 1")
+    gpus = tf.config.list_physical_devices("GPU")
     if mode == "none":
         if devices not in (None, 1):
             raise DistributeError(f"--devices {devices} needs --distribute mirrored or "
                                   f"multiworker")
-        gpus = tf.config.list_physical_devices("GPU")
         return Placement("none", tf.distribute.get_strategy(),
                          devices=["/gpu:0" if gpus else "/cpu:0"])
-    gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         n = len(gpus) if devices is None else devices
         if n > len(gpus):
             raise DistributeError(f"--devices {n}: this machine has {len(gpus)} GPU(s)")
         names = [f"/gpu:{i}" for i in range(n)]
         cross = None  # NCCL all-reduce, TensorFlow's default between GPUs
+        if mode == "multiworker" and n < len(gpus):
+            tf.config.set_visible_devices(gpus[:n], "GPU")  # the strategy takes every visible one
     else:
+        if mode == "multiworker" and devices not in (None, 1):
+            raise DistributeError(f"--devices {devices} with multiworker needs GPUs: without "
+                                  f"them each worker is one CPU replica")
         n = (2 if mode == "mirrored" else 1) if devices is None else devices
         names = _cpu_replicas(tf, n) if n > 1 else ["/cpu:0"]
         cross = tf.distribute.ReductionToOneDevice(reduce_to_device="/cpu:0")

@@ -190,6 +190,8 @@ def test_distribute_errors_name_the_problem(monkeypatch):
         dist.tf_config()
     with pytest.raises(dist.DistributeError, match="choose one of"):
         dist.setup("horovod")
+    with pytest.raises(dist.DistributeError, match="needs GPUs"):  # no GPU on the test machine
+        dist.setup("multiworker", 2)
     p = dist.Placement("mirrored", None, replicas=3)
     with pytest.raises(dist.DistributeError, match="multiple of 3"):
         p.per_replica_batch(64)
