@@ -118,6 +118,8 @@ def write_range(bounds: tuple[int, int]) -> int:
     the corpus is the same whatever the chunking and the worker count."""
     import soundfile as sf
 
+    from bnnkws.kws.shards import quantize  # no TensorFlow: fine in the forked writers
+
     root, seed, speakers = Path(_CFG["root"]), _CFG["seed"], _CFG["speakers"]
     for i in range(*bounds):
         rng = np.random.default_rng([seed, i])
@@ -137,8 +139,7 @@ def write_range(bounds: tuple[int, int]) -> int:
         # Encoded in memory, written with one call: libsndfile writing to the path makes many
         # small writes and seeks, 3.3 ms a clip here against 0.5 ms this way.
         buf = io.BytesIO()
-        sf.write(buf, np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16), SR,
-                 subtype="PCM_16", format="WAV")
+        sf.write(buf, quantize(y), SR, subtype="PCM_16", format="WAV")
         (root / synthetic_name(i, speakers)).write_bytes(buf.getvalue())
     return bounds[1] - bounds[0]
 
@@ -165,8 +166,9 @@ def grow_corpus(root: Path, have: int, want: int, seed: int, speakers: str,
 # --------------------------------------------------------------------------- stage children
 
 
-def _vm_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
+def _vm_kb(field: str, pid="self") -> int:
+    """``field`` (e.g. ``VmHWM``) of ``/proc/<pid>/status`` in kB, 0 if absent."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
@@ -195,9 +197,7 @@ class ChildPeaks:
                     continue
                 for pid in pids:
                     try:
-                        for line in open(f"/proc/{pid}/status"):
-                            if line.startswith("VmHWM:"):
-                                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                        self.peak_kb = max(self.peak_kb, _vm_kb("VmHWM", pid))
                     except OSError:  # exited between listing and reading
                         pass
 
@@ -256,9 +256,9 @@ def _pipeline(a: dict, batch_size: int, clips_needed: int):
     noise = augment.NoiseBank.from_files(augment.noise_files([a["noise"]]), DEFAULT_FRONTEND)
     aug = augment_tf.TFAugmenter(augment.AugmentConfig(), DEFAULT_FRONTEND, ss.labels, noise,
                                  seed=a["seed"])
-    # Enough epochs that a small corpus does not run dry, and no more: ShardSet.epochs
-    # concatenates one dataset per epoch (10,000 of them spin for minutes, then crash). One
-    # spare epoch for what prefetching reads ahead.
+    # Enough epochs that a small corpus does not run dry (ShardSet.epochs streams them
+    # through flat_map, so more would cost nothing), one spare for what prefetching reads
+    # ahead.
     n_epochs = -(-clips_needed // max(1, len(ss))) + 1
     elements = ss.epochs(0, n_epochs, seed=a["seed"], shuffle_buffer=a["shuffle_buffer"])
     return ss, augment_tf.make_train_pipeline(elements, aug, batch_size, drop_remainder=True)

@@ -178,10 +178,11 @@ class TFAugmenter:
         parts = [np.asarray(x, np.float32) for x in files + gen]
         lens = np.array([len(x) for x in parts], np.int64)
         self.n_files = len(files)
-        self._bank = tf.constant(np.concatenate(parts))
+        bank32 = np.concatenate(parts)
+        self._bank = tf.constant(bank32)
         self._src_off = tf.constant(np.concatenate([[0], np.cumsum(lens)[:-1]]), tf.int64)
         self._src_len = tf.constant(lens, tf.int64)
-        bank = np.concatenate(parts).astype(np.float64)
+        bank = bank32.astype(np.float64)
         # Segment means and mean squares in O(1) per row: differences of cumulative sums.
         self._csum = tf.constant(np.concatenate([[0.0], np.cumsum(bank)]))
         self._csum2 = tf.constant(np.concatenate([[0.0], np.cumsum(bank * bank)]))
@@ -201,9 +202,6 @@ class TFAugmenter:
         ``aux`` int32 after the partial relabelling, and ``uniforms`` float64 ``(b, n_draws)``,
         the raw draws (columns :data:`SLOTS`, then the masks) they were made from.
         """
-        return self._draw(batch)[0]
-
-    def _draw(self, batch: dict):
         a, n = self.augment, self.n
         length = tf.cast(batch["length"], tf.int32)
         u = _uniforms64(self.seed, batch["epoch"], batch["key"], self.n_draws)
@@ -220,13 +218,12 @@ class TFAugmenter:
         false = tf.zeros([b], tf.bool)
         p.update(offset=false, partial=false, keep=_between(col("keep"), a.partial_keep),
                  left=col("left") < 0.5)
-        placed = None
         if self.windowed:
             placed = self._place(batch["wave"], length, p["crop_start"], tf.zeros_like(length))
             self._window_shifts(placed, p, u)
         self._noise_draws(p, u)
         self._mask_draws(p, u)
-        return p, placed
+        return p
 
     def _window_shifts(self, Y: tf.Tensor, p: dict, u: tf.Tensor) -> None:
         """The offset/partial placements of :func:`augment.window_shifts` (same formulas:
@@ -277,10 +274,10 @@ class TFAugmenter:
         """Mask ``i``: width ``w ~ U{0..W}``, start ``U{0..max(size - w, 0)}`` (as numpy)."""
         a = self.augment
         base = len(SLOTS)
-        for kind, count, width, size in (("time", a.time_masks, a.time_mask_frames,
-                                          self.cfg.num_frames),
-                                         ("freq", a.freq_masks, a.freq_mask_bins,
-                                          self.cfg.n_mels)):
+        for kind, at, count, width, size in (("time", "t0", a.time_masks, a.time_mask_frames,
+                                              self.cfg.num_frames),
+                                             ("freq", "f0", a.freq_masks, a.freq_mask_bins,
+                                              self.cfg.n_mels)):
             ws, starts = [], []
             for _ in range(count):
                 w = _integers(u[:, base], 0, width)
@@ -288,9 +285,8 @@ class TFAugmenter:
                 starts.append(_integers(u[:, base + 1], 0, tf.maximum(size - w, 0)))
                 base += 2
             b = tf.shape(u)[0]
-            key = "t0" if kind == "time" else "f0"
             p[f"{kind}_w"] = tf.stack(ws, 1) if ws else tf.zeros([b, 0], tf.int32)
-            p[f"{kind}_{key}"] = tf.stack(starts, 1) if starts else tf.zeros([b, 0], tf.int32)
+            p[f"{kind}_{at}"] = tf.stack(starts, 1) if starts else tf.zeros([b, 0], tf.int32)
 
     # ----------------------------------------------------------------------------- apply
 

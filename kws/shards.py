@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 SHARD_FORMAT = 2  # 2: shards hold a fixed random sample of the clips, not list slices
 AUTOTUNE = -1  # == tf.data.AUTOTUNE, without importing TensorFlow here (workers import us)
 INDEX = "index.json"
-_INT16 = 32767.0
+_INT16 = features._INT16
 
 
 # ------------------------------------------------------------------------ record encoding
@@ -141,6 +141,15 @@ def shard_name(i: int) -> str:
     return f"shard-{i:05d}.tfrecord"
 
 
+def _meta_name(i: int) -> str:
+    return f"shard-{i:05d}.json"
+
+
+def _max_samples(cfg: FrontendConfig) -> int:
+    """The longest waveform kept, as the in-memory cache crops (``MAX_SECONDS``)."""
+    return int(features.MAX_SECONDS * cfg.sample_rate)
+
+
 def _label_indices(clips, labels) -> np.ndarray:
     index = {lab: i for i, lab in enumerate(labels)}
     out = np.empty(len(clips), np.int64)
@@ -159,11 +168,16 @@ def _digest(arr: np.ndarray) -> str:
 def shard_key(clips, labels, cfg: FrontendConfig = DEFAULT_FRONTEND, aux=None,
               clips_per_shard: int = 2048) -> str:
     """The folder key: hash of clip identities, per-clip label and aux, labels, rate, format."""
-    lab = _label_indices(clips, labels)
-    aux = _aux_array(aux, len(clips))
-    params = {"format": SHARD_FORMAT, "sr": cfg.sample_rate,
-              "max": int(features.MAX_SECONDS * cfg.sample_rate), "labels": list(labels),
-              "label_idx": _digest(lab), "aux": _digest(aux), "per_shard": int(clips_per_shard)}
+    return _key_of(clips, labels, cfg, _label_indices(clips, labels),
+                   _aux_array(aux, len(clips)), clips_per_shard)
+
+
+def _key_of(clips, labels, cfg: FrontendConfig, lab: np.ndarray, aux: np.ndarray,
+            clips_per_shard: int) -> str:
+    """:func:`shard_key` of already validated label indices and aux values."""
+    params = {"format": SHARD_FORMAT, "sr": cfg.sample_rate, "max": _max_samples(cfg),
+              "labels": list(labels), "label_idx": _digest(lab), "aux": _digest(aux),
+              "per_shard": int(clips_per_shard)}
     return features._key("shards", params, clips)
 
 
@@ -179,7 +193,7 @@ def _aux_array(aux, n: int) -> np.ndarray:
 
 def _shard_done(folder: Path, i: int) -> dict | None:
     """The shard's JSON if the shard file exists with the recorded size, else ``None``."""
-    meta_path = folder / f"shard-{i:05d}.json"
+    meta_path = folder / _meta_name(i)
     try:
         meta = json.loads(meta_path.read_text())
         if (folder / shard_name(i)).stat().st_size != meta["bytes"]:
@@ -217,7 +231,7 @@ def _write_shard(folder: Path, result: dict) -> dict:
     meta = {"shard": i, "file": path.name, "count": len(result["sizes"]),
             "clips": result["clips"], "label_counts": result["counts"],
             "problems": result["problems"], "bytes": path.stat().st_size}
-    fileio.atomic_write_json(folder / f"shard-{i:05d}.json", meta, indent=1)
+    fileio.atomic_write_json(folder / _meta_name(i), meta, indent=1)
     return meta
 
 
@@ -238,7 +252,7 @@ def build_shards(clips, labels, cfg: FrontendConfig = DEFAULT_FRONTEND, *, aux=N
     lab = _label_indices(clips, labels)
     aux_arr = _aux_array(aux, len(clips))
     cache_dir = Path(cache_dir) if cache_dir is not None else features.default_cache_dir()
-    folder = cache_dir / f"shards-{shard_key(clips, labels, cfg, aux_arr, clips_per_shard)}"
+    folder = cache_dir / f"shards-{_key_of(clips, labels, cfg, lab, aux_arr, clips_per_shard)}"
     if (folder / INDEX).is_file():
         try:
             return ShardSet.open(folder)
@@ -276,7 +290,7 @@ def shard_order(n: int) -> np.ndarray:
 
 
 def _tasks_for(clips, lab, aux, cfg, per_shard, num_labels, todo):
-    max_samples = int(features.MAX_SECONDS * cfg.sample_rate)
+    max_samples = _max_samples(cfg)
     order = shard_order(len(clips))
     for i in todo:
         pos = order[i * per_shard:min((i + 1) * per_shard, len(clips))]
@@ -316,7 +330,7 @@ def _write_index(folder: Path, metas: list[dict], labels, aux: np.ndarray,
     counts = np.sum([m["label_counts"] for m in metas], axis=0).astype(int).tolist()
     problems = [p for m in metas for p in m["problems"]]
     index = {"format": SHARD_FORMAT, "labels": labels, "sample_rate": cfg.sample_rate,
-             "max_samples": int(features.MAX_SECONDS * cfg.sample_rate),
+             "max_samples": _max_samples(cfg),
              "total_clips": total, "num_clips": sum(m["count"] for m in metas),
              "label_counts": counts, "num_aux_labelled": int((aux >= 0).sum()),
              "num_aux_classes": int(aux.max(initial=-1)) + 1,
@@ -337,13 +351,17 @@ class ShardSet:
 
     path: Path
     files: list[str]
-    num_clips: int
     labels: list[str]
     sample_rate: int
     label_counts: dict[str, int]
     counts: list[int] = field(default_factory=list)  # records per file
     problems: list[tuple[str, str]] = field(default_factory=list)
     total_clips: int = 0
+
+    @property
+    def num_clips(self) -> int:
+        """Readable clips, the records of all files."""
+        return sum(self.counts)
 
     @classmethod
     def open(cls, path) -> "ShardSet":
@@ -364,11 +382,11 @@ class ShardSet:
             f = path / s["file"]
             if not f.is_file():
                 raise FileNotFoundError(f"{path}: shard {s['file']} is missing")
-            if f.stat().st_size != s["bytes"]:
-                raise ValueError(f"{f}: {f.stat().st_size} bytes, index says {s['bytes']}")
+            if (size := f.stat().st_size) != s["bytes"]:
+                raise ValueError(f"{f}: {size} bytes, index says {s['bytes']}")
             files.append(str(f))
         labels = list(index["labels"])
-        return cls(path, files, int(index["num_clips"]), labels, int(index["sample_rate"]),
+        return cls(path, files, labels, int(index["sample_rate"]),
                    dict(zip(labels, index["label_counts"])), [s["count"] for s in index["shards"]],
                    [tuple(p) for p in index["problems"]], int(index["total_clips"]))
 
@@ -383,15 +401,15 @@ class ShardSet:
 
         ``shuffle=True``: shard order = stateless permutation of ``(seed, epoch)``, records of
         ``cycle_length`` shards interleaved, then permuted within windows of
-        ``shuffle_buffer`` records (:func:`_window_shuffle`). ``shuffle=False``: files in order, records in order. ``epoch`` may
-        be a Python int or a scalar integer tensor (as inside :meth:`epochs`' ``flat_map``).
+        ``shuffle_buffer`` records (:func:`_window_shuffle`). ``shuffle=False``: files in
+        order, records in order. ``epoch`` may be a Python int or a scalar integer tensor (as
+        inside :meth:`epochs`' ``flat_map``).
         """
         import tensorflow as tf
 
         epoch = tf.cast(epoch, tf.int64)
-        files = tf.data.Dataset.from_tensor_slices(tf.constant(self.files))
         if not shuffle:
-            ds = tf.data.TFRecordDataset(files)  # one file after the other, in order
+            ds = tf.data.TFRecordDataset(self.files)  # one file after the other, in order
         else:
             pair = tf.stack([tf.constant(seed, tf.int64), epoch])
             order = tf.argsort(tf.random.stateless_uniform([len(self.files)], seed=pair))
