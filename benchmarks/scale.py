@@ -118,7 +118,7 @@ def write_range(bounds: tuple[int, int]) -> int:
     the corpus is the same whatever the chunking and the worker count."""
     import soundfile as sf
 
-    from bnnkws.kws.shards import quantize  # no TensorFlow: fine in the forked writers
+    from bnnkws.kws.features import quantize  # no TensorFlow: fine in the forked writers
 
     root, seed, speakers = Path(_CFG["root"]), _CFG["seed"], _CFG["speakers"]
     for i in range(*bounds):

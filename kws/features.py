@@ -238,6 +238,11 @@ def read_clip(clip: Clip, cfg: FrontendConfig = DEFAULT_FRONTEND,
     return np.asarray(y, dtype=np.float32)
 
 
+def quantize(y: np.ndarray) -> np.ndarray:
+    """float [-1, 1] -> int16 PCM, as the waveform cache and the training shards store it."""
+    return np.clip(np.round(y * _INT16), -32768, 32767).astype(np.int16)
+
+
 def _problem_text(exc: Exception) -> str:
     return str(getattr(exc, "problem", None) or exc).strip().splitlines()[0][:200] or \
         type(exc).__name__
@@ -271,7 +276,7 @@ def load_waveforms(clips, cfg: FrontendConfig = DEFAULT_FRONTEND, cache_dir=None
         except Exception as exc:  # unreadable files are reported and skipped, never fatal
             problems.append((c.path, _problem_text(exc)))
             y, good = np.zeros(0, np.float32), False
-        q = np.clip(np.round(y * _INT16), -32768, 32767).astype(np.int16)
+        q = quantize(y)
         parts.append(q)
         lengths.append(len(q))
         ok.append(good)

@@ -116,19 +116,22 @@ class LatentMemory:
         k = KINDS.index(kind)
         s = self.store
         train = KINDS.index("train")
+        parked = []  # (slot contents, displacer) of training samples pushed out
+
+        def park(slot):
+            if kind != "train" and s.meta[slot, 1] == train:
+                parked.append((s.bits[slot].copy(), s.labels[slot], s.meta[slot].copy(), by))
+
         for row, lab, src in zip(packed, labels, sources):
             by = self._id(self.sources, src)
-
-            def park(slot, by=by):
-                if kind != "train" and s.meta[slot, 1] == train:
-                    p = self.parked
-                    self.parked = {
-                        "bits": np.concatenate([p["bits"], s.bits[slot][None]]),
-                        "label": np.append(p["label"], s.labels[slot]),
-                        "meta": np.concatenate([p["meta"], s.meta[slot][None]]),
-                        "by": np.append(p["by"], by)}
-
             s.offer(row, None, self._id(self.classes, lab), (by, k), on_replace=park)
+        if parked:
+            bits, lab, meta, by_ = zip(*parked)
+            p = self.parked
+            self.parked = {"bits": np.concatenate([p["bits"], np.stack(bits)]),
+                           "label": np.concatenate([p["label"], np.array(lab, np.int32)]),
+                           "meta": np.concatenate([p["meta"], np.stack(meta).astype(np.int32)]),
+                           "by": np.concatenate([p["by"], np.array(by_, np.int32)])}
 
     def restore_parked(self, sources: Iterable[str]) -> int:
         """Put back the training samples displaced by samples of these source words (as

@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 SHARD_FORMAT = 2  # 2: shards hold a fixed random sample of the clips, not list slices
 AUTOTUNE = -1  # == tf.data.AUTOTUNE, without importing TensorFlow here (workers import us)
 INDEX = "index.json"
-_INT16 = features._INT16
 
 
 # ------------------------------------------------------------------------ record encoding
@@ -107,9 +106,6 @@ def _example_bytes(wave: np.ndarray, label: int, aux: int, key: int) -> bytes:
     return _field(1, entries)
 
 
-def quantize(y: np.ndarray) -> np.ndarray:
-    """float [-1, 1] -> int16, exactly as the in-memory waveform cache does."""
-    return np.clip(np.round(y * _INT16), -32768, 32767).astype(np.int16)
 
 
 def _encode_shard(task: dict) -> dict:
@@ -127,7 +123,7 @@ def _encode_shard(task: dict) -> dict:
         except Exception as exc:  # unreadable files are reported and skipped, never fatal
             problems.append([clip.path, features._problem_text(exc)])
             continue
-        records.append(_example_bytes(quantize(y), lab, aux, key))
+        records.append(_example_bytes(features.quantize(y), lab, aux, key))
         counts[lab] += 1
     return {"shard": task["shard"], "blob": b"".join(records),
             "sizes": [len(r) for r in records], "counts": counts,

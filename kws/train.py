@@ -92,12 +92,19 @@ class TrainData:
 
     def norm_stats(self) -> tuple[float, float]:
         """Scalar mean/std of the training log-mels (float64 accumulation)."""
-        if self.norm is not None:
-            return self.norm
-        x = self.train_x.astype(np.float64)
-        mean = float(x.mean())
-        std = float(x.std())
-        return mean, max(std, 1e-6)
+        return self.norm if self.norm is not None else log_mel_norm(self.train_x)
+
+
+def log_mel_norm(x: np.ndarray) -> tuple[float, float]:
+    """Scalar mean/std of raw log-mel features (float64 accumulation, std at least 1e-6)."""
+    x = np.asarray(x, np.float64)
+    return float(x.mean()), max(float(x.std()), 1e-6)
+
+
+def split_paths(train, val, test) -> dict:
+    """``split.json``: split -> clip paths."""
+    return {"train": [c.path for c in train], "validation": [c.path for c in val],
+            "testing": [c.path for c in test]}
 
 
 def augment_config(tc: "TrainConfig"):
@@ -195,8 +202,7 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
             return tf.data.Dataset.from_generator(
                 gen, output_signature=(tf.TensorSpec(shape, tf.float32), *labels_sig)
             ).prefetch(2)
-    split = {"train": [c.path for c in train], "validation": [c.path for c in val],
-             "testing": [c.path for c in test]}
+    split = split_paths(train, val, test)
     return TrainData(labels=labels, train_x=train_x, train_y=train_y, val_x=val_x,
                      val_y=val_y, test_x=test_x, test_y=test_y, split=split,
                      name=getattr(ds, "name", str(tc.data)), augmented=augmented,
@@ -232,8 +238,7 @@ def _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux
                                                  replace=False)
     X, ok, _ = extract([train[i] for i in np.sort(pick)], frontend, tc.cache_dir,
                        progress=show, return_ok=True)
-    x = X[ok].astype(np.float64)
-    norm = (float(x.mean()), max(float(x.std()), 1e-6))
+    norm = log_mel_norm(X[ok])
     aug = augment_config(tc)
     noise = (NoiseBank.from_files(list(ds.noise_paths) + noise_files(tc.noise_dirs), frontend)
              if aug.noise else None)
@@ -281,8 +286,7 @@ def _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux
                                                   train=False).map(pick_outputs)
         return make if name in sets else None
 
-    split = {"train": [c.path for c in train], "validation": [c.path for c in val],
-             "testing": [c.path for c in test]}
+    split = split_paths(train, val, test)
     return TrainData(labels=labels, train_x=None, train_y=None, val_x=None, val_y=None,
                      split=split, name=getattr(ds, "name", str(tc.data)), augmented=augmented,
                      aux_labels=aux_labels, train_aux=None, val_aux=None, aux_info=aux_info,
