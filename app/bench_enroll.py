@@ -160,12 +160,6 @@ def read_clip_file(path) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # accuracy from frozen embeddings
 # ---------------------------------------------------------------------------------------------
-def embed(bundle, audio: np.ndarray) -> list:
-    from bnnkws.deploy.enroll import Embedder
-
-    return Embedder(bundle)(audio)
-
-
 def accuracies(bundle, feats: list, labels: list) -> dict:
     """Accuracy at the last exit and with the early-exit rule (per-word minimum exits)."""
     from bnnkws.deploy.bundle import head_logits
@@ -256,20 +250,16 @@ def match(detections, events, words, stream_s, early_s=0.1, late_s=2.5) -> dict:
 def _stream(bundle_path, audio, block: int = 1600, gate: Optional[str] = None):
     """`kws listen`'s path with its defaults and the bundle's per-word thresholds:
     ``([(time_s, label)], summary)``."""
-    from types import SimpleNamespace
+    import argparse
 
-    from bnnkws.app import gates, smoothing
-    from bnnkws.app.cmd_listen import build_streamer
-    from bnnkws.app.listen import DEFAULT_HOP_MS, run_stream
+    from bnnkws.app.cmd_listen import add_detection_args, build_streamer
+    from bnnkws.app.listen import run_stream
 
-    args = SimpleNamespace(delta=None, threads=1, backend="auto", hop_ms=DEFAULT_HOP_MS,
-                           average_window_ms=smoothing.DEFAULT_AVERAGE_WINDOW_MS,
-                           threshold=smoothing.DEFAULT_THRESHOLD,
-                           min_count=smoothing.DEFAULT_MIN_COUNT,
-                           suppression_ms=smoothing.DEFAULT_SUPPRESSION_MS,
-                           gate=gates.DEFAULT_GATE if gate is None else gate,
-                           gate_margin_db=gates.DEFAULT_MARGIN_DB,
-                           mass_threshold=gates.DEFAULT_MASS_THRESHOLD)
+    parser = argparse.ArgumentParser()
+    add_detection_args(parser)  # the listener's own defaults, not a copy of them
+    args = parser.parse_args([])
+    if gate is not None:
+        args.gate = gate
     _, streamer = build_streamer(bundle_path, args)
     blocks = (audio[i:i + block] for i in range(0, len(audio), block))
     summary = run_stream(blocks, streamer)
@@ -306,7 +296,7 @@ def oww_detections(audio, words, threshold: float, suppression_s: float = 1.5) -
 # ---------------------------------------------------------------------------------------------
 def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
     from bnnkws.deploy.bundle import Bundle
-    from bnnkws.deploy.enroll import enroll, load_clips
+    from bnnkws.deploy.enroll import Embedder, enroll, load_clips
     from bnnkws.deploy.memory import memory_file
     from bnnkws.kws.cl_eval import CLEvalConfig, old_class_items, read_items
 
@@ -335,10 +325,11 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
                         old_test_per_class=cfg.old_test_per_class, seed=cfg.seed)
     _, old_items = old_class_items(ccfg, old_labels, names)
     old_audio = read_items(old_items)
-    old_feats = embed(base, old_audio)
+    embed = Embedder(base)  # one set of interpreters for every clip
+    old_feats = embed(old_audio)
     old_y = [i.label for i in old_items]
     new_audio = {w.name: np.stack([read_clip_file(f) for f in w.test]) for w in words}
-    new_feats = {k: embed(base, a) for k, a in new_audio.items()}
+    new_feats = {k: embed(a) for k, a in new_audio.items()}
 
     methods = ["replay"] + (["no_memory"] if cfg.baseline and memory_file(base) else [])
     results = {"config": asdict(cfg), "words": [

@@ -203,12 +203,15 @@ def _bench_tf(maker, batch_size: int, dft: str | None) -> tuple:
     ``(name, clips, wall s, cpu s)``."""
     import time
 
+    import numpy as np
+
     from bnnkws.kws import augment_tf
 
     kw = {"dft": dft} if dft else {}
     aug = augment_tf.TFAugmenter(maker.augment, maker.cfg, maker.labels, maker.noise,
                                  seed=maker.seed, **kw)
-    order = maker.keep[_epoch_order(len(maker.keep))]
+    # the epoch's clip order, shuffled as ``BatchMaker.epoch(epoch=0)`` does
+    order = maker.keep[np.random.default_rng([maker.seed, 0]).permutation(len(maker.keep))]
     ds = augment_tf.make_train_pipeline(
         augment_tf.elements_from_waveforms(maker.waves, maker.y, order=order), aug, batch_size)
     it = iter(ds)
@@ -216,13 +219,6 @@ def _bench_tf(maker, batch_size: int, dft: str | None) -> tuple:
     t, c = time.perf_counter(), time.process_time()
     n = sum(int(y.shape[0]) for _, y, _ in it)
     return ("tf.data augmented batches", n, time.perf_counter() - t, time.process_time() - c)
-
-
-def _epoch_order(n: int):
-    """The epoch's clip order (shuffled as ``BatchMaker.epoch`` does)."""
-    import numpy as np
-
-    return np.random.default_rng([0, 0]).permutation(n)
 
 
 def summarize(ds, check: bool = True, cache_dir=None, progress: bool = True) -> dict:

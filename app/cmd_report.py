@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from statistics import median
 from pathlib import Path
 
 from bnnkws.app.cli import CLIError
@@ -263,7 +264,8 @@ def run(args) -> int:
     # 3. a stream through the listener's path (and by SNR where bench-stream can mix noise)
     stream_args = ["bench-stream", bundle_arg, "--data", args.data, "--minutes",
                    str(knobs["minutes"]), "--seed", "0", "--out", str(work / "stream"), *thr]
-    if "--noise" in cmds.get("bench-stream", set()):
+    have_noise = "--noise" in cmds.get("bench-stream", set())
+    if have_noise:
         stream_args += ["--noise", args.noise, "--snr", SNRS]
     if "--noise-only-minutes" in cmds.get("bench-stream", set()):
         stream_args += ["--noise-only-minutes", f"{knobs['noise_only_minutes']:g}"]
@@ -286,12 +288,9 @@ def run(args) -> int:
         figures["enroll"] = {"tool": "cl-eval", **_load_json(work / "cl_eval" / "results.json")}
 
     if not args.reuse:
-        from bnnkws.kws.fileio import atomic_write_json as _write
-
         run_info["load_average_end"] = _load_average()
-        _write(stamp, run_info)
+        atomic_write_json(stamp, run_info)
     figs = compact(figures)
-    have_noise = "--noise" in cmds.get("bench-stream", set())
     result = {
         "bundle": {"path": _shown(bundle), "manifest_sha256": sha,
                    "created": manifest.get("created"), "source": manifest.get("source"),
@@ -466,12 +465,12 @@ def _bench_enroll_rows(e: dict) -> list[tuple[str, str]]:
         out.append((f"enrolled words in a {info.get('seconds', 0) / 60:.0f}-minute stream of "
                     f"other speech at {info.get('snr_db', 0):g} dB SNR: recall (median, "
                     "range); false accepts per hour per word (median, max)",
-                    f"{_pct(_median(rec))} ({_pct(min(rec))}-{_pct(max(rec))}); "
-                    f"{_median(fa):.1f}, {max(fa):.1f}" if rec else "no new-word events"))
+                    f"{_pct(median(rec))} ({_pct(min(rec))}-{_pct(max(rec))}); "
+                    f"{median(fa):.1f}, {max(fa):.1f}" if rec else "no new-word events"))
     walls = [x["wall_s"] for x in m.get("enrolments", [])]
     if walls:
         out.append(("enrolment: wall time per word (median); replay memory",
-                    f"{_median(walls):.2f} s; {m.get('memory_bytes', 0) / 1024:.0f} KiB"))
+                    f"{median(walls):.2f} s; {m.get('memory_bytes', 0) / 1024:.0f} KiB"))
     oww = e.get("openwakeword")
     if oww and "stream" in oww:
         words = list(oww["stream"])
@@ -486,12 +485,6 @@ def _bench_enroll_rows(e: dict) -> list[tuple[str, str]]:
     elif oww:
         out.append(("openWakeWord comparison", f"not measured: {oww.get('error')}"))
     return out
-
-
-def _median(xs):
-    xs = sorted(xs)
-    k = len(xs) // 2
-    return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
 
 
 METHOD_TITLES = {"cwr_replay": "CWR* + 1-bit latent replay", "naive": "naive fine-tuning",

@@ -258,16 +258,9 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
         xs = stage_inputs(fstages, log_mel_batch(audio, fcfg))
         calib = {"int8/stage1.tflite": audio, "int8/stage1_features.tflite": xs[0]}
         calib.update({f"int8/stage{k}.tflite": xs[k - 1] for k in range(2, n + 1)})
-        for name in calib:
-            k = name[len("int8/stage"):].split(".")[0].split("_")[0]
-            f = fstages[int(k) - 1]
-            if name == "int8/stage1.tflite":
-                m = named_io_model(f, (fcfg.clip_samples,), "audio", frontend=fcfg)
-            elif k == "1":
-                m = named_io_model(f, shape1, "log_mel")
-            else:
-                m = named_io_model(f, f.input_shape[1:], "fmap_in")
-            jobs.append((name, m, "int8"))
+        # the int8 twin quantizes the float twin's own models (``twins`` made them above)
+        float_models = {name: m for name, m, how in jobs if how == "float"}
+        jobs += [(name, float_models["float32/" + name[len("int8/"):]], "int8") for name in calib]
         int8_info = {"calibration": desc, "modes": {}}
     if include_full and twins:
         full = named_io_model(chain(stages, cfg, "full"), (fcfg.clip_samples,), "audio",

@@ -23,10 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-
-def signed(x: np.ndarray) -> np.ndarray:
-    """``sign(x)`` with sign(0) = +1, as the binary heads and Larq's ste_sign see it."""
-    return np.where(np.asarray(x) >= 0, 1.0, -1.0).astype(np.float32)
+# ``sign(x)`` with sign(0) = +1, as the binary heads and Larq's ste_sign see it
+from .models.head_math import sign as signed
 
 
 def probe_accuracy(x_train, y_train, x_test, y_test, C: float = 1.0) -> float:
