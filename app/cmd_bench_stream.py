@@ -80,7 +80,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from bnnkws.app import gates as gatemod
     from bnnkws.app import stream_bench
-    from bnnkws.app.cmd_listen import build_streamer, make_gate
+    from bnnkws.app.cmd_listen import build_streamer, gate_parts
     from bnnkws.app.listen import StreamingDetector
     from bnnkws.kws.data import DatasetError, load_dataset
 
@@ -145,18 +145,9 @@ def run(args) -> int:
             noises = stream_bench.load_noise(folder, streamer.cfg.sample_rate)
         except (FileNotFoundError, ValueError) as e:
             raise CLIError(str(e)) from e
-        sr = streamer.cfg.sample_rate
-        track = stream_bench.noise_track(noises, stream.audio.size, seed=args.seed, sample_rate=sr)
-        for snr in snrs:
-            streams.append((f"{snr:g} dB SNR", stream_bench.Stream(
-                stream_bench.mix_at_snr(stream.words, track, stream.keyword_rms, snr), sr,
-                stream.events)))
-        if args.noise_only_minutes > 0:
-            n = int(round(args.noise_only_minutes * 60 * sr))
-            only = stream_bench.noise_track(noises, n, seed=args.seed + 1, sample_rate=sr)
-            streams.append((f"noise only ({args.noise_only_snr:g} dB level)", stream_bench.Stream(
-                stream_bench.mix_at_snr(np.zeros(n, np.float32), only, stream.keyword_rms,
-                                        args.noise_only_snr), sr, [])))
+        streams += stream_bench.noisy_streams(
+            stream, noises, snrs, noise_only_minutes=args.noise_only_minutes,
+            noise_only_snr=args.noise_only_snr, seed=args.seed)
         noise_info = {
             "folder": str(folder), "files": [name for name, _ in noises],
             "keyword_rms_dbfs": round(20 * np.log10(stream.keyword_rms), 2),
@@ -170,9 +161,8 @@ def run(args) -> int:
     try:
         for name, st in streams:
             for g in gate_list:
-                gate, stop = make_gate(detector, args, g)
                 sd = StreamingDetector(detector, streamer.smoother, hop_ms=args.hop_ms,
-                                       gate=gate, stop=stop)
+                                       **gate_parts(detector, args, g))
                 st_stats, st_summary = stream_bench.run_benchmark(sd, st, args.tolerance_ms)
                 row = stream_bench.report_dict(st_stats, st_summary, {})
                 row.pop("settings")

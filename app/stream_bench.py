@@ -231,6 +231,23 @@ def mix_at_snr(words: np.ndarray, noise: np.ndarray, keyword_rms: float, snr_db:
     return np.clip(words + g * noise[: words.size], -1.0, 1.0).astype(np.float32)
 
 
+def noisy_streams(stream: Stream, noises, snrs: Sequence[float], noise_only_minutes: float = 0.0,
+                  noise_only_snr: float = 10.0, seed: int = 0) -> List[tuple]:
+    """``[(name, Stream)]``: ``stream``'s keywords with one noise track mixed at each SNR in place
+    of its bed (same words, same times in every row), then, if ``noise_only_minutes`` > 0, a
+    noise-only stream at the level that noise would have at ``noise_only_snr``."""
+    sr = stream.sample_rate
+    track = noise_track(noises, stream.audio.size, seed=seed, sample_rate=sr)
+    out = [(f"{snr:g} dB SNR", Stream(mix_at_snr(stream.words, track, stream.keyword_rms, snr),
+                                      sr, stream.events)) for snr in snrs]
+    if noise_only_minutes > 0:
+        n = int(round(noise_only_minutes * 60 * sr))
+        only = noise_track(noises, n, seed=seed + 1, sample_rate=sr)
+        out.append((f"noise only ({noise_only_snr:g} dB level)", Stream(
+            mix_at_snr(np.zeros(n, np.float32), only, stream.keyword_rms, noise_only_snr), sr, [])))
+    return out
+
+
 @dataclass
 class MatchStats:
     keywords: int = 0
@@ -335,9 +352,17 @@ def report_dict(stats: MatchStats, summary, settings: dict) -> dict:
         "mean_hop_latency_ms": round(float(lat.mean()), 4) if lat.size else None,
         "p95_hop_latency_ms": round(float(np.percentile(lat, 95)), 4) if lat.size else None,
         "exits": {str(k): v for k, v in sorted(summary.exits.items())},
-        "mean_exit": (round(sum(k * v for k, v in summary.exits.items()) / summary.hops, 3)
-                      if summary.hops else None),
+        # skipped (-1) and gated (0) hops ran no stage: they count as exit 0 in the mean
+        "mean_exit": (round(sum(k * v for k, v in summary.exits.items() if k > 0) / summary.hops,
+                            3) if summary.hops else None),
         "gated": summary.gated,
+        "skipped": summary.skipped,
+        # how late the hop skipper let detections out (stream ms after the detecting hop)
+        "max_detection_delay_ms": (round(max(d.delay_ms for d in summary.detections), 1)
+                                   if summary.detections else None),
+        "mean_detection_delay_ms": (
+            round(float(np.mean([d.delay_ms for d in summary.detections])), 1)
+            if summary.detections else None),
         "shares": {k: round(v, 4) for k, v in summary.shares().items()},
     }
 
@@ -346,11 +371,15 @@ def _pct(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}%"
 
 
+def _num(x) -> str:
+    return "-" if x is None else f"{x:g}"
+
+
 def rows_markdown(rows: Sequence[dict]) -> str:
     """The A/B table: one row per (stream, gate) with accuracy, false accepts and cost."""
     lines = ["| stream | gate | correct | wrong | missed | false / h | mean ms / hop | RTF | "
-             "gated | exit 1 | exit 2 | exit 3 | exit 4 | exit 5 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "max delay ms | skipped | gated | exit 1 | exit 2 | exit 3 | exit 4 | exit 5 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         kw = r["keywords"] > 0
         sh = r.get("shares", {})
@@ -359,7 +388,9 @@ def rows_markdown(rows: Sequence[dict]) -> str:
             f"| {r['stream']} | {r['gate']} | {_pct(r['correct_pct']) if kw else '-'} | "
             f"{_pct(r['wrong_pct']) if kw else '-'} | {_pct(r['missed_pct']) if kw else '-'} | "
             f"{r['false_accepts_per_hour']:.1f} | {r['mean_hop_latency_ms']:.3f} | "
-            f"{r['processing_rtf']:.4f} | {100 * sh.get('gated', 0.0):.1f}% | {ex} |")
+            f"{r['processing_rtf']:.4f} | {_num(r.get('max_detection_delay_ms'))} | "
+            f"{100 * sh.get('skipped', 0.0):.1f}% | "
+            f"{100 * sh.get('gated', 0.0):.1f}% | {ex} |")
     return "\n".join(lines) + "\n"
 
 
@@ -408,7 +439,8 @@ def report_markdown(rep: dict) -> str:
         lines.append(rows_markdown(rows))
         lines.append("Cost = frontend share + gate + stages run, per 100 ms hop (mean, this "
                      "machine); RTF = that cost / audio time. `none` is the paper's entropy rule "
-                     "alone; every gate keeps the same --delta.")
+                     "alone; every gate keeps the same --delta. Max delay: how much later than "
+                     "its hop a detection came out (hops the skipper held back; 0 without skip).")
     return "\n".join(lines) + "\n"
 
 

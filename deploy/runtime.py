@@ -132,14 +132,27 @@ class Detector:
         did not accept (e.g. :class:`bnnkws.kws.policy.KeywordMassRule`); True leaves there too
         (never before the policy's ``min_exit``).
         """
-        policy = self.policy if delta is None else self.make_policy(delta)
         runner, x = self._first(audio, features)
-        runners = [runner] + self._rest
-        stage_ms = []
-        for i, (r, spec) in enumerate(zip(runners, self.stages)):
+        return self.decide(self._stage_outputs(runner, x), delta=delta, stop=stop)
+
+    def _stage_outputs(self, runner, x):
+        """Yield ``(outputs, ms)`` stage by stage; lazily, so stages after the exit never run."""
+        for r in [runner] + self._rest:
             out, ms = r.timed(x)
+            yield out, ms
+            x = out.get("fmap")
+
+    def decide(self, stage_outputs, delta: float | None = None, stop=None) -> Result:
+        """The exit decision of :meth:`classify` over an iterable of per-stage ``(outputs, ms)``
+        (``outputs["embedding"]`` at a stage with an exit), consumed one stage at a time and
+        abandoned at the exit. ``classify`` feeds it the interpreters; a benchmark can feed it
+        recorded outputs to replay exit rules without running the network again."""
+        policy = self.policy if delta is None else self.make_policy(delta)
+        stage_ms = []
+        n = len(self.stages)
+        for i, ((out, ms), spec) in enumerate(zip(stage_outputs, self.stages)):
             stage_ms.append(ms)
-            last = i == len(runners) - 1
+            last = i == n - 1
             if spec.exit is not None:
                 logits = self.logits_from_embedding(spec.exit, out["embedding"])
                 ok, probs, ent = policy.accept(spec.exit, logits, is_last=last)
@@ -147,7 +160,6 @@ class Detector:
                            and stop(spec.exit, probs))) and (
                         last or self.min_exits[int(np.argmax(probs))] <= spec.exit):
                     return self._result(spec.exit, logits, probs, ent, stage_ms)
-            x = out["fmap"]
         raise RuntimeError("bundle has no exit on its last stage")  # export guarantees one
 
     def classify_batch(self, audio=None, features=None, delta: float | None = None,
