@@ -96,7 +96,9 @@ def add_detection_args(p) -> None:
                           "hop whose last second holds no frame louder than the tracked "
                           "background by --gate-margin-db; 'mass' leaves an early exit when "
                           "p(keyword) = 1 - p(_silence_) - p(_unknown_) < --mass-threshold; "
-                          "'energy+mass' both; 'none' the entropy rule alone "
+                          "'skip' interpolates a hop between two idle neighbours (keyword "
+                          "probability below --skip-mass) instead of classifying it; components "
+                          "combine with '+'; 'none' the entropy rule alone "
                           "(default: %(default)s, the best in `kws bench-stream --gates`)")
     det.add_argument("--gate-margin-db", type=float, default=gates.DEFAULT_MARGIN_DB,
                      help="energy gate: a frame is speech-like when its energy exceeds the "
@@ -104,6 +106,13 @@ def add_detection_args(p) -> None:
     det.add_argument("--mass-threshold", type=float, default=gates.DEFAULT_MASS_THRESHOLD,
                      help="mass rule: leave an early exit when the keyword probability is "
                           "below this (default: %(default)s)")
+    det.add_argument("--skip-mass", type=float, default=gates.DEFAULT_SKIP_MASS,
+                     help="hop skip: a hop is idle when its keyword probability is below this; "
+                          "a hop between two idle ones is interpolated (default: %(default)s)")
+    det.add_argument("--skip-hops", type=int, default=gates.DEFAULT_MAX_SKIP,
+                     help="hop skip: interpolate at most this many hops in a row between two "
+                          "idle ones; each adds one hop of delay to the hops it waits for "
+                          "(default: %(default)s)")
     det.add_argument("--threads", type=int, default=1, help="interpreter threads per stage (default: %(default)s)")
     det.add_argument("--backend", choices=["auto", "lce", "litert"], default="auto",
                      help="TFLite runtime: LCE (binary kernels), portable LiteRT, or auto "
@@ -228,8 +237,8 @@ def build_streamer(bundle_path, args):
             detector.labels, average_window_ms=args.average_window_ms,
             detection_threshold=args.threshold, minimum_count=args.min_count,
             suppression_ms=args.suppression_ms, label_thresholds=word_thresholds(detector))
-        gate, stop = make_gate(detector, args, getattr(args, "gate", "none"))
-        streamer = StreamingDetector(detector, smoother, hop_ms=args.hop_ms, gate=gate, stop=stop)
+        streamer = StreamingDetector(detector, smoother, hop_ms=args.hop_ms,
+                                     **gate_parts(detector, args, getattr(args, "gate", "none")))
     except ValueError as e:
         raise CLIError(str(e)) from e
     return detector, streamer
@@ -257,21 +266,27 @@ def load_detector(bundle_path, delta=None, num_threads=1, backend="auto"):
         raise CLIError(f"{bundle_path}: {e}") from e
 
 
-def make_gate(detector, args, gate: str):
-    """(EnergyGate or None, stop rule or None) for ``--gate`` (see bnnkws.app.gates)."""
+def gate_parts(detector, args, gate: str) -> dict:
+    """``StreamingDetector`` keyword arguments for ``--gate``: ``gate`` (EnergyGate or None),
+    ``stop`` (KeywordMassRule or None), ``skip`` (HopSkip or None); see bnnkws.app.gates."""
     from bnnkws.app import gates
     from bnnkws.app.listen import _frontend_config
     from bnnkws.kws.policy import KeywordMassRule
 
     gates.check_gate(gate)
-    energy = stop = None
+    parts = {"gate": None, "stop": None, "skip": None}
     if gates.uses_energy(gate):
-        energy = gates.EnergyGate(detector.labels, _frontend_config(detector).num_frames,
-                                  margin_db=getattr(args, "gate_margin_db", gates.DEFAULT_MARGIN_DB))
+        parts["gate"] = gates.EnergyGate(
+            detector.labels, _frontend_config(detector).num_frames,
+            margin_db=getattr(args, "gate_margin_db", gates.DEFAULT_MARGIN_DB))
     if gates.uses_mass(gate):
-        stop = KeywordMassRule(detector.labels,
-                               getattr(args, "mass_threshold", gates.DEFAULT_MASS_THRESHOLD))
-    return energy, stop
+        parts["stop"] = KeywordMassRule(
+            detector.labels, getattr(args, "mass_threshold", gates.DEFAULT_MASS_THRESHOLD))
+    if gates.uses_skip(gate):
+        parts["skip"] = gates.HopSkip(detector.labels,
+                                      getattr(args, "skip_mass", gates.DEFAULT_SKIP_MASS),
+                                      getattr(args, "skip_hops", gates.DEFAULT_MAX_SKIP))
+    return parts
 
 
 if __name__ == "__main__":  # pragma: no cover

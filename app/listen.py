@@ -26,17 +26,21 @@ LEVEL_FLOOR_DB = -100.0
 
 
 class FrameRing:
-    """The last ``num_frames`` feature frames, readable as one contiguous array without copying.
+    """The last ``capacity`` feature frames; any ``num_frames`` of them readable as one
+    contiguous array without copying.
 
-    Every frame is written twice, at ``i`` and ``i + num_frames`` of a buffer twice as long, so
-    the window ``[pos, pos + num_frames)`` is always one contiguous slice in time order.
+    Every frame is written twice, at ``i`` and ``i + capacity`` of a buffer twice as long, so
+    the window ``[pos - lag - num_frames, pos - lag)`` is always one contiguous slice in time
+    order. ``capacity`` beyond ``num_frames`` keeps earlier windows readable (``lag``): the hop
+    skipper classifies a hop one hop late.
     """
 
-    def __init__(self, num_frames: int, n_features: int):
+    def __init__(self, num_frames: int, n_features: int, capacity: Optional[int] = None):
         if num_frames < 1:
             raise ValueError(f"ring needs at least one frame, got {num_frames}")
         self.num_frames = int(num_frames)
-        self._buf = np.zeros((2 * self.num_frames, int(n_features)), dtype=np.float32)
+        self.capacity = max(self.num_frames, int(capacity or 0))
+        self._buf = np.zeros((2 * self.capacity, int(n_features)), dtype=np.float32)
         self._pos = 0  # index of the oldest frame == next write position
         self.total = 0  # frames pushed since reset
 
@@ -51,13 +55,17 @@ class FrameRing:
 
     def push(self, frame: np.ndarray) -> None:
         self._buf[self._pos] = frame
-        self._buf[self._pos + self.num_frames] = frame
-        self._pos = (self._pos + 1) % self.num_frames
+        self._buf[self._pos + self.capacity] = frame
+        self._pos = (self._pos + 1) % self.capacity
         self.total += 1
 
-    def window(self) -> np.ndarray:
-        """The last ``num_frames`` frames, oldest first (a read-only view; valid until the next push)."""
-        view = self._buf[self._pos : self._pos + self.num_frames]
+    def window(self, lag: int = 0) -> np.ndarray:
+        """The ``num_frames`` frames that ended ``lag`` frames ago, oldest first (a read-only
+        view; valid until the next push)."""
+        if not 0 <= lag <= self.capacity - self.num_frames:
+            raise ValueError(f"lag {lag} outside 0..{self.capacity - self.num_frames} frames")
+        start = (self._pos - lag - self.num_frames) % self.capacity
+        view = self._buf[start : start + self.num_frames]
         view = view.view()
         view.setflags(write=False)
         return view
@@ -70,12 +78,16 @@ class Detection:
     time_s: float  # stream time at the end of the second that triggered it
     label: str
     probability: float  # averaged probability over the smoothing window
-    exit: int  # exit used by the hop that triggered the detection (1-based; 0 = gated hop)
+    exit: int  # exit used by the hop that triggered the detection (1-based; 0 = no stage ran)
     latency_ms: float  # processing time of that hop (frontend share + all stages run)
+    # audio that had arrived after time_s when the detection was made: 0 unless the hop skipper
+    # had that hop waiting for a successor (one hop per waiting hop, at most --skip-hops)
+    delay_ms: float = 0.0
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["time_s"] = round(self.time_s, 3)
+        d["delay_ms"] = round(self.delay_ms, 1)
         d["probability"] = round(self.probability, 4)
         d["latency_ms"] = round(self.latency_ms, 3)
         return d
@@ -98,6 +110,8 @@ class HopResult:
     smoothed_score: float
     detection: Optional[Detection] = None
     gated: bool = False  # the energy gate spared the network (exit is then 0)
+    skipped: bool = False  # interpolated between two idle neighbours by the hop skipper (exit 0)
+    probs: Optional[np.ndarray] = None  # all labels' probabilities (what the smoother got)
 
 
 @dataclass
@@ -118,12 +132,25 @@ class ListenSummary:
         """Hops the energy gate answered without running the network (counted as exit 0)."""
         return int(self.exits.get(0, 0))
 
+    @property
+    def skipped(self) -> int:
+        """Hops the hop skipper interpolated without running the network (key -1 of exits)."""
+        return int(self.exits.get(-1, 0))
+
+    def add(self, hop: "HopResult") -> None:
+        self.hops += 1
+        self.latencies_ms.append(hop.latency_ms)
+        self.exits[-1 if hop.skipped else hop.exit] += 1
+        if hop.detection is not None:
+            self.detections.append(hop.detection)
+
     def shares(self) -> dict:
-        """Share of hops per outcome: ``{"gated": x, "exit1": y, ...}`` (fractions of all hops)."""
+        """Share of hops per outcome: ``{"skipped": w, "gated": x, "exit1": y, ...}``
+        (fractions of all hops)."""
         if not self.hops:
             return {}
-        return {("gated" if k == 0 else f"exit{k}"): v / self.hops
-                for k, v in sorted(self.exits.items())}
+        names = {-1: "skipped", 0: "gated"}
+        return {names.get(k, f"exit{k}"): v / self.hops for k, v in sorted(self.exits.items())}
 
     @property
     def mean_latency_ms(self) -> float:
@@ -150,8 +177,8 @@ class ListenSummary:
             "mean_ms_per_hop": (round(self.mean_latency_ms, 4) if self.latencies_ms else None),
             "p95_ms_per_hop": (round(self.p95_latency_ms, 4) if self.latencies_ms else None),
             "real_time_factor": (round(self.real_time_factor, 5) if self.stream_s > 0 else None),
-            "gated": self.gated,
-            "exits": {str(k): v for k, v in sorted(self.exits.items()) if k != 0},
+            "gated": self.gated, "skipped": self.skipped,
+            "exits": {str(k): v for k, v in sorted(self.exits.items()) if k > 0},
             "shares": {k: round(v, 4) for k, v in self.shares().items()},
             "overflows": self.overflows, "interrupted": self.interrupted,
         }
@@ -206,9 +233,14 @@ class StreamingDetector:
     ``gate``: an :class:`bnnkws.app.gates.EnergyGate` fed every log-mel frame; a hop whose window
     it calls quiet is not classified (exit 0, ``gated``; the smoother gets ``p(_silence_) = 1``).
     ``stop``: an extra early-exit rule passed to ``detector.classify(stop=...)`` (e.g.
-    :class:`bnnkws.kws.policy.KeywordMassRule`). ``warmup``: run the frontend and every stage
-    once before the stream, so the first hops do not carry one-off costs (librosa building the
-    mel filterbank, the interpreters packing their weights) into the per-hop latency.
+    :class:`bnnkws.kws.policy.KeywordMassRule`). ``skip``: a :class:`bnnkws.app.gates.HopSkip`;
+    after a hop it calls idle, the next ``skip.max_skip`` hops wait for the one after them, and
+    if that one is idle too the waiting hops are interpolated between their two neighbours
+    instead of classified (their windows are still in the ring, so otherwise they are
+    classified late; results always come out in time order). ``warmup``: run the frontend and
+    every stage once before the stream, so the first hops do not carry one-off costs (librosa
+    building the mel filterbank, the interpreters packing their weights) into the per-hop
+    latency.
     """
 
     def __init__(
@@ -219,6 +251,7 @@ class StreamingDetector:
         frontend: Optional[FrontendConfig] = None,
         gate=None,
         stop=None,
+        skip=None,
         warmup: bool = True,
     ):
         from bnnkws.frontend.streaming import StreamingLogMel
@@ -237,9 +270,12 @@ class StreamingDetector:
         self.hop_frames = int(round(hop_frames))
         self.hop_ms = float(hop_ms)
         self.frontend = StreamingLogMel(self.cfg)
-        self.ring = FrameRing(self.cfg.num_frames, self.cfg.n_mels)
+        held = self.hop_frames * skip.max_skip if skip else 0  # windows the skipper may read late
+        self.ring = FrameRing(self.cfg.num_frames, self.cfg.n_mels,
+                              capacity=self.cfg.num_frames + held)
         self.gate = gate
         self.stop = stop
+        self.skip = skip
         if warmup:
             self._warm_up()
         self.reset()
@@ -262,6 +298,9 @@ class StreamingDetector:
         self._sumsq = 0.0
         self._nsq = 0
         self._level = LEVEL_FLOOR_DB
+        self._pending = []  # hops waiting for a successor (skipper): (frames, gated, ms, level)
+        self._last_probs = None  # probs of the last hop classified or gated
+        self._last_idle = False  # whether the skipper called that hop idle
 
     @property
     def stream_s(self) -> float:
@@ -284,22 +323,33 @@ class StreamingDetector:
         out: List[HopResult] = []
         if len(frames) == 0:
             return out
+        dbs = None
+        if self.gate is not None:
+            t1 = time.perf_counter()
+            dbs = self.gate.frames_db(frames)
+            frontend_ms += (time.perf_counter() - t1) * 1000.0
         # The frontend cost of this block, shared out over the frames it completed.
         per_frame_ms = frontend_ms / len(frames)
         pending_ms = 0.0
-        for frame in frames:
+        for i, frame in enumerate(frames):
             self.ring.push(frame)
-            if self.gate is not None:
+            if dbs is not None:
                 t1 = time.perf_counter()
-                self.gate.push(frame)
+                self.gate.push_db(dbs[i])
                 pending_ms += (time.perf_counter() - t1) * 1000.0
             pending_ms += per_frame_ms
             total = self.ring.total
             if total < self.ring.num_frames or (total - self.ring.num_frames) % self.hop_frames:
                 continue
-            out.append(self._hop(total, pending_ms))
+            out.extend(self._hop(total, pending_ms))
             pending_ms = 0.0
         return out
+
+    def flush(self) -> List[HopResult]:
+        """The hops still waiting for a successor at the end of the stream, classified."""
+        pending, self._pending = self._pending, []
+        return [self._emit(*self._classify(g, self.ring.total - f), f, ms, level)
+                for f, g, ms, level in pending]
 
     def _level_db(self) -> float:
         # Several hops completed by one large block share that block's level.
@@ -309,32 +359,71 @@ class StreamingDetector:
             self._level = max(LEVEL_FLOOR_DB, 10.0 * math.log10(ms)) if ms > 0 else LEVEL_FLOOR_DB
         return self._level
 
-    def _hop(self, frames_total: int, frontend_ms: float) -> HopResult:
+    def _classify(self, gated: bool, lag: int = 0):
+        """(probs, label index, exit, entropy, ms, skipped) of the window ``lag`` frames back."""
         t0 = time.perf_counter()
-        gated = self.gate is not None and self.gate.quiet
         if gated:
-            probs, exit_k, ent = self.gate.silence_probs, 0, 0.0
+            probs, idx, exit_k, ent = self.gate.silence_probs, self.gate.silence_index, 0, 0.0
         else:
+            x = self.ring.window(lag)
             if self.stop is not None:
-                res = self.detector.classify(features=self.ring.window(), stop=self.stop)
+                res = self.detector.classify(features=x, stop=self.stop)
             else:
-                res = self.detector.classify(features=self.ring.window())
+                res = self.detector.classify(features=x)
             probs = np.asarray(res.probs, dtype=np.float64).reshape(-1)
-            exit_k, ent = int(res.exit), float(res.entropy)
-        classify_ms = (time.perf_counter() - t0) * 1000.0
+            idx, exit_k, ent = int(res.label_index), int(res.exit), float(res.entropy)
+        if self.skip is not None:
+            self._last_probs, self._last_idle = probs, self.skip.idle(probs)
+        return probs, idx, exit_k, ent, (time.perf_counter() - t0) * 1000.0, False
+
+    def _hop(self, frames_total: int, frontend_ms: float) -> List[HopResult]:
+        gated = self.gate is not None and self.gate.quiet
+        level = self._level_db()
+        if self.skip is None:
+            return [self._emit(*self._classify(gated), frames_total, frontend_ms, level)]
+        if self._last_idle and len(self._pending) < self.skip.max_skip:
+            # Wait: the next classified hop decides whether this one needs the network.
+            self._pending.append((frames_total, gated, frontend_ms, level))
+            return []
+        if not self._pending:
+            return [self._emit(*self._classify(gated), frames_total, frontend_ms, level)]
+        pending, self._pending = self._pending, []
+        before = self._last_probs
+        now = self._classify(gated)
+        out = []
+        if self._last_idle:  # idle on both sides: interpolate linearly in time
+            for j, (p_frames, _, p_ms, p_level) in enumerate(pending, 1):
+                t0 = time.perf_counter()
+                w = j / (len(pending) + 1)
+                probs = (1.0 - w) * before + w * now[0]
+                mid = (probs, int(np.argmax(probs)), 0, float("nan"),
+                       (time.perf_counter() - t0) * 1000.0, True)
+                out.append(self._emit(*mid, p_frames, p_ms, p_level))
+        else:  # a word may start in between: classify the waiting windows, still in the ring
+            for p_frames, p_gated, p_ms, p_level in pending:
+                mid = self._classify(p_gated, self.ring.total - p_frames)
+                out.append(self._emit(*mid, p_frames, p_ms, p_level))
+            self._last_probs, self._last_idle = now[0], self.skip.idle(now[0])
+        out.append(self._emit(*now, frames_total, frontend_ms, level))
+        return out
+
+    def _emit(self, probs, idx, exit_k, ent, classify_ms, skipped, frames_total, frontend_ms,
+              level) -> HopResult:
         t_s = self._window_end_s(frames_total)
-        idx = self.gate.silence_index if gated else int(res.label_index)
         rec = self.smoother.process(probs, t_s * 1000.0)
         latency = frontend_ms + classify_ms
         det = None
         if rec.is_new:
+            frame_ms = 1000.0 * self.cfg.hop_length / self.cfg.sample_rate
+            delay_ms = (self.ring.total - frames_total) * frame_ms
             det = Detection(time_s=t_s, label=rec.label, probability=rec.score,
-                            exit=exit_k, latency_ms=latency)
+                            exit=exit_k, latency_ms=latency, delay_ms=delay_ms)
         return HopResult(
             time_s=t_s, label=self.labels[idx], label_index=idx, probability=float(probs[idx]),
             exit=exit_k, entropy=ent, latency_ms=latency,
-            classify_ms=classify_ms, level_db=self._level_db(), smoothed_label=rec.label,
-            smoothed_score=rec.score, detection=det, gated=gated,
+            classify_ms=classify_ms, level_db=level, smoothed_label=rec.label,
+            smoothed_score=rec.score, detection=det, gated=exit_k == 0 and not skipped,
+            skipped=skipped, probs=probs,
         )
 
 
@@ -361,15 +450,15 @@ def run_stream(
                     break
                 block = np.asarray(block).reshape(-1)[:room]
             for hop in streamer.push(block):
-                summary.hops += 1
-                summary.latencies_ms.append(hop.latency_ms)
-                summary.exits[hop.exit] += 1
-                if hop.detection is not None:
-                    summary.detections.append(hop.detection)
+                summary.add(hop)
                 if on_hop is not None:
                     on_hop(hop)
             if limit is not None and streamer.samples_seen >= limit:
                 break
+        for hop in streamer.flush():
+            summary.add(hop)
+            if on_hop is not None:
+                on_hop(hop)
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.stream_s = streamer.stream_s

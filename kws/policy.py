@@ -30,6 +30,7 @@ Conventions
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -188,8 +189,22 @@ class ExitPolicy:
         if z.ndim != 1:
             raise PolicyError(f"accept: exit {k} logits must be 1-D (classes,), got {z.shape}")
         _check_finite(z, f"exit {k}")
-        probs = softmax(z, self.temperature_at(k))
-        h = entropy(probs, normalized=self.normalized)
+        # The streaming path calls this for every exit of every hop, so softmax and entropy
+        # are fused here (a third of the numpy calls of softmax() + entropy()): with
+        # d = z/T - max(z/T), s = sum(exp d), p = exp(d)/s,
+        #   H = -sum p log p = -sum p (d - log s) = log s - sum p d.
+        d = z / self.temperature_at(k)
+        d -= d.max()
+        e = np.exp(d)
+        s = float(e.sum())
+        probs = e / s
+        h = math.log(s) - float(probs @ d)
+        if self.normalized:
+            c = z.shape[0]
+            if c < 2:
+                raise PolicyError(f"entropy: normalised entropy needs >= 2 classes, got {c}")
+            h /= math.log(c)
+        h = max(h, 0.0)
         if is_last:
             return True, probs, h
         if k < self.min_exit:

@@ -120,9 +120,11 @@ def test_cli_listen_json_on_a_file(app_bundle, keyword_sequence):
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert [x["label"] for x in lines] == [e["label"] for e in events]
     for x, e in zip(lines, events):
-        assert set(x) == {"time_s", "label", "probability", "exit", "latency_ms"}
+        assert set(x) == {"time_s", "label", "probability", "exit", "latency_ms", "delay_ms"}
+        assert x["delay_ms"] >= 0
         assert abs(x["time_s"] - e["end_s"]) <= 0.75  # bench-stream's (and TF's) tolerance
-        assert 0.0 < x["probability"] <= 1.0 and x["exit"] >= 1 and x["latency_ms"] > 0
+        # exit 0: the hop skipper interpolated the hop that fired (no stage ran)
+        assert 0.0 < x["probability"] <= 1.0 and x["exit"] >= 0 and x["latency_ms"] > 0
     assert "stopped after" in proc.stderr  # the summary goes to stderr, not stdout
 
 
@@ -174,3 +176,63 @@ def test_views_plain_when_piped_and_panel_fits_the_terminal(monkeypatch):
     # every drawn line fits in 60 columns, so redrawing in place never wraps
     for chunk in screen.split("\x1b[2K")[1:]:
         assert len(chunk.split("\n")[0]) < 60
+
+
+def test_frame_ring_reads_earlier_windows_within_its_capacity():
+    ring = FrameRing(5, 1, capacity=8)
+    for i in range(20):
+        ring.push(np.array([i], np.float32))
+        for lag in range(0, 4):
+            if i - lag >= 4:
+                np.testing.assert_array_equal(ring.window(lag)[:, 0],
+                                              np.arange(i - lag - 4, i - lag + 1))
+    with pytest.raises(ValueError, match="lag 4"):
+        ring.window(4)
+
+
+def _hops(det, audio, **kw):
+    sd = StreamingDetector(det, RecognizeCommands(det.labels), **kw)
+    hops = []
+    summary = run_stream(iter(ArraySource(audio, 16000, block_ms=100, realtime=False)), sd,
+                         on_hop=hops.append)
+    return hops, summary
+
+
+@pytest.mark.parametrize("max_skip", [1, 3])
+def test_hop_skip_interpolates_only_between_idle_hops_and_classifies_the_rest_exactly(
+        app_bundle, keyword_sequence, max_skip):
+    """Against the same real stream without skipping: the same hops in time order, every hop
+    the skipper classified (on time or late from the ring) has exactly the probabilities the
+    plain listener computed for that window, an interpolated hop sits in a run of at most
+    max_skip between two idle classified hops and carries their linear interpolation, and the
+    words are detected as before."""
+    from bnnkws.app.gates import HopSkip
+    from bnnkws.deploy.runtime import Detector
+
+    path, events = keyword_sequence
+    audio = load_audio(path)
+    det = Detector(app_bundle)
+    skip = HopSkip(det.labels, threshold=0.5, max_skip=max_skip)
+    plain, s0 = _hops(det, audio)
+    skipped, s1 = _hops(det, audio, skip=skip)
+    assert [h.time_s for h in skipped] == [h.time_s for h in plain]
+    assert s1.hops == s0.hops and 0 < s1.skipped < s1.hops
+    idle = [skip.idle(h.probs) for h in plain]
+    run = 0
+    for i, h in enumerate(skipped):
+        if not h.skipped:
+            assert h.exit == plain[i].exit
+            np.testing.assert_array_equal(h.probs, plain[i].probs)
+            run = 0
+            continue
+        run += 1
+        assert run <= max_skip and h.exit == 0
+        j = i - run  # the classified hop before the run, and the one after it
+        k = next(n for n in range(i + 1, len(skipped)) if not skipped[n].skipped)
+        assert idle[j] and idle[k]
+        w = (i - j) / (k - j)
+        np.testing.assert_allclose(h.probs, (1 - w) * plain[j].probs + w * plain[k].probs,
+                                   atol=1e-12)
+    assert [d.label for d in s1.detections] == [e["label"] for e in events]
+    assert all(0 <= d.delay_ms <= 100 * max_skip for d in s1.detections)
+
