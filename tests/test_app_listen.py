@@ -236,3 +236,19 @@ def test_hop_skip_interpolates_only_between_idle_hops_and_classifies_the_rest_ex
     assert [d.label for d in s1.detections] == [e["label"] for e in events]
     assert all(0 <= d.delay_ms <= 100 * max_skip for d in s1.detections)
 
+
+
+def test_enrolment_threshold_sweep_replays_the_listeners_own_detections(app_bundle,
+                                                                        keyword_sequence):
+    """bench-enroll's threshold sweep re-runs the smoother on the hops the listener recorded:
+    at the listener's own thresholds it must give exactly the live detections, and a higher
+    threshold for the words can only remove detections of them."""
+    from bnnkws.app.bench_enroll import _stream, replay_detections
+
+    path, events = keyword_sequence
+    live, summary, hops, args, labels = _stream(app_bundle, load_audio(path))
+    assert len(hops) == summary.hops and live
+    assert replay_detections(hops, labels, args, {}) == live
+    words = sorted({lab for _, lab in live})
+    strict = replay_detections(hops, labels, args, {w: 0.999 for w in words})
+    assert len(strict) < len(live)
