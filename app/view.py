@@ -100,6 +100,7 @@ class TerminalView(_Base):
         self._latency_sum = 0.0
         self._hops = 0
         self._gated = 0
+        self._skipped = 0
         self._exit_counts: dict = {}
         self._ndet = 0
         self._status = "waiting for the first second of audio..."
@@ -121,7 +122,8 @@ class TerminalView(_Base):
         self._hops += 1
         self._latency_sum += hop.latency_ms
         self._gated += bool(hop.gated)
-        if not hop.gated:
+        self._skipped += bool(getattr(hop, "skipped", False))
+        if hop.exit > 0:
             self._exit_counts[hop.exit] = self._exit_counts.get(hop.exit, 0) + 1
         if hop.detection is not None:
             self.log.append(hop.detection)
@@ -149,7 +151,7 @@ class TerminalView(_Base):
             lines.append("")
         else:
             flash = time.monotonic() - self._last_detection_wall < 1.0
-            exits = ("gated" if h.gated else
+            exits = ("gated" if h.gated else "skipped" if getattr(h, "skipped", False) else
                      f"exit {h.exit}" + (f"/{self.num_exits}" if self.num_exits else ""))
             lines.append(f"level  [{level_bar(h.level_db, meter_w)}] {h.level_db:6.1f} dBFS   "
                          f"overflows {self.overflows()}")
@@ -172,11 +174,13 @@ class TerminalView(_Base):
         return lines
 
     def cost_text(self) -> str:
-        """Mean ms per hop and the share of hops gated / leaving at each exit so far."""
+        """Mean ms per hop and the share of hops skipped / gated / leaving at each exit so far."""
         if not self._hops:
             return ""
         n = self._hops
         parts = [f"{self._latency_sum / n:.2f} ms/hop"]
+        if self._skipped:
+            parts.append(f"skipped {100 * self._skipped / n:.0f}%")
         if self._gated:
             parts.append(f"gated {100 * self._gated / n:.0f}%")
         parts += [f"e{k} {100 * v / n:.0f}%" for k, v in sorted(self._exit_counts.items())]

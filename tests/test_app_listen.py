@@ -171,8 +171,12 @@ def test_views_plain_when_piped_and_panel_fits_the_terminal(monkeypatch):
     det = Detection(2.5, "stop", 0.93, 2, 4.0)
     for i, d in enumerate([None, det, None]):
         view.hop(HopResult(1.0 + i / 10, "stop", 8, 0.9, 2, 0.1, 4.0, 3.0, -20.0, "stop", 0.8, d))
+    view.hop(HopResult(1.3, "_silence_", 10, 0.9, 0, 0.0, 0.1, 0.0, -40.0, "stop", 0.5,
+                       skipped=True))
     screen = out.getvalue()
     assert "\x1b[" in screen and "stop" in screen and "exit 2/5" in screen
+    # the cost line counts the interpolated hop as skipped, not as an exit
+    assert view.cost_text().split("  ")[1:] == ["skipped 25%", "e2 75%"]
     # every drawn line fits in 60 columns, so redrawing in place never wraps
     for chunk in screen.split("\x1b[2K")[1:]:
         assert len(chunk.split("\n")[0]) < 60
