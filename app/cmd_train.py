@@ -97,6 +97,11 @@ def register(subparsers) -> None:
                         "../shared/data/speech_commands_v1_sample, fsdd:PATH (digits as "
                         "zero..nine) or a `kws synth` folder; clips of the task's validation/"
                         "test speakers are left out; repeatable")
+    g.add_argument("--aux-synth", action="append", default=None, metavar="SPEC",
+                   help="like --aux-data, for synthetic speech (a `kws synth` folder): its "
+                        "clips of words that are not task labels train the auxiliary heads "
+                        "only, not as _unknown_ (hundreds of words would swamp that class); "
+                        "repeatable")
     g.add_argument("--aux-holdout", type=_comma_list(str, "words"), default=None,
                    metavar="W1,W2,...",
                    help="words that get no auxiliary class and no --aux-data clips, kept new "
@@ -214,7 +219,7 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "single_exit", "real_valued",
            "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
            "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir", "noise_dirs",
-           "generated_noise_prob", "offset_prob", "partial_prob", "aux_vocab", "aux_data",
+           "generated_noise_prob", "offset_prob", "partial_prob", "aux_vocab", "aux_data", "aux_synth",
            "aux_holdout", "aux_weight", "pipeline", "shuffle_buffer")
 
 

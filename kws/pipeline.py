@@ -39,7 +39,12 @@ def _resolve(clips, labels, noise_paths, split="train"):
 
 
 def label_indices(clips, labels) -> np.ndarray:
+    """Task label index per clip; -1 for auxiliary-only clips (``kws.vocab.AUX_ONLY``), whose
+    task loss is zero."""
+    from .vocab import AUX_ONLY
+
     index = {lab: i for i, lab in enumerate(labels)}
+    index[AUX_ONLY] = -1
     try:
         return np.array([index[c.label] for c in clips], dtype=np.int32)
     except KeyError as exc:

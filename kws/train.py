@@ -47,7 +47,8 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "real_valued", "label_smoothing", "seed", "max_train_clips", "augment",
                     "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
-                    "generated_noise_prob", "aux_vocab", "aux_data", "aux_holdout", "aux_weight",
+                    "generated_noise_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout",
+                    "aux_weight",
                     "pipeline", "shuffle_buffer")
 
 
@@ -155,9 +156,11 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         # Extra corpora must not bring in the task's validation/test speakers.
         held_speakers = ds.speakers("validation") | ds.speakers("testing")
         try:
-            extra, notes = kvocab.extra_clips(tc.aux_data, ds.labels, held_speakers, holdout)
+            extra, notes = kvocab.extra_clips(tc.aux_data, ds.labels, held_speakers, holdout,
+                                              aux_only=tc.aux_synth or ())
         except (FileNotFoundError, ValueError) as e:
-            raise TrainError(f"--aux-data {tc.aux_data}: {e}") from e
+            raise TrainError(f"--aux-data {tc.aux_data} / --aux-synth {tc.aux_synth}: {e}") \
+                from e
         train = train + extra
         aux_labels = kvocab.vocabulary(train, holdout)
         if not aux_labels:
@@ -338,20 +341,27 @@ def epochs_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
 # model, loss, optimizer
 # ---------------------------------------------------------------------------------------------
 def sparse_ce(num_classes: int, label_smoothing: float = 0.0):
-    """Cross-entropy on logits with integer labels (label smoothing needs one-hot targets)."""
+    """Cross-entropy on logits with integer labels (label smoothing needs one-hot targets).
+
+    Clips labelled -1 (``--aux-synth`` words that are not task labels, ``kws.vocab.AUX_ONLY``)
+    count 0: they train only their auxiliary word.
+    """
     if not label_smoothing:
-        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return masked_sparse_ce
 
     def loss(y_true, logits):
-        y = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_classes)
-        return tf.keras.losses.categorical_crossentropy(
-            y, logits, from_logits=True, label_smoothing=label_smoothing)
+        y = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        keep = tf.cast(y >= 0, logits.dtype)
+        ce = tf.keras.losses.categorical_crossentropy(
+            tf.one_hot(tf.maximum(y, 0), num_classes), logits, from_logits=True,
+            label_smoothing=label_smoothing)
+        return ce * keep
 
     return loss
 
 
 def masked_sparse_ce(y_true, logits):
-    """Cross-entropy of the clips that have an auxiliary label (``y >= 0``); others count 0.
+    """Cross-entropy of the clips that have a label (``y >= 0``); others count 0.
 
     Keras averages over the whole batch, so the auxiliary loss scales with the labelled share.
     """

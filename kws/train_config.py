@@ -83,6 +83,7 @@ class TrainConfig:
     # loss weight is aux_weight times its exit's weight.
     aux_vocab: bool = False
     aux_data: Optional[list] = None
+    aux_synth: Optional[list] = None  # like aux_data, but non-task words train no task label
     aux_holdout: Optional[list] = None
     aux_weight: float = 0.5
     init_from: Optional[str] = None  # a run dir whose (e.g. real-valued) weights start this one
@@ -105,7 +106,7 @@ class TrainConfig:
         if self.stage_filters is not None:
             self.stage_filters = [int(c) for c in self.stage_filters]
         self.snr_db = [float(v) for v in self.snr_db]
-        for name in ("noise_dirs", "aux_data", "aux_holdout"):
+        for name in ("noise_dirs", "aux_data", "aux_synth", "aux_holdout"):
             if getattr(self, name) is not None:
                 setattr(self, name, [str(v) for v in getattr(self, name)])
         if self.optimizer is None:
@@ -161,8 +162,9 @@ class TrainConfig:
                              f"{self.offset_prob} + {self.partial_prob}")
         if not self.aux_weight >= 0:
             raise TrainError(f"aux-weight must be >= 0, got {self.aux_weight}")
-        if (self.aux_data or self.aux_holdout is not None) and not self.aux_vocab:
-            raise TrainError("--aux-data/--aux-holdout need --aux-vocab")
+        if (self.aux_data or self.aux_synth or self.aux_holdout is not None) \
+                and not self.aux_vocab:
+            raise TrainError("--aux-data/--aux-synth/--aux-holdout need --aux-vocab")
         if self.distribute not in ("none", "mirrored", "multiworker"):
             raise TrainError(f"--distribute {self.distribute!r}: choose none, mirrored or "
                              f"multiworker")

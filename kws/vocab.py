@@ -22,6 +22,9 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 # benchmark's new-word corpus: 4 speakers x 50 clips of each digit) and five v0.01 words.
 HOLDOUT_V1_WORDS = ("bird", "dog", "house", "tree", "wow")
 DEFAULT_HOLDOUT = DIGIT_WORDS + HOLDOUT_V1_WORDS
+# Task label of an --aux-synth clip whose word is not a task label: it trains its auxiliary
+# word only (pipeline.label_indices maps it to -1, whose one-hot is all zeros: no task loss).
+AUX_ONLY = "_aux_only_"
 
 
 def clip_word(clip: Clip) -> str | None:
@@ -35,11 +38,14 @@ def clip_word(clip: Clip) -> str | None:
     return src.lower()
 
 
-def extra_clips(specs, task_labels, exclude_speakers=(), holdout=DEFAULT_HOLDOUT):
+def extra_clips(specs, task_labels, exclude_speakers=(), holdout=DEFAULT_HOLDOUT,
+                aux_only=()):
     """Clips of the extra corpora ``specs`` (dataset SPECs, every split) for training.
 
     Each keeps its word as ``source``; its task label is the word when it is one of
-    ``task_labels``, else ``_unknown_`` (skipped when the task has no ``_unknown_``). Clips of
+    ``task_labels``, else ``_unknown_`` (skipped when the task has no ``_unknown_``); for the
+    corpora in ``aux_only`` (synthetic speech: hundreds of words would swamp ``_unknown_``)
+    it is :data:`AUX_ONLY` instead, so such a clip trains only its auxiliary word. Clips of
     ``holdout`` words, of no known word, and of speakers in ``exclude_speakers`` (the task's
     validation and test speakers: the split must stay speaker-disjoint) are left out; so are
     clips without a speaker, whose disjointness cannot be checked. Returns ``(clips, notes)``.
@@ -50,7 +56,8 @@ def extra_clips(specs, task_labels, exclude_speakers=(), holdout=DEFAULT_HOLDOUT
     holdout = {w.lower() for w in holdout}
     exclude = set(exclude_speakers)
     out, notes = [], []
-    for spec in specs or []:
+    aux_only = {str(x) for x in aux_only}
+    for spec in list(specs or []) + sorted(aux_only - set(map(str, specs or []))):
         ds = load_dataset(spec, task="all")
         kept = dropped_spk = dropped_word = 0
         for c in ds.clips:
@@ -61,8 +68,8 @@ def extra_clips(specs, task_labels, exclude_speakers=(), holdout=DEFAULT_HOLDOUT
             if c.speaker is None or c.speaker in exclude:
                 dropped_spk += 1
                 continue
-            label = w if w in task_labels else UNKNOWN
-            if label not in task_labels:
+            label = w if w in task_labels else (AUX_ONLY if str(spec) in aux_only else UNKNOWN)
+            if label not in task_labels and label != AUX_ONLY:
                 dropped_word += 1
                 continue
             out.append(dataclasses.replace(c, label=label, split="train", source=w))

@@ -178,3 +178,32 @@ def test_training_with_aux_heads_saves_a_task_only_model(sc_v2, sc_v1_sample,
     from bnnkws.kws.data import speaker_from_name
     held = ds.speakers("validation") | ds.speakers("testing")
     assert not {speaker_from_name(p) for p in v1} & held  # ... without held-out speakers
+
+
+def test_synthetic_corpus_trains_aux_words_without_task_labels(sc_dataset, sc_v1_sample,
+                                                               tmp_path):
+    """--aux-synth: a synthetic corpus's non-task words get the aux-only task label (-1, zero
+    task loss) instead of _unknown_, while its command words keep their label; the same real
+    corpus through --aux-data still gives _unknown_."""
+    import tensorflow as tf
+
+    from bnnkws.kws.pipeline import label_indices
+    from bnnkws.kws.synth import synthesize
+    from bnnkws.kws.train import sparse_ce
+
+    synth = tmp_path / "synth"
+    synthesize(["apple", "yes"], synth, per_word=3, seed=0)
+    held = sc_dataset.speakers("validation") | sc_dataset.speakers("testing")
+    clips, _ = vocab.extra_clips([str(sc_v1_sample)], sc_dataset.labels, held,
+                                 aux_only=[str(synth)])
+    from_synth = [c for c in clips if str(synth) in str(c.path)]
+    assert {c.source for c in from_synth} == {"apple", "yes"}
+    for c in from_synth:
+        assert c.label == ("yes" if c.source == "yes" else vocab.AUX_ONLY)
+    assert any(c.label == "_unknown_" for c in clips if str(synth) not in str(c.path))
+    y = label_indices(from_synth, sc_dataset.labels)
+    assert set(y.tolist()) == {-1, sc_dataset.labels.index("yes")}
+    logits = tf.constant(np.random.default_rng(0).normal(size=(len(y), len(sc_dataset.labels))),
+                         tf.float32)
+    loss = sparse_ce(len(sc_dataset.labels))(tf.constant(y), logits).numpy()
+    assert np.all(loss[y == -1] == 0) and np.all(loss[y >= 0] > 0)
