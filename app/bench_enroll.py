@@ -271,11 +271,9 @@ def _stream(bundle_path, audio, block: int = 1600, gate: Optional[str] = None):
 def replay_detections(hops, labels, args, label_thresholds: dict) -> list:
     """``[(time_s, label)]``: the listener's smoother (settings from ``args``, per-label
     thresholds ``label_thresholds``) re-run on recorded ``(time_s, probs)`` hops."""
-    from bnnkws.app.smoothing import RecognizeCommands
+    from bnnkws.app.cmd_listen import make_smoother
 
-    sm = RecognizeCommands(labels, average_window_ms=args.average_window_ms,
-                           detection_threshold=args.threshold, minimum_count=args.min_count,
-                           suppression_ms=args.suppression_ms, label_thresholds=label_thresholds)
+    sm = make_smoother(labels, args, label_thresholds)
     dets = []
     for time_s, probs in hops:
         r = sm.process(probs, time_s * 1000.0)

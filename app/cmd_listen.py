@@ -228,20 +228,26 @@ def _delta(detector, args) -> float:
 def build_streamer(bundle_path, args):
     """Detector + smoother + streaming path from the CLI options (shared with bench-stream)."""
     from bnnkws.app.listen import StreamingDetector
-    from bnnkws.app.smoothing import RecognizeCommands
 
     detector = load_detector(bundle_path, delta=args.delta, num_threads=args.threads,
                              backend=args.backend)
     try:
-        smoother = RecognizeCommands(
-            detector.labels, average_window_ms=args.average_window_ms,
-            detection_threshold=args.threshold, minimum_count=args.min_count,
-            suppression_ms=args.suppression_ms, label_thresholds=word_thresholds(detector))
+        smoother = make_smoother(detector.labels, args, word_thresholds(detector))
         streamer = StreamingDetector(detector, smoother, hop_ms=args.hop_ms,
                                      **gate_parts(detector, args, getattr(args, "gate", "none")))
     except ValueError as e:
         raise CLIError(str(e)) from e
     return detector, streamer
+
+
+def make_smoother(labels, args, label_thresholds=None):
+    """The listener's RecognizeCommands from the detection options (``add_detection_args``)."""
+    from bnnkws.app.smoothing import RecognizeCommands
+
+    return RecognizeCommands(
+        labels, average_window_ms=args.average_window_ms, detection_threshold=args.threshold,
+        minimum_count=args.min_count, suppression_ms=args.suppression_ms,
+        label_thresholds=label_thresholds)
 
 
 def word_thresholds(detector) -> dict:

@@ -43,9 +43,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from bnnkws.kws.policy import keyword_mass
+
 COMPONENTS = ("energy", "mass", "skip")
-GATES = ("none", "energy", "mass", "energy+mass", "skip", "energy+skip", "mass+skip",
-         "energy+mass+skip")
+# "none" and every combination of the components, in COMPONENTS order ("energy+mass+skip").
+GATES = ("none",) + tuple("+".join(c for i, c in enumerate(COMPONENTS) if n >> i & 1)
+                          for n in range(1, 2 ** len(COMPONENTS)))
 # The listener's default, chosen on the validation split by benchmarks/gate_sweep.py (energy
 # margins x mass rule x skip thresholds and run lengths, replayed on recorded hops) and
 # confirmed on the test split by `kws bench-stream --gates none,energy,energy+skip` (15-min
@@ -108,8 +111,7 @@ class HopSkip:
         self.threshold = float(threshold)
 
     def idle(self, probs) -> bool:
-        p = np.asarray(probs, dtype=np.float64)
-        return float(1.0 - p[self.ignored].sum()) < self.threshold
+        return keyword_mass(probs, self.ignored) < self.threshold
 
     def __repr__(self) -> str:
         return f"HopSkip(threshold={self.threshold}, max_skip={self.max_skip})"

@@ -14,7 +14,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -69,6 +69,17 @@ class FrameRing:
         view = view.view()
         view.setflags(write=False)
         return view
+
+
+class _Outcome(NamedTuple):
+    """What one hop gave the smoother: classified, gated or interpolated."""
+
+    probs: np.ndarray
+    index: int  # top label
+    exit: int  # 0: no stage ran
+    entropy: float
+    ms: float  # time spent on it (classification or interpolation)
+    skipped: bool = False
 
 
 @dataclass
@@ -262,11 +273,11 @@ class StreamingDetector:
         self.smoother = smoother or RecognizeCommands(self.labels)
         if list(self.smoother.labels) != self.labels:
             raise ValueError("smoother labels differ from the detector's labels")
-        frame_ms = 1000.0 * self.cfg.hop_length / self.cfg.sample_rate
-        hop_frames = hop_ms / frame_ms
+        self.frame_ms = 1000.0 * self.cfg.hop_length / self.cfg.sample_rate
+        hop_frames = hop_ms / self.frame_ms
         if hop_ms <= 0 or abs(hop_frames - round(hop_frames)) > 1e-6:
-            raise ValueError(
-                f"hop {hop_ms:g} ms must be a positive multiple of the {frame_ms:g} ms frame hop")
+            raise ValueError(f"hop {hop_ms:g} ms must be a positive multiple of the "
+                             f"{self.frame_ms:g} ms frame hop")
         self.hop_frames = int(round(hop_frames))
         self.hop_ms = float(hop_ms)
         self.frontend = StreamingLogMel(self.cfg)
@@ -348,7 +359,7 @@ class StreamingDetector:
     def flush(self) -> List[HopResult]:
         """The hops still waiting for a successor at the end of the stream, classified."""
         pending, self._pending = self._pending, []
-        return [self._emit(*self._classify(g, self.ring.total - f), f, ms, level)
+        return [self._emit(self._classify(g, self.ring.total - f), f, ms, level)
                 for f, g, ms, level in pending]
 
     def _level_db(self) -> float:
@@ -359,8 +370,8 @@ class StreamingDetector:
             self._level = max(LEVEL_FLOOR_DB, 10.0 * math.log10(ms)) if ms > 0 else LEVEL_FLOOR_DB
         return self._level
 
-    def _classify(self, gated: bool, lag: int = 0):
-        """(probs, label index, exit, entropy, ms, skipped) of the window ``lag`` frames back."""
+    def _classify(self, gated: bool, lag: int = 0) -> _Outcome:
+        """The hop whose window ended ``lag`` frames ago: gated, or classified."""
         t0 = time.perf_counter()
         if gated:
             probs, idx, exit_k, ent = self.gate.silence_probs, self.gate.silence_index, 0, 0.0
@@ -374,56 +385,56 @@ class StreamingDetector:
             idx, exit_k, ent = int(res.label_index), int(res.exit), float(res.entropy)
         if self.skip is not None:
             self._last_probs, self._last_idle = probs, self.skip.idle(probs)
-        return probs, idx, exit_k, ent, (time.perf_counter() - t0) * 1000.0, False
+        return _Outcome(probs, idx, exit_k, ent, (time.perf_counter() - t0) * 1000.0)
 
     def _hop(self, frames_total: int, frontend_ms: float) -> List[HopResult]:
         gated = self.gate is not None and self.gate.quiet
         level = self._level_db()
         if self.skip is None:
-            return [self._emit(*self._classify(gated), frames_total, frontend_ms, level)]
+            return [self._emit(self._classify(gated), frames_total, frontend_ms, level)]
         if self._last_idle and len(self._pending) < self.skip.max_skip:
             # Wait: the next classified hop decides whether this one needs the network.
             self._pending.append((frames_total, gated, frontend_ms, level))
             return []
         if not self._pending:
-            return [self._emit(*self._classify(gated), frames_total, frontend_ms, level)]
+            return [self._emit(self._classify(gated), frames_total, frontend_ms, level)]
         pending, self._pending = self._pending, []
         before = self._last_probs
         now = self._classify(gated)
+        now_idle = self._last_idle
         out = []
-        if self._last_idle:  # idle on both sides: interpolate linearly in time
+        if now_idle:  # idle on both sides: interpolate linearly in time
             for j, (p_frames, _, p_ms, p_level) in enumerate(pending, 1):
                 t0 = time.perf_counter()
                 w = j / (len(pending) + 1)
-                probs = (1.0 - w) * before + w * now[0]
-                mid = (probs, int(np.argmax(probs)), 0, float("nan"),
-                       (time.perf_counter() - t0) * 1000.0, True)
-                out.append(self._emit(*mid, p_frames, p_ms, p_level))
+                probs = (1.0 - w) * before + w * now.probs
+                mid = _Outcome(probs, int(np.argmax(probs)), 0, float("nan"),
+                               (time.perf_counter() - t0) * 1000.0, skipped=True)
+                out.append(self._emit(mid, p_frames, p_ms, p_level))
         else:  # a word may start in between: classify the waiting windows, still in the ring
             for p_frames, p_gated, p_ms, p_level in pending:
                 mid = self._classify(p_gated, self.ring.total - p_frames)
-                out.append(self._emit(*mid, p_frames, p_ms, p_level))
-            self._last_probs, self._last_idle = now[0], self.skip.idle(now[0])
-        out.append(self._emit(*now, frames_total, frontend_ms, level))
+                out.append(self._emit(mid, p_frames, p_ms, p_level))
+            self._last_probs, self._last_idle = now.probs, now_idle  # the newest hop decides next
+        out.append(self._emit(now, frames_total, frontend_ms, level))
         return out
 
-    def _emit(self, probs, idx, exit_k, ent, classify_ms, skipped, frames_total, frontend_ms,
-              level) -> HopResult:
+    def _emit(self, o: _Outcome, frames_total: int, frontend_ms: float,
+              level: float) -> HopResult:
         t_s = self._window_end_s(frames_total)
-        rec = self.smoother.process(probs, t_s * 1000.0)
-        latency = frontend_ms + classify_ms
+        rec = self.smoother.process(o.probs, t_s * 1000.0)
+        latency = frontend_ms + o.ms
         det = None
         if rec.is_new:
-            frame_ms = 1000.0 * self.cfg.hop_length / self.cfg.sample_rate
-            delay_ms = (self.ring.total - frames_total) * frame_ms
-            det = Detection(time_s=t_s, label=rec.label, probability=rec.score,
-                            exit=exit_k, latency_ms=latency, delay_ms=delay_ms)
+            det = Detection(time_s=t_s, label=rec.label, probability=rec.score, exit=o.exit,
+                            latency_ms=latency,
+                            delay_ms=(self.ring.total - frames_total) * self.frame_ms)
         return HopResult(
-            time_s=t_s, label=self.labels[idx], label_index=idx, probability=float(probs[idx]),
-            exit=exit_k, entropy=ent, latency_ms=latency,
-            classify_ms=classify_ms, level_db=level, smoothed_label=rec.label,
-            smoothed_score=rec.score, detection=det, gated=exit_k == 0 and not skipped,
-            skipped=skipped, probs=probs,
+            time_s=t_s, label=self.labels[o.index], label_index=o.index,
+            probability=float(o.probs[o.index]), exit=o.exit, entropy=o.entropy,
+            latency_ms=latency, classify_ms=o.ms, level_db=level, smoothed_label=rec.label,
+            smoothed_score=rec.score, detection=det, gated=o.exit == 0 and not o.skipped,
+            skipped=o.skipped, probs=o.probs,
         )
 
 

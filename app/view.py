@@ -122,7 +122,7 @@ class TerminalView(_Base):
         self._hops += 1
         self._latency_sum += hop.latency_ms
         self._gated += bool(hop.gated)
-        self._skipped += bool(getattr(hop, "skipped", False))
+        self._skipped += bool(hop.skipped)
         if hop.exit > 0:
             self._exit_counts[hop.exit] = self._exit_counts.get(hop.exit, 0) + 1
         if hop.detection is not None:
@@ -151,7 +151,7 @@ class TerminalView(_Base):
             lines.append("")
         else:
             flash = time.monotonic() - self._last_detection_wall < 1.0
-            exits = ("gated" if h.gated else "skipped" if getattr(h, "skipped", False) else
+            exits = ("gated" if h.gated else "skipped" if h.skipped else
                      f"exit {h.exit}" + (f"/{self.num_exits}" if self.num_exits else ""))
             lines.append(f"level  [{level_bar(h.level_db, meter_w)}] {h.level_db:6.1f} dBFS   "
                          f"overflows {self.overflows()}")

@@ -92,7 +92,7 @@ def _pct(x) -> str:
     return "-" if x is None else f"{x:.1f}%"
 
 
-def run_rule(rec, detector, smoother, stream_name, stream, gate, stop, hop_ms, skip=None):
+def run_rule(rec, smoother, stream_name, stream, gate, stop, hop_ms, skip=None):
     from bnnkws.app import stream_bench
     from bnnkws.app.listen import StreamingDetector
 
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     # Recording pass: every hop of every stream, all stages (gate none records every window).
     for name, st in streams:
-        run_rule(rec, det, smoother, name, st, None, None, 100.0)
+        run_rule(rec, smoother, name, st, None, None, 100.0)
         print(f"recorded {name}: {len(rec.cache)} hops so far ({time.perf_counter() - t0:.0f} s)",
               flush=True)
     rec.freeze()
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
             gate = None if m is None else gates.EnergyGate(det.labels, cfg.num_frames, margin_db=m)
             stop = KeywordMassRule(det.labels, t, max_exit=me) if t > 0 else None
             skip = gates.HopSkip(det.labels, sk, run) if sk > 0 else None
-            r_rows[name] = run_rule(rec, det, smoother, name, st, gate, stop, 100.0, skip)
+            r_rows[name] = run_rule(rec, smoother, name, st, gate, stop, 100.0, skip)
         rule = {"margin_db": m, "mass": t, "mass_max_exit": me, "skip_mass": sk, "skip_hops": run}
         rows.append({"rule": rule, "streams": r_rows})
         cells = "  ".join(f"{n.split(' (')[0]}: {_pct(r['correct_pct'])} "

@@ -19,6 +19,7 @@ from .augment import (AugmentConfig, NoiseBank, augment_waveforms, place, shift_
                       spec_augment, window_shifts)
 from .data.base import Dataset
 from .features import extract, feature_stats, load_waveforms
+from .vocab import AUX_ONLY
 
 __all__ = ["train_dataset", "eval_arrays", "feature_stats", "label_indices", "BatchMaker"]
 
@@ -41,14 +42,14 @@ def _resolve(clips, labels, noise_paths, split="train"):
 def label_indices(clips, labels) -> np.ndarray:
     """Task label index per clip; -1 for auxiliary-only clips (``kws.vocab.AUX_ONLY``), whose
     task loss is zero."""
-    from .vocab import AUX_ONLY
-
     index = {lab: i for i, lab in enumerate(labels)}
     index[AUX_ONLY] = -1
     try:
         return np.array([index[c.label] for c in clips], dtype=np.int32)
-    except KeyError as exc:
-        raise ValueError(f"clip label {exc.args[0]!r} is not in labels {labels}") from None
+    except KeyError:
+        i, c = next((i, c) for i, c in enumerate(clips) if c.label not in index)
+        raise ValueError(f"clip {i} ({c.path}): label {c.label!r} is not in labels "
+                         f"{list(labels)}") from None
 
 
 def eval_arrays(clips, cfg: FrontendConfig = DEFAULT_FRONTEND, labels=None, cache_dir=None,

@@ -58,6 +58,7 @@ import numpy as np
 from bnnkws.frontend import DEFAULT_FRONTEND, FrontendConfig
 
 from . import features, fileio
+from .pipeline import label_indices
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ def _encode_shard(task: dict) -> dict:
             problems.append([clip.path, features._problem_text(exc)])
             continue
         records.append(_example_bytes(features.quantize(y), lab, aux, key))
-        counts[lab] += 1
+        if lab >= 0:  # -1: an --aux-synth clip with no task label
+            counts[lab] += 1
     return {"shard": task["shard"], "blob": b"".join(records),
             "sizes": [len(r) for r in records], "counts": counts,
             "problems": problems, "clips": len(task["clips"])}
@@ -146,17 +148,6 @@ def _max_samples(cfg: FrontendConfig) -> int:
     return int(features.MAX_SECONDS * cfg.sample_rate)
 
 
-def _label_indices(clips, labels) -> np.ndarray:
-    index = {lab: i for i, lab in enumerate(labels)}
-    out = np.empty(len(clips), np.int64)
-    for i, c in enumerate(clips):
-        if c.label not in index:
-            raise ValueError(f"clip {i} ({c.path}): label {c.label!r} is not in labels "
-                             f"{list(labels)}")
-        out[i] = index[c.label]
-    return out
-
-
 def _digest(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr, "<i8").tobytes()).hexdigest()
 
@@ -164,7 +155,7 @@ def _digest(arr: np.ndarray) -> str:
 def shard_key(clips, labels, cfg: FrontendConfig = DEFAULT_FRONTEND, aux=None,
               clips_per_shard: int = 2048) -> str:
     """The folder key: hash of clip identities, per-clip label and aux, labels, rate, format."""
-    return _key_of(clips, labels, cfg, _label_indices(clips, labels),
+    return _key_of(clips, labels, cfg, label_indices(clips, labels).astype(np.int64),
                    _aux_array(aux, len(clips)), clips_per_shard)
 
 
@@ -245,7 +236,7 @@ def build_shards(clips, labels, cfg: FrontendConfig = DEFAULT_FRONTEND, *, aux=N
         raise ValueError(f"clips_per_shard must be >= 1, got {clips_per_shard}")
     if not clips:
         raise ValueError("build_shards: no clips")
-    lab = _label_indices(clips, labels)
+    lab = label_indices(clips, labels).astype(np.int64)
     aux_arr = _aux_array(aux, len(clips))
     cache_dir = Path(cache_dir) if cache_dir is not None else features.default_cache_dir()
     folder = cache_dir / f"shards-{_key_of(clips, labels, cfg, lab, aux_arr, clips_per_shard)}"

@@ -23,7 +23,7 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 HOLDOUT_V1_WORDS = ("bird", "dog", "house", "tree", "wow")
 DEFAULT_HOLDOUT = DIGIT_WORDS + HOLDOUT_V1_WORDS
 # Task label of an --aux-synth clip whose word is not a task label: it trains its auxiliary
-# word only (pipeline.label_indices maps it to -1, whose one-hot is all zeros: no task loss).
+# word only (pipeline.label_indices maps it to -1, which the task losses mask: train.sparse_ce).
 AUX_ONLY = "_aux_only_"
 
 
@@ -59,6 +59,7 @@ def extra_clips(specs, task_labels, exclude_speakers=(), holdout=DEFAULT_HOLDOUT
     aux_only = {str(x) for x in aux_only}
     for spec in list(specs or []) + sorted(aux_only - set(map(str, specs or []))):
         ds = load_dataset(spec, task="all")
+        other = AUX_ONLY if str(spec) in aux_only else UNKNOWN  # task label of non-task words
         kept = dropped_spk = dropped_word = 0
         for c in ds.clips:
             w = clip_word(c)
@@ -68,7 +69,7 @@ def extra_clips(specs, task_labels, exclude_speakers=(), holdout=DEFAULT_HOLDOUT
             if c.speaker is None or c.speaker in exclude:
                 dropped_spk += 1
                 continue
-            label = w if w in task_labels else (AUX_ONLY if str(spec) in aux_only else UNKNOWN)
+            label = w if w in task_labels else other
             if label not in task_labels and label != AUX_ONLY:
                 dropped_word += 1
                 continue
