@@ -33,8 +33,9 @@ with ``fall`` = 0.2 (a quiet frame pulls the floor down within a few frames) and
 0.002 (about 5 s time constant: the floor climbs into louder steady noise, but a one-second word
 barely moves it). This tracks a low quantile of the frame energy, the level of the background
 between words, without storing a history. Steady noise (fan, tap, white/pink noise) stays
-under floor + margin (6 dB by default) and is gated; clattering dishes or a cat cross the margin and simply keep
-the network running (the gate only ever skips work, it never adds a detection).
+under floor + margin (6 dB by default) and is gated; clattering dishes or a cat cross the
+margin and simply keep the network running (the gate only ever skips work, it never adds a
+detection).
 """
 from __future__ import annotations
 

@@ -12,15 +12,13 @@ import shlex
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from bnnkws.app import bench_enroll, cli
 from bnnkws.kws import vocab
+from bnnkws.kws.data import WORDS12
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "shipped_model.sh"
 WORDS = REPO / "recipes" / "synth165_words.txt"
-COMMANDS_12 = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 
 
 def recipe_commands() -> list[list[str]]:
@@ -55,7 +53,7 @@ def test_recipe_is_valid_bash_and_every_kws_command_parses():
 def test_synthetic_vocabulary_holds_no_task_or_held_out_word():
     words = [w.strip() for w in WORDS.read_text().split(",") if w.strip()]
     assert len(words) == len(set(words)) == 165
-    forbidden = set(COMMANDS_12) | set(vocab.DEFAULT_HOLDOUT) | set(bench_enroll.V1_WORDS) \
+    forbidden = set(WORDS12) | set(vocab.DEFAULT_HOLDOUT) | set(bench_enroll.V1_WORDS) \
         | {p for w in bench_enroll.WAKE_WORDS for p in w.split()} - {"hey"}
     leaked = sorted(set(words) & forbidden)
     assert leaked == [], f"{WORDS}: benchmark or task words in the training vocabulary: {leaked}"
