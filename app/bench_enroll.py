@@ -15,7 +15,9 @@ Protocol (speaker-disjoint everywhere):
   (Speech Commands test words, FSDD digits that are not enrolled, espeak-ng phrases including
   near-misses of the wake words) over background noise at ``snr_db`` (the 6 Speech Commands
   background recordings), run through `kws listen`'s streaming path with the bundle's
-  per-word thresholds: per enrolled word its recall and false accepts per hour;
+  per-word thresholds: per enrolled word its recall and false accepts per hour, what its misses
+  were heard as and which utterances its false accepts fell on (:func:`diagnose`), and each
+  corpus' own SNR (:func:`snr_by_source`);
 * openWakeWord 0.4.0's shipped models (alexa, hey_jarvis, hey_mycroft) on the same stream when
   the optional ``bench`` extra is installed.
 
@@ -26,12 +28,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from bnnkws.app.smoothing import IGNORE_LABELS as IGNORED
 from bnnkws.kws.fileio import atomic_savefig, atomic_write_text
 
 FSDD_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -183,6 +187,7 @@ class Event:
     source: str
     start_s: float
     end_s: float
+    power: float = float("nan")  # mean square of the utterance as mixed (before the noise)
 
 
 def build_stream(positives: list, negatives: list, negative_minutes: float, noise_files,
@@ -207,7 +212,7 @@ def build_stream(positives: list, negatives: list, negative_minutes: float, nois
     for a, lab, src in items:
         speech[t:t + len(a)] += a
         power.append(float(np.mean(a.astype(np.float64) ** 2)))
-        events.append(Event(lab, src, t / sr, (t + len(a)) / sr))
+        events.append(Event(lab, src, t / sr, (t + len(a)) / sr, power[-1]))
         t += len(a) + int(rng.uniform(*gap_s) * sr)
     n = t + sr
     speech = speech[:n]
@@ -227,24 +232,107 @@ def build_stream(positives: list, negatives: list, negative_minutes: float, nois
     return audio, events
 
 
+def _hits(detections, evs, word, early_s, late_s):
+    """``(hit event indices, false-accept detections)`` of ``word`` among its events ``evs``:
+    a detection at ``[start + early_s, start + late_s]`` of an event hits the nearest one."""
+    hit, fas = set(), []
+    for d in (d for d in detections if d[1] == word):
+        cand = [i for i, e in enumerate(evs) if e.start_s + early_s <= d[0] <= e.start_s + late_s]
+        if cand:
+            hit.add(min(cand, key=lambda i: abs(evs[i].start_s + 1.0 - d[0])))
+        else:
+            fas.append(d)
+    return hit, fas
+
+
 def match(detections, events, words, stream_s, early_s=0.1, late_s=2.5) -> dict:
     """Per word: hits (events of the word with a detection of it at ``[start + early_s,
     start + late_s]``), recall, false accepts (other detections of it) per hour."""
     out = {}
     for w in words:
         evs = [e for e in events if e.label == w]
-        hit = set()
-        fa = 0
-        for d in (d for d in detections if d[1] == w):
-            cand = [i for i, e in enumerate(evs) if e.start_s + early_s <= d[0] <= e.start_s + late_s]
-            if cand:
-                hit.add(min(cand, key=lambda i: abs(evs[i].start_s + 1.0 - d[0])))
-            else:
-                fa += 1
+        hit, fas = _hits(detections, evs, w, early_s, late_s)
         out[w] = {"occurrences": len(evs), "hits": len(hit),
                   "recall": len(hit) / len(evs) if evs else float("nan"),
-                  "false_accepts": fa, "fa_per_hour": fa / (stream_s / 3600.0)}
+                  "false_accepts": len(fas), "fa_per_hour": len(fas) / (stream_s / 3600.0)}
     return out
+
+
+def _group(source: str) -> str:
+    """``fsdd:three`` -> ``fsdd``: the corpus an utterance came from."""
+    return source.split(":", 1)[0]
+
+
+def snr_by_source(events, snr_db: float) -> dict:
+    """Each corpus' SNR in the stream: the noise is scaled to the mean power of *all*
+    utterances, so a corpus recorded quieter than the rest sits below the nominal SNR:
+    ``snr_db + 10 log10(mean power of its utterances / mean power of all)``."""
+    allp = np.mean([e.power for e in events])
+    groups = {}
+    for e in events:
+        groups.setdefault(("new:" if e.label else "other:") + _group(e.source), []).append(e.power)
+    return {k: float(snr_db + 10 * np.log10(np.mean(v) / allp)) for k, v in sorted(groups.items())}
+
+
+def diagnose(detections, hops, labels, events, words, early_s=0.1, late_s=2.5,
+             after_s=0.75, window_s=0.5, top=3) -> dict:
+    """Where each enrolled word's misses and false accepts go.
+
+    A *miss* is reported as what the listener heard instead: over the event's hops (times in
+    ``[start + early_s, start + late_s]``) the smoother's view, the mean of the last
+    ``window_s`` of probabilities, is taken at the hop where its keyword mass
+    ``1 - p(_silence_) - p(_unknown_)`` peaks, and its top label counted. A *false accept* is
+    assigned to the other utterance it falls in (from its start to ``after_s`` after its end):
+    its source (``fsdd:three``; ``espeak-ng phrase``) or, for another enrolled word's utterance,
+    that word (``hey jarvis (enrolled)``); else to ``background``.
+    Returns ``{word: {"missed_as": {label: n}, "false_accepts_on": {source: n}}}`` (the
+    ``top`` commonest of each, plus ``other``)."""
+    t = np.array([h[0] for h in hops], np.float64)
+    p = np.stack([np.asarray(h[1], np.float64) for h in hops]) if hops else np.zeros((0, len(labels)))
+    ign = [labels.index(x) for x in IGNORED if x in labels]
+    csum = np.vstack([np.zeros((1, p.shape[1])), np.cumsum(p, axis=0)])
+
+    def smoothed(j):  # mean over hops in (t_j - window, t_j], what the smoother averages
+        i = int(np.searchsorted(t, t[j] - window_s, side="right"))
+        return (csum[j + 1] - csum[i]) / (j + 1 - i)
+
+    def counted(c):
+        c = Counter(c)
+        out = dict(c.most_common(top))
+        rest = sum(c.values()) - sum(out.values())
+        return {**out, **({"other": rest} if rest else {})}
+
+    out = {}
+    for w in words:
+        evs = [e for e in events if e.label == w]
+        hit, fas = _hits(detections, evs, w, early_s, late_s)
+        heard = []
+        for i, e in enumerate(evs):
+            if i in hit:
+                continue
+            js = np.flatnonzero((t >= e.start_s + early_s) & (t <= e.start_s + late_s))
+            if not len(js):
+                heard.append("(no hop)")
+                continue
+            views = [smoothed(j) for j in js]
+            v = max(views, key=lambda q: 1.0 - q[ign].sum())
+            heard.append(labels[int(np.argmax(v))])
+        negs = sorted((e for e in events if e.label != w), key=lambda e: e.start_s)
+        starts = np.array([e.start_s for e in negs])
+        on = []
+        for d in fas:
+            k = int(np.searchsorted(starts, d[0], side="right")) - 1
+            on.append(_group_label(negs[k]) if k >= 0 and d[0] <= negs[k].end_s + after_s
+                      else "background")
+        out[w] = {"missed_as": counted(heard), "false_accepts_on": counted(on)}
+    return out
+
+
+def _group_label(e) -> str:
+    # an FSDD digit or Speech Commands word keeps its word; espeak-ng phrases group as one
+    if e.label:
+        return f"{e.label} (enrolled)"
+    return "espeak-ng phrase" if _group(e.source) == "espeak" else e.source
 
 
 def _stream(bundle_path, audio, block: int = 1600, gate: Optional[str] = None):
@@ -422,7 +510,8 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
                          "positive_events": sum(bool(e.label) for e in events),
                          "negative_events": sum(not e.label for e in events),
                          "negative_speech_s": neg_s, "snr_db": cfg.snr_db,
-                         "negative_sources": sorted({e.source for e in events if not e.label})}
+                         "negative_sources": sorted({e.source for e in events if not e.label}),
+                         "snr_by_source": snr_by_source(events, cfg.snr_db)}
     log(f"stream: {stream_s / 60:.1f} min, {results['stream']['positive_events']} new-word "
         f"events, {results['stream']['negative_events']} other utterances at {cfg.snr_db} dB SNR")
     for method in methods:
@@ -430,6 +519,7 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
         dets, summary, hops, args, labels = _stream(out / f"bundle_{method}", audio,
                                                     gate=cfg.gate)
         results["methods"][method]["stream"] = match(dets, events, names, stream_s)
+        results["methods"][method]["diagnosis"] = diagnose(dets, hops, labels, events, names)
         results["methods"][method]["threshold_sweep"] = threshold_sweep(
             hops, labels, args, names, events, stream_s)
         results["methods"][method]["stream_seconds"] = time.perf_counter() - t
@@ -511,6 +601,11 @@ def table_markdown(res: dict) -> str:
              f"Speech Commands test words, FSDD digits, espeak-ng phrases) over background "
              f"noise at {cfg['snr_db']:g} dB SNR; `kws listen` defaults (gate "
              f"{cfg.get('gate')}) with per-word thresholds and minimum exits.", ""]
+    snr = res["stream"].get("snr_by_source")
+    if snr:
+        lines += ["The noise is scaled to the mean level of all utterances, so each corpus "
+                  "sits at its own SNR: " + ", ".join(f"{k} {v:.1f} dB" for k, v in snr.items())
+                  + ".", ""]
     for method, m in res["methods"].items():
         rows = m["rows"]
         lines += [f"## {'with replay memory' if method == 'replay' else 'without memory (CWR* on the takes alone)'}", "",
@@ -531,6 +626,15 @@ def table_markdown(res: dict) -> str:
                          f"| {_f(pw.get('last_exit'))} | {_f(pw.get('delta'))} "
                          f"| {e['threshold']:.3f} | {e['min_exit']} | {_f(s.get('recall'))} "
                          f"| {_f(s.get('fa_per_hour'), False)} | {e['wall_s']:.2f} |")
+        diag = m.get("diagnosis")
+        if diag:
+            lines += ["", "Where the misses and false accepts go: a miss as the label the "
+                          "listener's smoothed view gave at the utterance's peak keyword mass; "
+                          "a false accept by the other utterance it fell in (or background):",
+                      "", "| word | misses heard as | false accepts on |", "|---|---|---|"]
+            for w, d in diag.items():
+                fmt = lambda c: ", ".join(f"{k} {v}" for k, v in c.items()) or "-"  # noqa: E731
+                lines.append(f"| {w} | {fmt(d['missed_as'])} | {fmt(d['false_accepts_on'])} |")
         best = (m.get("threshold_sweep") or {}).get("best_at_5_fa_per_hour")
         if best:
             lines += ["", "Threshold sweep on this stream (the listener's smoother re-run on "

@@ -256,3 +256,44 @@ def test_enrolment_threshold_sweep_replays_the_listeners_own_detections(app_bund
     words = sorted({lab for _, lab in live})
     strict = replay_detections(hops, labels, args, {w: 0.999 for w in words})
     assert len(strict) < len(live)
+
+
+def test_enrolment_diagnosis_says_what_misses_were_heard_as_and_where_false_accepts_fell(
+        app_bundle, keyword_sequence):
+    """bench-enroll's diagnosis on real hops: with no detections every utterance is a miss and
+    the listener heard each as its own word (the fixture's clips are all recognised); with the
+    live detections nothing is missed; a detection inside another utterance is a false accept
+    on that utterance's source, one far from speech on background."""
+    from bnnkws.app.bench_enroll import Event, _stream, diagnose
+
+    path, evs = keyword_sequence
+    live, _, hops, _, labels = _stream(app_bundle, load_audio(path))
+    events = [Event(e["label"], "speech_commands", e["start_s"], e["end_s"]) for e in evs]
+    words = sorted({e.label for e in events})
+    none = diagnose([], hops, labels, events, words)
+    for w in words:
+        assert none[w]["missed_as"] == {w: sum(e.label == w for e in events)}
+        assert none[w]["false_accepts_on"] == {}
+    found = diagnose(live, hops, labels, events, words)
+    assert all(found[w]["missed_as"] == {} for w in words)
+
+    w0, other = events[0].label, events[1]
+    inside = other.end_s - 0.2  # past the window in which a detection counts for events[0]
+    assert other.label != w0 and inside - events[0].start_s > 2.5
+    as_negative = [Event("", "fsdd:three", other.start_s, other.end_s) if e is other else e
+                   for e in events]
+    wrong = live + [(inside, w0), (events[-1].end_s + 30.0, w0)]
+    d = diagnose(sorted(wrong), hops, labels, as_negative, [w0])
+    assert d[w0]["false_accepts_on"] == {"fsdd:three": 1, "background": 1}
+    d = diagnose(sorted(wrong), hops, labels, events, [w0])  # on another word's utterance
+    assert d[w0]["false_accepts_on"] == {f"{other.label} (enrolled)": 1, "background": 1}
+
+
+def test_enrolment_snr_by_source_is_the_nominal_snr_moved_by_each_corpus_level():
+    from bnnkws.app.bench_enroll import Event, snr_by_source
+
+    events = [Event("zero", "fsdd", 0, 1, 0.25), Event("", "speech_commands:yes", 2, 3, 1.0),
+              Event("", "speech_commands:no", 4, 5, 1.0), Event("zero", "fsdd", 6, 7, 0.25)]
+    got = snr_by_source(events, 10.0)
+    assert got == pytest.approx({"new:fsdd": 10 + 10 * np.log10(0.25 / 0.625),
+                                 "other:speech_commands": 10 + 10 * np.log10(1 / 0.625)})
