@@ -487,7 +487,9 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
                               "replayed": res.replayed, "memory_bytes": res.memory_bytes,
                               "threshold": res.operating_point["threshold"],
                               "min_exit": res.operating_point["min_exit"],
-                              "calibration_recall": res.operating_point["calibration"]["recall"]})
+                              "calibration_recall": res.operating_point["calibration"]["recall"],
+                              "takes_heard_as": res.operating_point.get("takes_heard_as", {}),
+                              "confusable_with": res.operating_point.get("confusable_with", [])})
             row = {"words": i, **_row(b, old_feats, old_y, new_feats, names[:i])}
             rows.append(row)
             log(f"[{method}] +{w.name:12s} {wall:.2f} s: old {row['old_last_exit']:.3f} "
@@ -631,10 +633,13 @@ def table_markdown(res: dict) -> str:
             lines += ["", "Where the misses and false accepts go: a miss as the label the "
                           "listener's smoothed view gave at the utterance's peak keyword mass; "
                           "a false accept by the other utterance it fell in (or background):",
-                      "", "| word | misses heard as | false accepts on |", "|---|---|---|"]
+                      "", "| word | takes heard as, before enrolment | misses heard as "
+                          "| false accepts on |", "|---|---|---|---|"]
+            before = {e["word"]: e.get("takes_heard_as", {}) for e in m["enrolments"]}
             for w, d in diag.items():
                 fmt = lambda c: ", ".join(f"{k} {v}" for k, v in c.items()) or "-"  # noqa: E731
-                lines.append(f"| {w} | {fmt(d['missed_as'])} | {fmt(d['false_accepts_on'])} |")
+                lines.append(f"| {w} | {fmt(before.get(w, {}))} | {fmt(d['missed_as'])} "
+                             f"| {fmt(d['false_accepts_on'])} |")
         best = (m.get("threshold_sweep") or {}).get("best_at_5_fa_per_hour")
         if best:
             lines += ["", "Threshold sweep on this stream (the listener's smoother re-run on "

@@ -243,6 +243,15 @@ def run_enroll(args) -> int:
           + (f"; on calibration takes {cal['recall']:.0%} recall, "
              f"{cal['negative_rate']:.2%} of {cal['negatives']} negatives above it"
              if cal else ""))
+    heard = op.get("takes_heard_as")
+    if heard:
+        print("before learning it, the model heard the takes as: "
+              + ", ".join(f"{k} {v}" for k, v in heard.items()))
+    for other in op.get("confusable_with", []):
+        print(f"warning: {res.word!r} may be confused with {other!r} ({heard[other]} of "
+              f"{res.examples} takes were heard as {other!r} before enrolment): expect each to "
+              f"fire on the other; a more distinct word keeps them apart (`kws forget "
+              f"{res.word}`, then enrol another)", file=sys.stderr)
     print(f"words ({len(res.labels)}): {', '.join(res.labels)}")
     return 0
 
@@ -286,6 +295,8 @@ def run_words(args) -> int:
         if op:
             note += (f"; threshold {op['threshold']:.3f} ({op.get('threshold_source', '?')}), "
                      f"min exit {op['min_exit']} ({op.get('min_exit_source', '?')})")
+            if op.get("confusable_with"):
+                note += "; may be confused with " + ", ".join(op["confusable_with"])
         print(f"{lab}{note}")
     mem = info.get("memory")
     print("\nreplay memory: " + (f"{mem['samples']} samples, {mem['bytes'] / 1024:.0f} KiB"

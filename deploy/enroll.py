@@ -516,7 +516,8 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     the takes and negatives enter the memory. Heads, memory and manifest are swapped in at once.
     """
     from bnnkws.kws.cwr import CWRStar, Precision
-    from bnnkws.kws.operating_point import DEFAULT_TARGET_FA_PER_HOUR, calibrate
+    from bnnkws.kws.operating_point import (DEFAULT_TARGET_FA_PER_HOUR, calibrate, confusable,
+                                            heard_as)
 
     from .memory import MEMORY, memory_info, read_memory
 
@@ -562,6 +563,10 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     signs = [linear_head(bundle.heads[k])[2] for k in exits]
     allx = [head_input(sg)(f) for sg, f in zip(signs, allf)]
     takes_x, aug_x, cal_x, neg_x = zip(*[np.split(x, cuts) for x in allx])
+    # what the model made of the takes before learning the word: a word it already hears in
+    # them is one the new word will be mistaken for (and fire on)
+    heard = heard_as(_stack_logits(bundle.heads, exits, takes_x), _policy(bundle), labels,
+                     label_min_exits(bundle))
     t1 = time.perf_counter()
 
     new_labels = list(labels) if word in labels else list(labels) + [word]
@@ -619,7 +624,8 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
                       _policy(bundle), target, me, target_fa_per_hour=fa_h)
     entry = {"threshold": point["threshold"], "min_exit": int(point["min_exit"]),
              "threshold_source": "calibrated", "min_exit_source": "calibrated",
-             "calibration": {k: v for k, v in point.items() if k not in ("threshold", "min_exit")}}
+             "calibration": {k: v for k, v in point.items() if k not in ("threshold", "min_exit")},
+             "takes_heard_as": heard, "confusable_with": confusable(heard, word)}
     prev = old_ws.get(word, {}) if update else {}
     for key in ("threshold", "min_exit"):  # a user's override survives an --update
         if prev.get(f"{key}_source") == "user":

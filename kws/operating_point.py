@@ -22,6 +22,7 @@ sample, so t is then the highest negative score: the calibration errs on the qui
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Optional, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from .policy import ExitPolicy, entropy, softmax
 DEFAULT_TARGET_FA_PER_HOUR = 2.0
 THRESHOLD_FLOOR = 0.5  # never below: the smoother's averages of unrelated speech reach ~0.4
 THRESHOLD_CEIL = 0.99
+CONFUSABLE_SHARE = 0.5  # half the takes heard as one existing word: warn at enrolment
 
 
 def decide(logits: np.ndarray, policy: ExitPolicy, min_exits: Optional[Sequence[int]] = None):
@@ -101,4 +103,24 @@ def calibrate(pos_logits: np.ndarray, neg_logits: np.ndarray, policy: ExitPolicy
             "target_fa_per_hour": float(target_fa_per_hour), "per_exit": rows}
 
 
-__all__ = ["decide", "calibrate", "threshold_for_rate", "DEFAULT_TARGET_FA_PER_HOUR"]
+def heard_as(logits: np.ndarray, policy: ExitPolicy, labels: Sequence[str],
+             min_exits: Optional[Sequence[int]] = None) -> dict:
+    """``{label: count}`` (commonest first) of what :func:`decide` makes of ``logits (N, E,
+    C)``: run on a new word's takes through the heads *before* it is enrolled, it says which
+    existing word, if any, the model already hears in them."""
+    _, p = decide(logits, policy, min_exits)
+    counts = Counter(str(labels[i]) for i in np.argmax(p, axis=1))
+    return dict(counts.most_common())
+
+
+def confusable(heard: dict, word: str, ignore: Sequence[str] = ("_silence_", "_unknown_"),
+               share: float = CONFUSABLE_SHARE) -> list:
+    """The labels of ``heard`` (other than ``word`` and ``ignore``) that took at least ``share``
+    of the takes: words the new one is likely to be mistaken for, and to fire on."""
+    n = sum(heard.values())
+    return [lab for lab, k in heard.items()
+            if lab != word and lab not in ignore and n and k / n >= share]
+
+
+__all__ = ["decide", "calibrate", "threshold_for_rate", "heard_as", "confusable",
+           "DEFAULT_TARGET_FA_PER_HOUR"]

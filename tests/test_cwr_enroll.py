@@ -112,6 +112,8 @@ def test_enrolment_adds_a_working_word_and_keeps_old_ones(bundle_copy, sc_v1_sam
     # `_unknown_` samples that were this word, moved to it)
     op = E.words(bundle_copy)["operating_points"][NEW_WORD]
     assert 0.5 <= op["threshold"] <= 0.99 and op["min_exit"] in after.exits
+    # what the model heard in the takes before it knew the word: never the word itself
+    assert sum(op["takes_heard_as"].values()) == 5 and NEW_WORD not in op["takes_heard_as"]
     from bnnkws.deploy.memory import read_memory
 
     mem = read_memory(Bundle.load(bundle_copy))
@@ -218,3 +220,29 @@ def test_cli_enroll_words_forget(bundle_copy, sc_v1_sample, tmp_path, capsys):
     assert f"{NEW_WORD}  enrolled" in out and "update" in out
     assert main(["forget", str(bundle_copy), NEW_WORD]) == 0
     assert NEW_WORD not in Bundle.load(bundle_copy).labels
+
+
+def test_enrolment_warns_when_the_takes_already_sound_like_a_known_word(bundle_copy, sc_v2,
+                                                                        tmp_path, capsys):
+    """Takes the model already hears as "yes", enrolled under another name: `kws enroll` says
+    what the takes were heard as and warns that the two words will be confused; the manifest
+    and `kws words` keep it."""
+    from bnnkws.app.cli import main
+    from bnnkws.deploy.runtime import Detector
+
+    det = Detector(bundle_copy)
+    d = tmp_path / "takes"
+    d.mkdir()
+    for f in sorted((sc_v2 / "yes").glob("*.wav")):
+        if det.classify(audio=load_audio(f, length=16000)).label == "yes":
+            shutil.copy(f, d / f.name)
+        if len(list(d.iterdir())) == 5:
+            break
+    assert main(["enroll", str(bundle_copy), "--word", "yes2", "--from", str(d)]) == 0
+    cap = capsys.readouterr()
+    assert "heard the takes as: yes 5" in cap.out
+    assert "warning: 'yes2' may be confused with 'yes'" in cap.err
+    entry = Bundle.load(bundle_copy).manifest["words"]["yes2"]
+    assert entry["takes_heard_as"] == {"yes": 5} and entry["confusable_with"] == ["yes"]
+    assert main(["words", str(bundle_copy)]) == 0
+    assert "may be confused with yes" in capsys.readouterr().out
