@@ -121,9 +121,12 @@ def run(args) -> int:
     except ValueError as e:
         raise CLIError(f"{args.data}: {e}") from e
     build_s = time.perf_counter() - t0
+    bed = None if stream.bed_snr_db is None else round(stream.bed_snr_db, 2)
     print(f"stream: {stream.duration_s / 60:.1f} min, {len(stream.keywords)} keywords, "
           f"{len(stream.events) - len(stream.keywords)} distractors "
-          f"({len(clips)} {args.split} clips; built in {build_s:.1f} s)")
+          f"({len(clips)} {args.split} clips; built in {build_s:.1f} s); "
+          + (f"the clean row's bed (the dataset's _silence_ clips) is at {bed:.1f} dB SNR"
+             if bed is not None else "digital silence between words"))
     out = Path(args.out)
     if args.save_wav:
         import soundfile as sf
@@ -184,6 +187,7 @@ def run(args) -> int:
         "delta": args.delta if args.delta is not None else getattr(detector, "delta", None),
         "backend": getattr(detector, "backend", None), "threads": args.threads,
         "gate": gate_list[0], "gates": gate_list,
+        "bed_snr_db": bed,
     }
     rep = stream_bench.report_dict(stats, summary, settings)
     if len(rows) > 1:

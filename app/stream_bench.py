@@ -66,6 +66,17 @@ class Stream:
     def keywords(self) -> List[Event]:
         return [e for e in self.events if e.keyword]
 
+    @property
+    def bed_snr_db(self) -> Optional[float]:
+        """The keywords' level over the bed the stream was built on (the dataset's
+        ``_silence_`` clips), ``20 log10(keyword_rms / rms(audio - words))``, on the same basis
+        as the SNR rows; None without a bed (``bed_gain`` 0, digital silence between words)."""
+        if self.words is None or not self.keyword_rms:
+            return None
+        bed = self.audio.astype(np.float64) - self.words
+        rms = math.sqrt(float(np.mean(bed * bed))) if bed.size else 0.0
+        return 20.0 * math.log10(self.keyword_rms / rms) if rms > 1e-9 else None
+
     def labels_text(self) -> str:
         """TensorFlow's ground-truth file format: ``label, time_ms`` per line."""
         return "".join(f"{e.label}, {e.time_s * 1000:.0f}\n" for e in self.events)
@@ -220,6 +231,18 @@ def noise_track(noises, n: int, seed: int = 0, segment_s: tuple = (3.0, 10.0),
         out[pos : pos + m] = seg
         pos += m
     return out
+
+
+def _bed_note(rep: dict) -> str:
+    """What the "clean" row's bed is, in the SNR rows' terms."""
+    snr = (rep.get("settings") or {}).get("bed_snr_db")
+    gain = (rep.get("settings") or {}).get("noise_gain")
+    if snr is None:
+        return (" The clean row has digital silence between words (`--noise-gain 0`)."
+                if gain == 0 else "")
+    return (f" The clean row's bed (the dataset's `_silence_` clips, `--noise-gain {gain:g}`) "
+            f"is itself at {snr:.1f} dB SNR; `--noise-gain 0` gives digital silence between "
+            f"words.")
 
 
 def mix_at_snr(words: np.ndarray, noise: np.ndarray, keyword_rms: float, snr_db: float) -> np.ndarray:
@@ -432,7 +455,7 @@ def report_markdown(rep: dict) -> str:
                 f"Noise: {ns.get('folder')} ({', '.join(ns.get('files', []))}), random 3-10 s "
                 f"stretches each scaled to one RMS, mixed at each SNR relative to the keywords' "
                 f"RMS level ({ns.get('keyword_rms_dbfs')} dBFS) in place of the clean stream's "
-                f"bed; the same keywords and times in every row. The noise-only stream "
+                f"bed; the same keywords and times in every row.{_bed_note(rep)} The noise-only stream "
                 f"({ns.get('noise_only_minutes')} min) is that noise alone at the level of "
                 f"{ns.get('noise_only_snr_db')} dB SNR, for false accepts per hour.")
             lines.append("")

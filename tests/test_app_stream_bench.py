@@ -74,6 +74,11 @@ def test_build_stream_places_real_clips_where_the_ground_truth_says(sc_v2):
     assert [e.path for e in s2.events] == [e.path for e in s.events]
     noisy = build_stream(clips, minutes=0.5, seed=3, unknown_fraction=0.3)
     assert np.sqrt(np.mean(noisy.audio[:first] ** 2)) > 1e-4
+    # The bed's level in the SNR rows' terms: none without a bed; a quarter of the gain is
+    # 12 dB more (up to clipping of the mixed stream)
+    assert s.bed_snr_db is None and noisy.bed_snr_db is not None
+    quarter = build_stream(clips, minutes=0.5, seed=3, unknown_fraction=0.3, bed_gain=0.25)
+    assert quarter.bed_snr_db - noisy.bed_snr_db == pytest.approx(20 * np.log10(4), abs=0.3)
     assert s.labels_text().splitlines()[0] == f"{s.events[0].label}, {s.events[0].end_s * 1000:.0f}"
 
 
