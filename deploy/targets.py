@@ -46,25 +46,35 @@ def _fill(text: str, **values) -> str:
 
 
 def bench_rows(b: Bundle) -> tuple[list, list]:
-    """(shell lines that benchmark each exit's stages and print a table row, plain commands)."""
+    """(shell lines that benchmark each exit's stages and print a table row, plain commands).
+
+    Per stage: the LCE model, the float-32 twin and the int8 twin (when the bundle has them,
+    XNNPack on for both, as a user would run them); the row carries the cumulative latency of
+    each up to this exit and LCE's speed-up over each twin (0 when a twin is absent)."""
     rows, cmds = [], []
-    for i, s in enumerate(b.stages):
-        lce_f = s.file
-        fl_f = s.float32
-        rows.append(f'l=$(bench {lce_f} "")')
-        cmds.append(f"--graph=bundle/{lce_f} --num_threads=1 --num_runs=100 --warmup_runs=10")
-        if fl_f:
-            rows.append(f'f=$(bench {fl_f} "--use_xnnpack=true")')
-            cmds.append(f"--graph=bundle/{fl_f} --num_threads=1 --num_runs=100 --warmup_runs=10 "
-                        f"--use_xnnpack=true")
-        else:
-            rows.append("f=0")
-        rows.append('cl=$(awk "BEGIN{print $cl + $l}"); cf=$(awk "BEGIN{print $cf + $f}")')
+    for s in b.stages:
+        rows.append(f'l=$(bench {s.file} "")')
+        cmds.append(f"--graph=bundle/{s.file} --num_threads=1 --num_runs=100 --warmup_runs=10")
+        for var, twin in (("f", s.float32), ("i", s.int8)):
+            if twin:
+                rows.append(f'{var}=$(bench {twin} "--use_xnnpack=true")')
+                cmds.append(f"--graph=bundle/{twin} --num_threads=1 --num_runs=100 "
+                            f"--warmup_runs=10 --use_xnnpack=true")
+            else:
+                rows.append(f"{var}=0")
+        rows.append('cl=$(awk "BEGIN{print $cl + $l}"); cf=$(awk "BEGIN{print $cf + $f}"); '
+                    'ci=$(awk "BEGIN{print $ci + $i}")')
         label = s.exit if s.exit is not None else f"(stage {s.index})"
         rows.append(f'awk -v e="{label}" -v l="$l" -v cl="$cl" -v f="$f" -v cf="$cf" '
-                    "'BEGIN{printf \"| %s | %.3f | %.3f | %.3f | %.3f | %.2fx |\\n\", "
-                    "e, l/1000, cl/1000, f/1000, cf/1000, (cl>0 ? cf/cl : 0)}'")
+                    '-v i="$i" -v ci="$ci" '
+                    "'BEGIN{printf \"| %s | %.3f | %.3f | %.3f | %.3f | %.2fx | %.3f | %.3f "
+                    "| %.2fx |\\n\", e, l/1000, cl/1000, f/1000, cf/1000, (cl>0 ? cf/cl : 0), "
+                    "i/1000, ci/1000, (cl>0 ? ci/cl : 0)}'")
     return rows, cmds
+
+
+def _twin_files(b: Bundle) -> set:
+    return {s.float32 for s in b.stages if s.float32} | {s.int8 for s in b.stages if s.int8}
 
 
 def copy_code(dest: Path) -> None:
@@ -213,12 +223,12 @@ def _fill_folder(source: Path, target: str, out: Path, which: str, bench_md) -> 
                        COMMANDS="\n".join(f"      ./lce_benchmark_model_aarch64 {c}" for c in cmds))
     else:
         dev = "/data/local/tmp/bnnkws"
-        files = {s.file for s in b.stages} | {s.float32 for s in b.stages if s.float32}
+        files = {s.file for s in b.stages} | _twin_files(b)
         files |= {f for f in (b.manifest.get("full"), b.manifest.get("float32"))
                   if f and f in b.manifest["files"]}
         files = sorted(files)
         setup = "\n".join(
-            [f'adb shell mkdir -p {dev}/bundle/float32',
+            [f'adb shell mkdir -p {dev}/bundle/float32 {dev}/bundle/int8',
              f'adb push "$BIN" {dev}/lce_benchmark_model >/dev/null',
              f'adb shell chmod +x {dev}/lce_benchmark_model'] +
             [f'adb push "$HERE/bundle/{f}" {dev}/bundle/{f} >/dev/null' for f in files])

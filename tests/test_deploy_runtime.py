@@ -222,3 +222,41 @@ def test_deploy_pi_completes_a_lean_bundle_from_its_run_or_refuses(tiny_run, cli
     with pytest.raises(TargetError, match="lean bundle"):
         deploy(orphan, "pi", tmp_path / "pi2")
     assert not (tmp_path / "pi2").exists()
+
+
+@pytest.mark.parametrize("target", ["pi", "android"])
+def test_device_benchmark_script_times_lce_against_both_twins(tiny_bundle, tmp_path, target):
+    """The generated device benchmark, run with a stand-in for LCE's benchmark binary that
+    reports 1 ms for LCE stages, 4 ms for float-32 and 2 ms for int8 ones: the table's last row
+    has the cumulative latencies of every stage and LCE's speed-up over each twin (the ratio
+    issue 19 asks for on ARM, where LCE's optimised kernels run)."""
+    from bnnkws.deploy.targets import deploy
+
+    b = Bundle.load(tiny_bundle)
+    assert all(s.int8 and s.float32 for s in b.stages)
+    out = deploy(tiny_bundle, target, tmp_path / target)
+    fake = tmp_path / "bench_bin"
+    fake.write_text('#!/bin/sh\ncase "$*" in\n'
+                    '  *int8/*) echo "Inference (avg): 2000" ;;\n'
+                    '  *float32/*) echo "Inference (avg): 4000" ;;\n'
+                    '  *) echo "Inference (avg): 1000" ;;\nesac\n')
+    fake.chmod(0o755)
+    script = out / ("bench_device.sh" if target == "pi" else "android_bench.sh")
+    text = script.read_text()
+    for s in b.stages:
+        assert f"bench {s.int8} " in text and f"bench {s.float32} " in text
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LCE_BENCH": str(fake)}
+    if target == "android":  # adb stands in too: `adb shell CMD...` runs CMD, the rest no-op
+        adb = tmp_path / "adb"
+        adb.write_text(f'#!/bin/sh\nif [ "$1" = shell ] && [ "$2" != mkdir ] && '
+                       f'[ "$2" != chmod ]; then shift; shift; exec {fake} "$@"; fi\n')
+        adb.chmod(0o755)
+    r = subprocess.run(["sh", str(script), "1", "5"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert "LCE vs int8" in rows[0]
+    n = len(b.stages)
+    last = [c.strip() for c in rows[-1].strip("|").split("|")]
+    assert last[2] == f"{n:.3f}" and last[4] == f"{4 * n:.3f}" and last[7] == f"{2 * n:.3f}"
+    assert last[5] == "4.00x" and last[8] == "2.00x"

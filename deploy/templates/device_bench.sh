@@ -23,7 +23,7 @@ bench() {  # $1 file, $2 extra flags -> prints average microseconds
   [ -n "$us" ] || us=$(echo "$out" | sed -n 's/.*avg=\([0-9.e+]*\).*/\1/p' | tail -n 1)
   echo "$us"
 }
-echo "| exit | LCE stage ms | LCE cumulative ms | float32 stage ms | float32 cumulative ms | speedup |"
-echo "|---:|---:|---:|---:|---:|---:|"
-cl=0; cf=0
+echo "| exit | LCE stage ms | LCE cumulative ms | float32 stage ms | float32 cumulative ms | LCE vs float32 | int8 stage ms | int8 cumulative ms | LCE vs int8 |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+cl=0; cf=0; ci=0
 @ROWS@
