@@ -400,8 +400,10 @@ def headline_rows(f: dict, delta: float, have_noise: bool) -> list[dict]:
         "bench_full" if have_full else "bench")
 
     s = f["stream"]
+    bed = (s.get("settings") or {}).get("bed_snr_db")
     add(f"{s['stream_s'] / 60:.0f}-minute stream, {s['keywords']} keywords over the dataset's "
-        "noise bed: correct / wrong / missed; false accepts per hour; cost per 100 ms hop",
+        + ("noise bed" if bed is None else f"noise bed (itself {bed:.1f} dB SNR)")
+        + ": correct / wrong / missed; false accepts per hour; cost per 100 ms hop",
         f"{s['correct_pct']:.1f} / {s['wrong_pct']:.1f} / {s['missed_pct']:.1f} %; "
         f"{s['false_accepts_per_hour']:g}; {s['mean_hop_latency_ms']:.2f} ms "
         f"(real-time factor {s['processing_rtf']:.3f})", "stream")

@@ -92,3 +92,19 @@ def test_readme_and_architecture_stay_short():
     assert len((REPO / "ARCHITECTURE.md").read_text().splitlines()) <= 160
     # it starts with the two set-up commands
     assert readme.split("```bash\n", 1)[1].startswith("./bootstrap demo")
+
+
+def test_stream_row_names_the_snr_of_the_bed_when_bench_stream_measured_it():
+    """`kws bench-stream` now records its clean row's bed level; the README row says it (the
+    stored figures predate it and keep the plain label)."""
+    result = json.loads((DOCS / cmd_report.JSON_NAME).read_text())
+    figures = json.loads(json.dumps(result["figures"]))
+    plain = cmd_report.headline_rows(figures, result["bundle"]["delta"],
+                                     result.get("bench_stream_has_noise", False))
+    figures["stream"].setdefault("settings", {})["bed_snr_db"] = -0.5
+    named = cmd_report.headline_rows(figures, result["bundle"]["delta"],
+                                     result.get("bench_stream_has_noise", False))
+    changed = [(a, b) for a, b in zip(plain, named) if a != b]
+    assert len(changed) == 1
+    assert "noise bed (itself -0.5 dB SNR):" in str(changed[0][1])
+    assert "itself" not in str(changed[0][0])
