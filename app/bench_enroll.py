@@ -35,7 +35,7 @@ from typing import Optional
 
 import numpy as np
 
-from bnnkws.app.smoothing import IGNORE_LABELS as IGNORED
+from bnnkws.app.smoothing import DEFAULT_AVERAGE_WINDOW_MS, IGNORE_LABELS as IGNORED
 from bnnkws.kws.fileio import atomic_savefig, atomic_write_text
 
 FSDD_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -208,11 +208,11 @@ def build_stream(positives: list, negatives: list, negative_minutes: float, nois
     items = [items[j] for j in rng.permutation(len(items))]
     total = int(sum(len(a) / sr + gap_s[1] for a, _, _ in items) * sr) + sr
     speech = np.zeros(total, np.float32)
-    events, t, power = [], int(gap_s[0] * sr), []
+    events, t = [], int(gap_s[0] * sr)
     for a, lab, src in items:
         speech[t:t + len(a)] += a
-        power.append(float(np.mean(a.astype(np.float64) ** 2)))
-        events.append(Event(lab, src, t / sr, (t + len(a)) / sr, power[-1]))
+        events.append(Event(lab, src, t / sr, (t + len(a)) / sr,
+                            float(np.mean(a.astype(np.float64) ** 2))))
         t += len(a) + int(rng.uniform(*gap_s) * sr)
     n = t + sr
     speech = speech[:n]
@@ -227,7 +227,7 @@ def build_stream(positives: list, negatives: list, negative_minutes: float, nois
         m = min(len(seg), n - pos)
         bed[pos:pos + m] = seg[:m]
         pos += m
-    gain = np.sqrt(np.mean(power) / 10 ** (snr_db / 10))
+    gain = np.sqrt(np.mean([e.power for e in events]) / 10 ** (snr_db / 10))
     audio = np.clip(speech + gain * bed, -1.0, 1.0).astype(np.float32)
     return audio, events
 
@@ -275,7 +275,7 @@ def snr_by_source(events, snr_db: float) -> dict:
 
 
 def diagnose(detections, hops, labels, events, words, early_s=0.1, late_s=2.5,
-             after_s=0.75, window_s=0.5, top=3) -> dict:
+             after_s=0.75, window_s=DEFAULT_AVERAGE_WINDOW_MS / 1000.0, top=3) -> dict:
     """Where each enrolled word's misses and false accepts go.
 
     A *miss* is reported as what the listener heard instead: over the event's hops (times in
@@ -287,9 +287,12 @@ def diagnose(detections, hops, labels, events, words, early_s=0.1, late_s=2.5,
     that word (``hey jarvis (enrolled)``); else to ``background``.
     Returns ``{word: {"missed_as": {label: n}, "false_accepts_on": {source: n}}}`` (the
     ``top`` commonest of each, plus ``other``)."""
+    from bnnkws.kws.policy import keyword_mass
+
     t = np.array([h[0] for h in hops], np.float64)
     p = np.stack([np.asarray(h[1], np.float64) for h in hops]) if hops else np.zeros((0, len(labels)))
-    ign = [labels.index(x) for x in IGNORED if x in labels]
+    ignored = np.isin(labels, IGNORED)
+    by_start = sorted(events, key=lambda e: e.start_s)
     csum = np.vstack([np.zeros((1, p.shape[1])), np.cumsum(p, axis=0)])
 
     def smoothed(j):  # mean over hops in (t_j - window, t_j], what the smoother averages
@@ -314,10 +317,9 @@ def diagnose(detections, hops, labels, events, words, early_s=0.1, late_s=2.5,
             if not len(js):
                 heard.append("(no hop)")
                 continue
-            views = [smoothed(j) for j in js]
-            v = max(views, key=lambda q: 1.0 - q[ign].sum())
+            v = max((smoothed(j) for j in js), key=lambda q: keyword_mass(q, ignored))
             heard.append(labels[int(np.argmax(v))])
-        negs = sorted((e for e in events if e.label != w), key=lambda e: e.start_s)
+        negs = [e for e in by_start if e.label != w]
         starts = np.array([e.start_s for e in negs])
         on = []
         for d in fas:
@@ -521,7 +523,8 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
         dets, summary, hops, args, labels = _stream(out / f"bundle_{method}", audio,
                                                     gate=cfg.gate)
         results["methods"][method]["stream"] = match(dets, events, names, stream_s)
-        results["methods"][method]["diagnosis"] = diagnose(dets, hops, labels, events, names)
+        results["methods"][method]["diagnosis"] = diagnose(
+            dets, hops, labels, events, names, window_s=args.average_window_ms / 1000.0)
         results["methods"][method]["threshold_sweep"] = threshold_sweep(
             hops, labels, args, names, events, stream_s)
         results["methods"][method]["stream_seconds"] = time.perf_counter() - t

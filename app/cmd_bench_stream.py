@@ -121,7 +121,8 @@ def run(args) -> int:
     except ValueError as e:
         raise CLIError(f"{args.data}: {e}") from e
     build_s = time.perf_counter() - t0
-    bed = None if stream.bed_snr_db is None else round(stream.bed_snr_db, 2)
+    bed = stream.bed_snr_db
+    bed = None if bed is None else round(bed, 2)
     print(f"stream: {stream.duration_s / 60:.1f} min, {len(stream.keywords)} keywords, "
           f"{len(stream.events) - len(stream.keywords)} distractors "
           f"({len(clips)} {args.split} clips; built in {build_s:.1f} s); "

@@ -57,6 +57,7 @@ class Stream:
     events: List[Event]
     words: Optional[np.ndarray] = None  # the clips alone, without the bed (for noise mixing)
     keyword_rms: Optional[float] = None  # RMS over the keyword clips' samples (the SNR reference)
+    bed_rms: Optional[float] = None  # RMS of the bed over the whole stream (None: no bed)
 
     @property
     def duration_s(self) -> float:
@@ -69,13 +70,11 @@ class Stream:
     @property
     def bed_snr_db(self) -> Optional[float]:
         """The keywords' level over the bed the stream was built on (the dataset's
-        ``_silence_`` clips), ``20 log10(keyword_rms / rms(audio - words))``, on the same basis
+        ``_silence_`` clips), ``20 log10(keyword_rms / bed_rms)``, on the same basis
         as the SNR rows; None without a bed (``bed_gain`` 0, digital silence between words)."""
-        if self.words is None or not self.keyword_rms:
+        if not self.keyword_rms or not self.bed_rms:
             return None
-        bed = self.audio.astype(np.float64) - self.words
-        rms = math.sqrt(float(np.mean(bed * bed))) if bed.size else 0.0
-        return 20.0 * math.log10(self.keyword_rms / rms) if rms > 1e-9 else None
+        return 20.0 * math.log10(self.keyword_rms / self.bed_rms)
 
     def labels_text(self) -> str:
         """TensorFlow's ground-truth file format: ``label, time_ms`` per line."""
@@ -126,7 +125,7 @@ def build_stream(
     n = int(round(minutes * 60 * sample_rate))
     audio = np.zeros(n, dtype=np.float32)
     words = np.zeros(n, dtype=np.float32)
-    kw_sumsq, kw_n = 0.0, 0
+    kw_sumsq, kw_n, bed_sumsq = 0.0, 0, 0.0
 
     if silences and bed_gain > 0:
         order = rng.permutation(len(silences))
@@ -139,7 +138,9 @@ def build_stream(
             y[:fade] *= ramp  # short fades so tiling leaves no clicks the model could hear
             y[-fade:] *= ramp[::-1]
             m = min(clip_samples, n - pos)
-            audio[pos : pos + m] += bed_gain * y[:m]
+            seg = bed_gain * y[:m]
+            audio[pos : pos + m] += seg
+            bed_sumsq += float(np.dot(seg, seg))
             pos += clip_samples
             i += 1
 
@@ -169,7 +170,8 @@ def build_stream(
     np.clip(audio, -1.0, 1.0, out=audio)
     np.clip(words, -1.0, 1.0, out=words)
     rms = math.sqrt(kw_sumsq / kw_n) if kw_n else None
-    return Stream(audio, sample_rate, events, words=words, keyword_rms=rms)
+    return Stream(audio, sample_rate, events, words=words, keyword_rms=rms,
+                  bed_rms=math.sqrt(bed_sumsq / n) if bed_sumsq > 0 else None)
 
 
 # -- noise (issue 19) ---------------------------------------------------------------------------

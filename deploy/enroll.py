@@ -565,7 +565,8 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     takes_x, aug_x, cal_x, neg_x = zip(*[np.split(x, cuts) for x in allx])
     # what the model made of the takes before learning the word: a word it already hears in
     # them is one the new word will be mistaken for (and fire on)
-    heard = heard_as(_stack_logits(bundle.heads, exits, takes_x), _policy(bundle), labels,
+    policy = _policy(bundle)
+    heard = heard_as(_stack_logits(bundle.heads, exits, takes_x), policy, labels,
                      label_min_exits(bundle))
     t1 = time.perf_counter()
 
@@ -621,7 +622,7 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     old_ws = dict(bundle.manifest.get("words") or {})
     me = np.array([int(old_ws.get(lab, {}).get("min_exit", 1)) for lab in new_labels])
     point = calibrate(_stack_logits(heads, exits, pos), _stack_logits(heads, exits, neg),
-                      _policy(bundle), target, me, target_fa_per_hour=fa_h)
+                      policy, target, me, target_fa_per_hour=fa_h)
     entry = {"threshold": point["threshold"], "min_exit": int(point["min_exit"]),
              "threshold_source": "calibrated", "min_exit_source": "calibrated",
              "calibration": {k: v for k, v in point.items() if k not in ("threshold", "min_exit")},

@@ -73,10 +73,6 @@ def bench_rows(b: Bundle) -> tuple[list, list]:
     return rows, cmds
 
 
-def _twin_files(b: Bundle) -> set:
-    return {s.float32 for s in b.stages if s.float32} | {s.int8 for s in b.stages if s.int8}
-
-
 def copy_code(dest: Path) -> None:
     """bnn-kws's Python sources (no TensorFlow needed at import) into ``dest/bnnkws``."""
     for pkg in PACKAGES:
@@ -223,7 +219,7 @@ def _fill_folder(source: Path, target: str, out: Path, which: str, bench_md) -> 
                        COMMANDS="\n".join(f"      ./lce_benchmark_model_aarch64 {c}" for c in cmds))
     else:
         dev = "/data/local/tmp/bnnkws"
-        files = {s.file for s in b.stages} | _twin_files(b)
+        files = {f for s in b.stages for f in (s.file, s.float32, s.int8) if f}
         files |= {f for f in (b.manifest.get("full"), b.manifest.get("float32"))
                   if f and f in b.manifest["files"]}
         files = sorted(files)
