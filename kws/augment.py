@@ -40,6 +40,10 @@ class AugmentConfig:
     partial_keep: tuple[float, float] = (0.2, 0.6)
     # Share of noise draws that use generated white/pink noise even when recordings exist.
     generated_noise_prob: float = 0.0
+    # Share of clips low-passed (after the noise: the channel filters both) at a cutoff
+    # uniform in band_limit_hz; see band_limit.
+    band_limit_prob: float = 0.0
+    band_limit_hz: tuple[float, float] = (3400.0, 7000.0)
 
     @classmethod
     def off(cls) -> "AugmentConfig":
@@ -48,7 +52,7 @@ class AugmentConfig:
     @property
     def any_waveform(self) -> bool:
         return (self.time_shift or self.noise or self.gain or bool(self.offset_prob)
-                or bool(self.partial_prob))
+                or bool(self.partial_prob) or bool(self.band_limit_prob))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -56,7 +60,7 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
         d = dict(d)
-        for k in ("snr_db", "quiet_noise_dbfs", "gain_db", "partial_keep"):
+        for k in ("snr_db", "quiet_noise_dbfs", "gain_db", "partial_keep", "band_limit_hz"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -251,6 +255,31 @@ def augment_waveforms(Y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generato
             quiet = rms < 1e-3
             level[quiet] = 10 ** (rng.uniform(*cfg.quiet_noise_dbfs, size=int(quiet.sum())) / 20)
             Y[rows] += segs * level[:, None].astype(np.float32)
+    return Y
+
+
+BAND_EDGE_HZ = 200.0  # width of the raised-cosine roll-off below each cutoff
+
+
+def band_limit(Y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+               sample_rate: int) -> np.ndarray:
+    """Low-pass ``band_limit_prob`` of the rows of ``Y (b, samples)`` (in place, returned).
+
+    Row ``i`` drawn gets cutoff ``f_c ~ U(band_limit_hz)`` and the zero-phase gain
+    ``H(f) = 1`` below ``f_c - w``, ``(1 + cos(pi (f - f_c + w) / w)) / 2`` up to ``f_c`` and
+    0 above (``w = BAND_EDGE_HZ``), applied to its real FFT: what a narrow-band channel (an
+    8 kHz recording, a headset) leaves of a 16 kHz clip, without the ringing of a brick wall.
+    """
+    pick = np.flatnonzero(rng.random(len(Y)) < cfg.band_limit_prob)
+    if not len(pick):
+        return Y
+    cut = rng.uniform(*cfg.band_limit_hz, size=len(pick))
+    n = Y.shape[1]
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    x = (f[None, :] - (cut[:, None] - BAND_EDGE_HZ)) / BAND_EDGE_HZ
+    H = np.where(x <= 0, 1.0, np.where(x >= 1, 0.0, 0.5 * (1 + np.cos(np.pi * np.clip(x, 0, 1)))))
+    Y[pick] = np.fft.irfft(np.fft.rfft(Y[pick].astype(np.float64), axis=1) * H, n=n,
+                           axis=1).astype(Y.dtype)
     return Y
 
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from bnnkws.frontend import DEFAULT_FRONTEND, FrontendConfig
 
-from .augment import (AugmentConfig, NoiseBank, augment_waveforms, place, shift_rows,
-                      spec_augment, window_shifts)
+from .augment import (AugmentConfig, NoiseBank, augment_waveforms, band_limit, place,
+                      shift_rows, spec_augment, window_shifts)
 from .data.base import Dataset
 from .features import extract, feature_stats, load_waveforms
 from .vocab import AUX_ONLY
@@ -125,6 +125,8 @@ class BatchMaker:
                       self.max_shift)
         if a.gain or a.noise:
             Y = augment_waveforms(Y, a, rng, self.noise)
+        if a.band_limit_prob:
+            Y = band_limit(Y, a, rng, self.cfg.sample_rate)
         from bnnkws.frontend.reference import log_mel_batch
 
         X = log_mel_batch(Y, self.cfg)

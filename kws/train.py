@@ -48,8 +48,8 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
                     "generated_noise_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout",
-                    "aux_weight",
-                    "pipeline", "shuffle_buffer")
+                    "aux_weight", "distill", "distill_weight", "band_limit_prob",
+                    "band_limit_hz", "pipeline", "shuffle_buffer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,6 +79,9 @@ class TrainData:
     train_aux: Optional[np.ndarray] = None
     val_aux: Optional[np.ndarray] = None
     aux_info: dict = field(default_factory=dict)
+    # Distillation (bnnkws.kws.teacher): (n_train + n_val + 1, D) targets, the last row zero;
+    # with it train_aux/val_aux are (n, 2): (aux word or -1, row of this table or -1).
+    teacher: Optional[np.ndarray] = None
     # The sharded pipeline (--pipeline shards) holds no arrays: it states the training count
     # and normalisation, and streams validation and test batches of ``(x, y[, aux])``.
     train_count: Optional[int] = None
@@ -117,7 +120,9 @@ def augment_config(tc: "TrainConfig"):
                          spec_augment=tc.spec_augment, noise_prob=tc.noise_prob,
                          snr_db=tuple(tc.snr_db), offset_prob=tc.offset_prob,
                          partial_prob=tc.partial_prob,
-                         generated_noise_prob=tc.generated_noise_prob)
+                         generated_noise_prob=tc.generated_noise_prob,
+                         band_limit_prob=tc.band_limit_prob,
+                         band_limit_hz=tuple(tc.band_limit_hz))
 
 
 def noise_files(paths) -> list:
@@ -173,14 +178,28 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         raise TrainError(f"dataset {tc.data!r} gave {len(train)} training and {len(val)} "
                          f"validation clips; training needs both")
     labels = list(ds.labels)
-    if tc.pipeline == "shards" or (tc.pipeline == "auto" and len(train) > SHARDS_ABOVE):
+    sharded = tc.pipeline == "shards" or (tc.pipeline == "auto" and len(train) > SHARDS_ABOVE)
+    teacher = None
+    if tc.distill:
+        if sharded:
+            raise TrainError(f"--distill works with the in-memory pipeline only; {len(train)} "
+                             f"training clips chose the sharded one (--pipeline auto streams "
+                             f"shards above {SHARDS_ABOVE}): pass --pipeline memory")
+        teacher = _teacher_table(tc, train, val, frontend)
+        # The per-clip channel beside the label becomes (aux word or -1, teacher row): a clip
+        # cut to part of its word loses both (BatchMaker sets the row to -1).
+        lab = train_aux if train_aux is not None else np.full(len(train), -1)
+        train_aux = np.stack([lab, np.arange(len(train))], axis=1).astype(np.int32)
+        vlab = val_aux if val_aux is not None else np.full(len(val), -1)
+        val_aux = np.stack([vlab, len(train) + np.arange(len(val))], axis=1).astype(np.int32)
+    if sharded:
         return _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux,
                              aux_labels, aux_info)
     cache = tc.cache_dir
     show = tc.verbose > 0
     train_x, train_y = _arrays(train, frontend, labels, cache, show, train_aux)
     val_x, val_y = _arrays(val, frontend, labels, cache, show, val_aux)
-    if tc.aux_vocab:
+    if train_aux is not None:
         train_y, train_aux = train_y
         val_y, val_aux = val_y
     test_x = test_y = None
@@ -201,7 +220,9 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
                     yield from maker.epoch(batch_size, epoch=e)
 
             shape = (None, frontend.num_frames, frontend.n_mels)
-            labels_sig = (tf.TensorSpec((None,), tf.int32),) * (2 if train_aux is not None else 1)
+            labels_sig = (tf.TensorSpec((None,), tf.int32),)
+            if train_aux is not None:
+                labels_sig += (tf.TensorSpec((None,) + train_aux.shape[1:], tf.int32),)
             return tf.data.Dataset.from_generator(
                 gen, output_signature=(tf.TensorSpec(shape, tf.float32), *labels_sig)
             ).prefetch(2)
@@ -210,7 +231,33 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
                      val_y=val_y, test_x=test_x, test_y=test_y, split=split,
                      name=getattr(ds, "name", str(tc.data)), augmented=augmented,
                      aux_labels=aux_labels, train_aux=train_aux, val_aux=val_aux,
-                     aux_info=aux_info)
+                     aux_info=aux_info, teacher=teacher)
+
+
+def _teacher_table(tc: TrainConfig, train, val, frontend) -> np.ndarray:
+    """``(len(train) + len(val) + 1, DIM)`` distillation targets (bnnkws.kws.teacher.targets)
+    of the training then validation clips, placed as evaluation places them (centred, no
+    shift) and standardised with the training clips' statistics, then one zero row: the target
+    of clips that have none (index -1)."""
+    from bnnkws.kws import teacher as kteacher
+    from bnnkws.kws.augment import place
+    from bnnkws.kws.features import load_waveforms
+
+    show = tc.verbose > 0
+    try:
+        model = kteacher.Teacher(tc.distill)
+    except kteacher.TeacherError as e:
+        raise TrainError(str(e)) from e
+    parts, ok = [], []
+    for clips in (train, val):
+        waves = load_waveforms(clips, frontend, tc.cache_dir, show)
+        parts.append(kteacher.embed_clips(
+            lambda a, b: place([waves.get(i) for i in range(a, b)], frontend.clip_samples,
+                               None), len(clips), model, progress=show))
+        ok.append(np.asarray(waves.ok, bool))
+    fit = np.arange(len(train) + len(val)) < len(train)
+    t = kteacher.targets(np.concatenate(parts), np.concatenate(ok), fit)
+    return np.concatenate([t, np.zeros((1, t.shape[1]), np.float32)])
 
 
 SHARDS_ABOVE = 30_000  # --pipeline auto streams shards above this many training clips
@@ -228,6 +275,10 @@ def _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux
     from bnnkws.kws.augment import NoiseBank
     from bnnkws.kws.features import extract
 
+    if tc.band_limit_prob:
+        raise TrainError("--band-limit-prob is applied by the in-memory pipeline only (the "
+                         "TensorFlow augmentation of the shards does not have it yet): pass "
+                         "--pipeline memory")
     show = tc.verbose > 0
     build = dict(cache_dir=tc.cache_dir, progress=show)
     sets = {}
@@ -372,12 +423,15 @@ def masked_sparse_ce(y_true, logits):
     return ce * keep
 
 
-def with_aux_heads(model, cfg: ModelConfig, num_aux: int):
-    """A training model sharing ``model``'s stages that also outputs ``aux{k}`` logits.
+def with_aux_heads(model, cfg: ModelConfig, num_aux: int, distill_dim: int = 0):
+    """A training model sharing ``model``'s stages that also outputs ``aux{k}`` logits and,
+    with ``distill_dim``, ``distill{k}`` predictions of the teacher's embedding.
 
     Each auxiliary head is an exit head of its own (binary dense on sign(embedding), learned
     scale, bias) over the stage's ``embedding``, the same vector enrolment and the transfer
-    probe use; the task model (``model``) is what gets saved and exported.
+    probe use; each distillation head is a real-valued linear map of that same input (the
+    sign of the embedding for binary models), so the loss shapes what a head can read. The
+    task model (``model``) is what gets saved and exported.
     """
     from bnnkws.kws.models.exits import ExitScale
     import larq as lq
@@ -396,13 +450,21 @@ def with_aux_heads(model, cfg: ModelConfig, num_aux: int):
             outputs[f"exit{k}"] = model.get_layer(f"exit{k}")(out["logits"])
             emb = out["embedding"]
             d = int(emb.shape[-1])
-            quant = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-                         kernel_constraint="weight_clip") if cfg.binary else {}
-            z = lq.layers.QuantDense(num_aux, use_bias=False, name=f"aux_dense{k}",
-                                     kernel_initializer="glorot_normal", **quant)(emb)
-            z = ExitScale(1.0 / math.sqrt(d) if cfg.binary else 1.0, name=f"aux_logits{k}")(z)
-            outputs[f"aux{k}"] = tf.keras.layers.Activation(
-                "linear", dtype="float32", name=f"aux{k}")(z)
+            if num_aux:
+                quant = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                             kernel_constraint="weight_clip") if cfg.binary else {}
+                z = lq.layers.QuantDense(num_aux, use_bias=False, name=f"aux_dense{k}",
+                                         kernel_initializer="glorot_normal", **quant)(emb)
+                z = ExitScale(1.0 / math.sqrt(d) if cfg.binary else 1.0,
+                              name=f"aux_logits{k}")(z)
+                outputs[f"aux{k}"] = tf.keras.layers.Activation(
+                    "linear", dtype="float32", name=f"aux{k}")(z)
+            if distill_dim:
+                p = lq.layers.QuantDense(
+                    distill_dim, name=f"distill_dense{k}",
+                    input_quantizer="ste_sign" if cfg.binary else None)(emb)
+                outputs[f"distill{k}"] = tf.keras.layers.Activation(
+                    "linear", dtype="float32", name=f"distill{k}")(p)
         if "fmap" in out:
             x = out["fmap"]
     return tf.keras.Model(inp, outputs, name=f"{model.name}_aux")
@@ -434,7 +496,7 @@ def make_optimizer(tc: TrainConfig, steps_per_epoch: int):
 
 
 def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0.0,
-                  aux_weight: Optional[float] = None):
+                  aux_weight: Optional[float] = None, distill_weight: Optional[float] = None):
     names = list(cfg.exit_names)
     loss = {n: sparse_ce(cfg.num_classes, label_smoothing) for n in names}
     weights = {n: cfg.exit_loss_weights[int(n[4:]) - 1] for n in names}
@@ -443,6 +505,12 @@ def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0
         for n in names:
             loss[f"aux{n[4:]}"] = masked_sparse_ce
             weights[f"aux{n[4:]}"] = aux_weight * weights[n]
+    if distill_weight is not None:  # distillation heads distill1..distillN
+        from bnnkws.kws.teacher import cosine_loss
+
+        for n in names:
+            loss[f"distill{n[4:]}"] = cosine_loss
+            weights[f"distill{n[4:]}"] = distill_weight * weights[n]
     model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, metrics=metrics)
 
 
@@ -542,6 +610,8 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         raise TrainError(f"labels of the data {data.labels} differ from the run's {cfg.labels}")
 
     aux = bool(data.aux_labels)
+    distill = data.teacher is not None
+    extra = aux or distill  # batches carry a per-clip channel beside the label
     n_train = data.num_train
     # Streamed shards on several workers: each worker reads and augments only its share of
     # every global batch (tf.distribute's input contexts), whole batches only, so that all
@@ -569,7 +639,9 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
                                  f"model ({e}); it must be the same arch/width/exits") from e
         # The auxiliary heads live only in the training model; `model` (the task's exits) is
         # what weights.h5/best.h5 hold, so load_run and export never see them.
-        train_model = with_aux_heads(model, cfg, len(data.aux_labels)) if aux else model
+        train_model = (with_aux_heads(model, cfg, len(data.aux_labels),
+                                      data.teacher.shape[1] if distill else 0)
+                       if extra else model)
         optimizer = make_optimizer(tc, spe)
     if aux and not tc.resume and place.is_chief:
         rundir.write_json(out / AUX_VOCAB, data.aux_info or {"words": list(data.aux_labels)})
@@ -624,21 +696,31 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         *extra_callbacks,
     ]
 
+    table = tf.constant(data.teacher) if distill else None
+
     def targets(x, y, a=None):
-        # One target per output: the task label for exitK, the word index for auxK.
+        # One target per output: the task label for exitK, the word index for auxK, the
+        # teacher's embedding for distillK (row -1 -> the table's last, all-zero row).
         t = {n: y for n in cfg.exit_names}
-        if a is not None:
-            t.update({f"aux{n[4:]}": a for n in cfg.exit_names})
+        if a is None:
+            return x, t
+        word = a[:, 0] if distill else a
+        if aux:
+            t.update({f"aux{n[4:]}": word for n in cfg.exit_names})
+        if distill:
+            row = tf.where(a[:, 1] < 0, tf.shape(table)[0] - 1, a[:, 1])
+            emb = tf.gather(table, row)
+            t.update({f"distill{n[4:]}": emb for n in cfg.exit_names})
         return x, t
 
     if data.val_stream is not None:
         val = data.val_stream(tc.eval_batch_size)
     else:
         val_parts = (data.val_x.astype(np.float32), data.val_y.astype(np.int32))
-        if aux:
+        if extra:
             val_parts += (np.asarray(data.val_aux, np.int32),)
         val = tf.data.Dataset.from_tensor_slices(val_parts).batch(tc.eval_batch_size)
-    if aux:
+    if extra:
         val = val.map(targets)
     val = dist.shard_by_data(val)
 
@@ -648,14 +730,14 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
                 ds = data.augmented(a, b, tc.batch_size,
                                     worker=(ctx.input_pipeline_id, ctx.num_input_pipelines),
                                     per_replica=ctx.get_per_replica_batch_size(tc.batch_size))
-                return ds.map(targets) if aux else ds
+                return ds.map(targets) if extra else ds
             return tf.keras.utils.experimental.DatasetCreator(per_worker)
         if data.augmented is not None:
             ds = data.augmented(a, b, tc.batch_size)
         else:
             ds = epochs_dataset(data.train_x, data.train_y, tc.batch_size, tc.seed, a, b,
-                                data.train_aux if aux else None)
-        return dist.shard_by_data(ds.map(targets) if aux else ds)
+                                data.train_aux if extra else None)
+        return dist.shard_by_data(ds.map(targets) if extra else ds)
 
     # Phases: one for Bop/Adam; two-stage trains epochs < stage1 without clipping.
     phases = []
@@ -677,7 +759,8 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
             print(f"{label}: epochs {a + 1}..{p_end}", file=sys.stderr)
         with place.strategy.scope():
             compile_model(train_model, cfg, optimizer, tc.label_smoothing,
-                          tc.aux_weight if aux else None)
+                          tc.aux_weight if aux else None,
+                          tc.distill_weight if distill else None)
         try:
             train_model.fit(stream(a, p_end), epochs=p_end, initial_epoch=a, steps_per_epoch=spe,
                       validation_data=val, callbacks=callbacks, verbose=tc.verbose)

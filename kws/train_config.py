@@ -77,6 +77,9 @@ class TrainConfig:
     offset_prob: float = 0.0
     partial_prob: float = 0.0
     generated_noise_prob: float = 0.0
+    # Share of clips low-passed at a cutoff uniform in band_limit_hz (a narrow-band channel).
+    band_limit_prob: float = 0.0
+    band_limit_hz: tuple = (3400.0, 7000.0)
     # Auxiliary vocabulary heads (training only, bnnkws.kws.vocab): one per exit, classifying
     # the clip's word; aux_data adds corpora (dataset SPECs) whose clips train with their word;
     # aux_holdout words get no auxiliary class (None = vocab.DEFAULT_HOLDOUT); each aux head's
@@ -86,6 +89,11 @@ class TrainConfig:
     aux_synth: Optional[list] = None  # like aux_data, but non-task words train no task label
     aux_holdout: Optional[list] = None
     aux_weight: float = 0.5
+    # Embedding distillation (bnnkws.kws.teacher): each exit's binary embedding also learns to
+    # predict a pretrained speech model's embedding of the clip (cosine loss, weight
+    # distill_weight times the exit's weight); training only, in-memory pipeline.
+    distill: Optional[str] = None
+    distill_weight: float = 1.0
     init_from: Optional[str] = None  # a run dir whose (e.g. real-valued) weights start this one
     cache_dir: Optional[str] = None
     # Issue 20: where training runs (bnnkws.kws.distribute): not part of the trajectory, so a
@@ -153,7 +161,11 @@ class TrainConfig:
             raise TrainError(f"noise prob must be in [0, 1], got {self.noise_prob}")
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
             raise TrainError(f"snr_db must be (min, max) with min <= max, got {self.snr_db}")
-        for name in ("offset_prob", "partial_prob", "generated_noise_prob"):
+        self.band_limit_hz = tuple(float(v) for v in self.band_limit_hz)
+        if len(self.band_limit_hz) != 2 or not 0 < self.band_limit_hz[0] <= self.band_limit_hz[1]:
+            raise TrainError(f"band-limit-hz must be LO HI with 0 < LO <= HI, got "
+                             f"{self.band_limit_hz}")
+        for name in ("offset_prob", "partial_prob", "generated_noise_prob", "band_limit_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrainError(f"{name.replace('_', '-')} must be in [0, 1], "
                                  f"got {getattr(self, name)}")
@@ -162,6 +174,21 @@ class TrainConfig:
                              f"{self.offset_prob} + {self.partial_prob}")
         if not self.aux_weight >= 0:
             raise TrainError(f"aux-weight must be >= 0, got {self.aux_weight}")
+        if self.distill is not None:
+            from bnnkws.kws.teacher import TEACHERS
+
+            if self.distill not in TEACHERS:
+                raise TrainError(f"--distill {self.distill!r}: choose one of {list(TEACHERS)}")
+            if self.pipeline == "shards":
+                raise TrainError("--distill works with the in-memory pipeline only (the "
+                                 "teacher's targets are not in the shards yet): drop "
+                                 "--pipeline shards")
+        if self.band_limit_prob and self.pipeline == "shards":
+            raise TrainError("--band-limit-prob is applied by the in-memory pipeline only (the "
+                             "TensorFlow augmentation of the shards does not have it yet): "
+                             "drop --pipeline shards")
+        if not self.distill_weight >= 0:
+            raise TrainError(f"distill-weight must be >= 0, got {self.distill_weight}")
         if (self.aux_data or self.aux_synth or self.aux_holdout is not None) \
                 and not self.aux_vocab:
             raise TrainError("--aux-data/--aux-synth/--aux-holdout need --aux-vocab")

@@ -190,3 +190,54 @@ def test_features_carry_the_labels_on_speaker_disjoint_split(sc_v2, tmp_path):
     acc = accuracy(ytr)
     assert acc > 2.5 / k, acc  # measured 0.30 on the full training split, chance 1/12
     assert accuracy(np.random.default_rng(0).permutation(ytr)) < acc - 0.08
+
+
+def test_band_limit_by_hand():
+    """Tones below the roll-off pass unchanged, tones above the cutoff vanish, a tone inside the
+    roll-off gets the raised cosine's gain; only the drawn share of rows is touched."""
+    from bnnkws.kws.augment import BAND_EDGE_HZ, band_limit
+
+    t = np.arange(16000) / 16000
+    tone = lambda hz: np.sin(2 * np.pi * hz * t)  # noqa: E731
+    Y = np.stack([tone(1000) + tone(3900) + tone(6000)] * 8).astype(np.float32)
+    cfg = AugmentConfig(band_limit_prob=1.0, band_limit_hz=(4000.0, 4000.0))
+    Z = band_limit(Y.copy(), cfg, np.random.default_rng(0), 16000)
+    F = np.abs(np.fft.rfft(Z, axis=1)) / 8000  # 1 s: bin k is k Hz, a unit tone gives 1
+    x = (3900 - (4000 - BAND_EDGE_HZ)) / BAND_EDGE_HZ
+    np.testing.assert_allclose(F[:, 1000], 1.0, atol=1e-4)
+    np.testing.assert_allclose(F[:, 3900], 0.5 * (1 + np.cos(np.pi * x)), atol=1e-4)
+    np.testing.assert_allclose(F[:, 6000], 0.0, atol=1e-4)
+    half = band_limit(Y.copy(), AugmentConfig(band_limit_prob=0.5), np.random.default_rng(1),
+                      16000)
+    touched = np.abs(half - Y).max(axis=1) > 1e-3
+    assert 0 < touched.sum() < 8
+    same = band_limit(Y.copy(), AugmentConfig(), np.random.default_rng(0), 16000)
+    assert np.array_equal(same, Y)
+    assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_band_limited_batches_have_no_energy_above_the_cutoff(sc_v2, tmp_path):
+    """Real training clips through BatchMaker with noise and gain, every row band-limited at
+    3.4-4 kHz: the mel bands wholly above 4 kHz lose (nearly) all their energy, as in an 8 kHz
+    recording, while the speech bands keep theirs."""
+    from bnnkws.frontend.reference import mel_matrix
+
+    tr = load_dataset(sc_v2).train
+    pick = [c for c in tr if c.label in ("yes", "stop")][:16]
+    plain = AugmentConfig(spec_augment=False)
+    limited = AugmentConfig(spec_augment=False, band_limit_prob=1.0,
+                            band_limit_hz=(3400.0, 4000.0))
+    out = {}
+    for name, cfg in (("plain", plain), ("limited", limited)):
+        maker = BatchMaker(pick, augment=cfg, labels=tr.labels, seed=0, cache_dir=tmp_path,
+                           progress=False)
+        out[name] = maker.batch(np.arange(len(pick)), np.random.default_rng(0))[0]
+    M = mel_matrix(DEFAULT_FRONTEND)
+    hz = np.fft.rfftfreq(DEFAULT_FRONTEND.n_fft, 1 / 16000)
+    lowest = np.array([hz[np.flatnonzero(M[:, j])[0]] for j in range(M.shape[1])])
+    highest = np.array([hz[np.flatnonzero(M[:, j])[-1]] for j in range(M.shape[1])])
+    above, speech = lowest > 4100, highest < 3300
+    assert above.sum() >= 10 and speech.sum() >= 30
+    drop = out["plain"] - out["limited"]  # natural-log power, per clip, frame and band
+    assert np.median(drop[:, :, above]) > np.log(100)  # at least 20 dB less above 4 kHz
+    assert np.abs(np.median(drop[:, :, speech])) < np.log(1.1)  # the speech bands stay

@@ -4,8 +4,8 @@ TensorFlow turns oneDNN on by default only on some x86 CPUs, and a few ops accep
 only there (a depthwise convolution with unequal row/column strides, for one). The developers'
 machine may have oneDNN on, so these tests start a subprocess with ``TF_ENABLE_ONEDNN_OPTS=0``
 and run what users run: the log-mel layer in every DFT mode eagerly and inside ``fit`` and
-``predict``, then ``kws train`` and ``kws export`` (whose bundle check runs the layer eagerly)
-on real clips.
+``predict``, then ``kws train`` (with the distillation heads and their gathered targets) and
+``kws export`` (whose bundle check runs the layer eagerly) on real clips.
 """
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def test_kws_train_and_export_without_onednn(sc_v2, tmp_path):
         run, bundle = "run", "bundle"
         assert main(["train", "--data", {str(sc_v2)!r}, "--arch", "quicknet", "--width", "0.25",
                      "--epochs", "1", "--batch-size", "32", "--max-train-clips", "96",
-                     "--no-augment", "--quiet", "--out", run]) == 0
+                     "--no-augment", "--distill", "speech-embedding", "--quiet",
+                     "--out", run]) == 0
         assert main(["export", run, "--out", bundle, "--lean"]) == 0
         print(json.dumps(json.load(open(bundle + "/manifest.json"))["checks"]))
         """, tmp_path)
