@@ -71,6 +71,11 @@ def register(subparsers) -> None:
                         "(default: %(default)s)")
     p.add_argument("--no-cwr", action="store_true", help="probe only, no CWR* columns")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    p.add_argument("--channel-rate", type=int, default=None, metavar="HZ",
+                   help="pass every clip through HZ (resampled down, then back up to 16 kHz) "
+                        "before embedding it, to measure what a narrow-band channel costs "
+                        "(e.g. 8000: nothing above 4 kHz, as in FSDD); default: the clips "
+                        "as they are")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
     p.add_argument("--backend", choices=["auto", "lce", "litert"], default="auto",
                    help="TFLite runtime (default: auto)")
@@ -109,10 +114,10 @@ def _v1_clips(root: Path, words):
     return paths, ws, spk
 
 
-def _embed(detector, paths, name):
+def _embed(detector, paths, name, channel_rate=None):
     from tqdm import tqdm
 
-    from bnnkws.frontend.audio import AudioError, load_audio
+    from bnnkws.frontend.audio import AudioError, load_audio, pad_or_crop, resample
 
     rows = []
     for p in tqdm(paths, desc=f"embedding {name}", unit="clip", file=sys.stderr):
@@ -120,6 +125,9 @@ def _embed(detector, paths, name):
             y = load_audio(p, sr=16000, length=16000, crop="center")
         except AudioError as e:
             raise CLIError(f"{p}: {e.problem}") from e
+        if channel_rate:
+            y = pad_or_crop(resample(resample(y, 16000, channel_rate), channel_rate, 16000),
+                            16000, crop="center").astype(np.float32)
         rows.append([np.asarray(e, np.float32).reshape(-1) for e in detector.embeddings(audio=y)])
     return [np.stack([r[i] for r in rows]) for i in range(len(rows[0]))]
 
@@ -181,7 +189,7 @@ def run(args) -> int:
         if overlap:
             notes.append(overlap)
             print(f"warning: {overlap}", file=sys.stderr)
-        emb = _embed(detector, paths, name)
+        emb = _embed(detector, paths, name, args.channel_rate)
         corpus = transfer.Corpus(name, emb, words, speakers, exits)
         for nw in n_words:
             for sh in shots:
@@ -196,13 +204,15 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"bundle": str(args.bundle), "source": bundle.manifest.get("source"),
-           "draws": args.draws, "seed": args.seed, "C": args.C, "results": results,
-           "notes": notes}
+           "draws": args.draws, "seed": args.seed, "C": args.C,
+           "channel_rate": args.channel_rate, "results": results, "notes": notes}
     atomic_write_json(out / "transfer.json", doc)
     md = (f"# Transfer to new words: {args.bundle}\n\nLinear probe on sign(embedding), "
           f"accuracy % per exit (in brackets: CWR* enrolment, % among the new words / among "
           f"all classes); train on one speaker, test on others; mean over speaker pairs and "
-          f"{args.draws} draws.\n\n" + transfer.table_markdown(results)
+          f"{args.draws} draws"
+          + (f"; every clip passed through {args.channel_rate} Hz" if args.channel_rate else "")
+          + ".\n\n" + transfer.table_markdown(results)
           + "".join(f"\n- {n}" for n in notes))
     atomic_write_text(out / "transfer.md", md)
     print(md)
