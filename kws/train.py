@@ -34,7 +34,7 @@ from bnnkws.kws.config import ModelConfig
 from bnnkws.kws.fileio import atomic_write_text
 
 from bnnkws.kws.train_config import (  # noqa: E402,F401  (re-exported for callers)
-    TRAIN_CONFIG_VERSION, TrainConfig, TrainError)
+    SHARDS_LACK, TRAIN_CONFIG_VERSION, TrainConfig, TrainError, memory_only)
 
 
 AUX_VOCAB = "aux_vocab.json"  # the auxiliary heads' words, counts and holdout (issue 18)
@@ -122,7 +122,7 @@ def augment_config(tc: "TrainConfig"):
                          partial_prob=tc.partial_prob,
                          generated_noise_prob=tc.generated_noise_prob,
                          band_limit_prob=tc.band_limit_prob,
-                         band_limit_hz=tuple(tc.band_limit_hz))
+                         band_limit_hz=tc.band_limit_hz)
 
 
 def noise_files(paths) -> list:
@@ -179,12 +179,13 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
                          f"validation clips; training needs both")
     labels = list(ds.labels)
     sharded = tc.pipeline == "shards" or (tc.pipeline == "auto" and len(train) > SHARDS_ABOVE)
+    if sharded and memory_only(tc):
+        raise TrainError(f"{' and '.join(memory_only(tc))}: in-memory pipeline only "
+                         f"({SHARDS_LACK}); {len(train)} training clips chose the sharded one "
+                         f"(--pipeline auto streams shards above {SHARDS_ABOVE}): pass "
+                         f"--pipeline memory")
     teacher = None
     if tc.distill:
-        if sharded:
-            raise TrainError(f"--distill works with the in-memory pipeline only; {len(train)} "
-                             f"training clips chose the sharded one (--pipeline auto streams "
-                             f"shards above {SHARDS_ABOVE}): pass --pipeline memory")
         teacher = _teacher_table(tc, train, val, frontend)
         # The per-clip channel beside the label becomes (aux word or -1, teacher row): a clip
         # cut to part of its word loses both (BatchMaker sets the row to -1).
@@ -275,10 +276,6 @@ def _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux
     from bnnkws.kws.augment import NoiseBank
     from bnnkws.kws.features import extract
 
-    if tc.band_limit_prob:
-        raise TrainError("--band-limit-prob is applied by the in-memory pipeline only (the "
-                         "TensorFlow augmentation of the shards does not have it yet): pass "
-                         "--pipeline memory")
     show = tc.verbose > 0
     build = dict(cache_dir=tc.cache_dir, progress=show)
     sets = {}

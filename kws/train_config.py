@@ -18,6 +18,17 @@ LR_SCHEDULES = ("cosine", "exp", "constant")
 TRAIN_CONFIG_VERSION = 1
 
 
+# The sharded pipeline's TensorFlow augmentation is checked draw for draw against the numpy
+# one and its shards hold no teacher targets, so these options need the in-memory pipeline.
+SHARDS_LACK = "the sharded pipeline has no band limiting and no teacher targets yet"
+
+
+def memory_only(tc) -> list[str]:
+    """The options set in ``tc`` that only the in-memory pipeline applies."""
+    return [opt for opt, on in (("--distill", tc.distill is not None),
+                                ("--band-limit-prob", bool(tc.band_limit_prob))) if on]
+
+
 class TrainError(ValueError):
     """A training option or the state of a run directory is unusable; the message says which."""
 
@@ -114,6 +125,7 @@ class TrainConfig:
         if self.stage_filters is not None:
             self.stage_filters = [int(c) for c in self.stage_filters]
         self.snr_db = [float(v) for v in self.snr_db]
+        self.band_limit_hz = tuple(float(v) for v in self.band_limit_hz)
         for name in ("noise_dirs", "aux_data", "aux_synth", "aux_holdout"):
             if getattr(self, name) is not None:
                 setattr(self, name, [str(v) for v in getattr(self, name)])
@@ -161,7 +173,6 @@ class TrainConfig:
             raise TrainError(f"noise prob must be in [0, 1], got {self.noise_prob}")
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
             raise TrainError(f"snr_db must be (min, max) with min <= max, got {self.snr_db}")
-        self.band_limit_hz = tuple(float(v) for v in self.band_limit_hz)
         if len(self.band_limit_hz) != 2 or not 0 < self.band_limit_hz[0] <= self.band_limit_hz[1]:
             raise TrainError(f"band-limit-hz must be LO HI with 0 < LO <= HI, got "
                              f"{self.band_limit_hz}")
@@ -179,14 +190,9 @@ class TrainConfig:
 
             if self.distill not in TEACHERS:
                 raise TrainError(f"--distill {self.distill!r}: choose one of {list(TEACHERS)}")
-            if self.pipeline == "shards":
-                raise TrainError("--distill works with the in-memory pipeline only (the "
-                                 "teacher's targets are not in the shards yet): drop "
-                                 "--pipeline shards")
-        if self.band_limit_prob and self.pipeline == "shards":
-            raise TrainError("--band-limit-prob is applied by the in-memory pipeline only (the "
-                             "TensorFlow augmentation of the shards does not have it yet): "
-                             "drop --pipeline shards")
+        if self.pipeline == "shards" and memory_only(self):
+            raise TrainError(f"{' and '.join(memory_only(self))}: in-memory pipeline only "
+                             f"({SHARDS_LACK}); drop --pipeline shards")
         if not self.distill_weight >= 0:
             raise TrainError(f"distill-weight must be >= 0, got {self.distill_weight}")
         if (self.aux_data or self.aux_synth or self.aux_holdout is not None) \
