@@ -261,23 +261,29 @@ def augment_waveforms(Y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generato
 BAND_EDGE_HZ = 200.0  # width of the raised-cosine roll-off below each cutoff
 
 
+def band_gain(n: int, sample_rate: int, cut) -> np.ndarray:
+    """``(len(cut), n // 2 + 1)`` zero-phase gains of the real FFT bins of an ``n``-sample clip:
+    ``H(f) = 1`` below ``f_c - w``, ``(1 + cos(pi (f - f_c + w) / w)) / 2`` up to ``f_c`` and
+    0 above (``w = BAND_EDGE_HZ``), for each cutoff ``f_c`` in ``cut``."""
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    x = (f[None, :] - (np.asarray(cut, np.float64)[:, None] - BAND_EDGE_HZ)) / BAND_EDGE_HZ
+    return 0.5 * (1 + np.cos(np.pi * np.clip(x, 0.0, 1.0)))  # 1 at x <= 0, 0 at x >= 1
+
+
 def band_limit(Y: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
                sample_rate: int) -> np.ndarray:
     """Low-pass ``band_limit_prob`` of the rows of ``Y (b, samples)`` (in place, returned).
 
-    Row ``i`` drawn gets cutoff ``f_c ~ U(band_limit_hz)`` and the zero-phase gain
-    ``H(f) = 1`` below ``f_c - w``, ``(1 + cos(pi (f - f_c + w) / w)) / 2`` up to ``f_c`` and
-    0 above (``w = BAND_EDGE_HZ``), applied to its real FFT: what a narrow-band channel (an
-    8 kHz recording, a headset) leaves of a 16 kHz clip, without the ringing of a brick wall.
+    Row ``i`` drawn gets cutoff ``f_c ~ U(band_limit_hz)`` and the gain :func:`band_gain` on
+    its real FFT: what a narrow-band channel (an 8 kHz recording, a headset) leaves of a 16 kHz
+    clip, without the ringing of a brick wall.
     """
     pick = np.flatnonzero(rng.random(len(Y)) < cfg.band_limit_prob)
     if not len(pick):
         return Y
     cut = rng.uniform(*cfg.band_limit_hz, size=len(pick))
     n = Y.shape[1]
-    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    x = (f[None, :] - (cut[:, None] - BAND_EDGE_HZ)) / BAND_EDGE_HZ
-    H = 0.5 * (1 + np.cos(np.pi * np.clip(x, 0.0, 1.0)))  # 1 at x <= 0, 0 at x >= 1
+    H = band_gain(n, sample_rate, cut)
     Y[pick] = np.fft.irfft(np.fft.rfft(Y[pick].astype(np.float64), axis=1) * H, n=n,
                            axis=1).astype(Y.dtype)
     return Y

@@ -1,8 +1,8 @@
 """Training augmentation as batched TensorFlow ops, for ``tf.data`` (issue #20).
 
 The same augmentation as :mod:`bnnkws.kws.augment` + ``BatchMaker.batch`` (placement, time
-shift or the offset/partial window shifts, gain, background noise at an SNR, log-mel,
-SpecAugment), but as graph ops over a padded batch, so ``tf.data`` runs it on parallel threads
+shift or the offset/partial window shifts, gain, background noise at an SNR, band limiting,
+log-mel, SpecAugment), but as graph ops over a padded batch, so ``tf.data`` runs it on parallel threads
 instead of one Python generator.
 
 Randomness is per element, not per batch: every draw of an element is a pure function of
@@ -10,7 +10,7 @@ Randomness is per element, not per batch: every draw of an element is a pure fun
 hash). The augmented example therefore does not depend on which batch the element lands in,
 the batch size, ``tf.data`` sharding across workers or a resumed run.
 
-The draws are numbered by :data:`SLOTS`; :meth:`TFAugmenter.draw_params` returns them as named
+The draws are numbered by :data:`SLOTS`, then the SpecAugment masks, then :data:`BAND_SLOTS`; :meth:`TFAugmenter.draw_params` returns them as named
 per-element parameters and :meth:`TFAugmenter.apply` applies given parameters, so tests can
 compare both the distributions and the arithmetic with the numpy path.
 
@@ -27,10 +27,10 @@ from bnnkws.frontend.keras_layer import LogMel  # sets TF_USE_LEGACY_KERAS befor
 
 import tensorflow as tf  # noqa: E402
 
-from .augment import AugmentConfig, NoiseBank  # noqa: E402
+from .augment import BAND_EDGE_HZ, AugmentConfig, NoiseBank  # noqa: E402
 from .features import MAX_SECONDS, Waveforms, generated_noise  # noqa: E402
 
-__all__ = ["SLOTS", "element_uniforms", "TFAugmenter", "make_train_pipeline",
+__all__ = ["SLOTS", "BAND_SLOTS", "element_uniforms", "TFAugmenter", "make_train_pipeline",
            "elements_from_waveforms", "batch_elements", "with_length", "ELEMENT_SPEC", "DEFAULT_DFT"]
 
 _M64 = (1 << 64) - 1
@@ -47,6 +47,9 @@ DEFAULT_DFT = "rfft"
 SLOTS = ("crop", "shift", "window", "offset", "keep", "left", "gain", "mix", "generated",
          "pink", "file", "start", "snr", "quiet")
 _SLOT = {name: i for i, name in enumerate(SLOTS)}
+# Band limiting's draws (is the row low-passed, its cutoff) come after the masks, so that adding
+# them left every earlier draw number, and so the runs trained before, as they were.
+BAND_SLOTS = ("band", "cutoff")
 
 ELEMENT_SPEC = {"wave": tf.TensorSpec([None], tf.int16), "label": tf.TensorSpec([], tf.int32),
                 "aux": tf.TensorSpec([], tf.int32), "key": tf.TensorSpec([], tf.int64),
@@ -159,7 +162,8 @@ class TFAugmenter:
         if a.partial_prob and self.unknown < 0:
             raise ValueError(f"partial_prob needs an _unknown_ label to give cut words; "
                              f"labels are {self.labels}")
-        self.n_draws = len(SLOTS) + 2 * (a.time_masks + a.freq_masks)
+        self._band_base = len(SLOTS) + 2 * (a.time_masks + a.freq_masks)
+        self.n_draws = self._band_base + len(BAND_SLOTS)
         self._noise_bank(noise, generated_seconds)
         self.logmel = LogMel(cfg, dft=dft)
         self.logmel.build(tf.TensorShape([None, self.n]))
@@ -198,9 +202,10 @@ class TFAugmenter:
         placements), ``keep`` float64, ``left`` bool (the cut side), ``gain_db`` float64,
         ``noise`` bool, ``generated`` bool, ``noise_src`` int32 (file index, ``n_files`` white,
         ``n_files + 1`` pink), ``noise_start`` int64, ``snr_db``/``quiet_dbfs`` float64,
-        ``time_w``/``time_t0``/``freq_w``/``freq_f0`` int32 ``(b, masks)``, ``label``,
-        ``aux`` int32 after the partial relabelling, and ``uniforms`` float64 ``(b, n_draws)``,
-        the raw draws (columns :data:`SLOTS`, then the masks) they were made from.
+        ``time_w``/``time_t0``/``freq_w``/``freq_f0`` int32 ``(b, masks)``, ``band`` bool (the
+        row is low-passed) and ``cutoff_hz`` float64, ``label``, ``aux`` int32 after the
+        partial relabelling, and ``uniforms`` float64 ``(b, n_draws)``, the raw draws (columns
+        :data:`SLOTS`, then the masks, then :data:`BAND_SLOTS`) they were made from.
         """
         a, n = self.augment, self.n
         length = tf.cast(batch["length"], tf.int32)
@@ -223,6 +228,9 @@ class TFAugmenter:
             self._window_shifts(placed, p, u)
         self._noise_draws(p, u)
         self._mask_draws(p, u)
+        band = u[:, self._band_base]
+        p["band"] = band < a.band_limit_prob
+        p["cutoff_hz"] = _between(u[:, self._band_base + 1], a.band_limit_hz)
         return p
 
     def _window_shifts(self, Y: tf.Tensor, p: dict, u: tf.Tensor) -> None:
@@ -303,11 +311,13 @@ class TFAugmenter:
         return X, params["label"], params["aux"]
 
     def waveforms(self, batch: dict, params: dict) -> tf.Tensor:
-        """``(b, n)`` float32 augmented audio: placed and shifted, gain, noise."""
+        """``(b, n)`` float32 augmented audio: placed and shifted, gain, noise, band limit."""
         length = tf.cast(batch["length"], tf.int32)
         Y = self._place(batch["wave"], length, params["crop_start"], params["shift"],
                         self._gain(params) if self.augment.gain else None)
-        return self.add_noise(Y, params) if self.has_noise else Y
+        if self.has_noise:
+            Y = self.add_noise(Y, params)
+        return self.band_limit(Y, params) if self.augment.band_limit_prob else Y
 
     def waveform_ops(self, Y: tf.Tensor, params: dict) -> tf.Tensor:
         """Gain then noise on placed ``(b, n)`` audio, as :func:`augment.augment_waveforms`
@@ -315,6 +325,18 @@ class TFAugmenter:
         if self.augment.gain:
             Y = Y * self._gain(params)[:, None]
         return self.add_noise(Y, params) if self.has_noise else Y
+
+    def band_limit(self, Y: tf.Tensor, params: dict) -> tf.Tensor:
+        """The ``band`` rows of ``(b, n)`` audio low-passed at their ``cutoff_hz`` with
+        :func:`augment.band_gain`'s raised-cosine gain on the real FFT (float64, as numpy);
+        the other rows are returned untouched, not round-tripped through the FFT."""
+        n, rate = self.n, self.cfg.sample_rate
+        f = tf.constant(np.fft.rfftfreq(n, 1.0 / rate))
+        x = (f[None, :] - (params["cutoff_hz"][:, None] - BAND_EDGE_HZ)) / BAND_EDGE_HZ
+        H = 0.5 * (1.0 + tf.cos(np.pi * tf.clip_by_value(x, 0.0, 1.0)))
+        spec = tf.signal.rfft(tf.cast(Y, tf.float64), fft_length=[n])
+        low = tf.signal.irfft(spec * tf.cast(H, tf.complex128), fft_length=[n])
+        return tf.where(params["band"][:, None], tf.cast(low, Y.dtype), Y)
 
     @staticmethod
     def _gain(params: dict) -> tf.Tensor:

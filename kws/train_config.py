@@ -18,15 +18,14 @@ LR_SCHEDULES = ("cosine", "exp", "constant")
 TRAIN_CONFIG_VERSION = 1
 
 
-# The sharded pipeline's TensorFlow augmentation is checked draw for draw against the numpy
-# one and its shards hold no teacher targets, so these options need the in-memory pipeline.
-SHARDS_LACK = "the sharded pipeline has no band limiting and no teacher targets yet"
+# The sharded pipeline's shards hold no teacher targets, so these options need the in-memory
+# pipeline.
+SHARDS_LACK = "the sharded pipeline has no teacher targets yet"
 
 
 def memory_only(tc) -> list[str]:
     """The options set in ``tc`` that only the in-memory pipeline applies."""
-    return [opt for opt, on in (("--distill", tc.distill is not None),
-                                ("--band-limit-prob", bool(tc.band_limit_prob))) if on]
+    return ["--distill"] if tc.distill is not None else []
 
 
 class TrainError(ValueError):

@@ -356,6 +356,46 @@ def test_waveforms_logmel_and_masks_equal_numpy(data):
     np.testing.assert_allclose(X.numpy(), got, atol=1e-4)
 
 
+def test_band_limit_draws_and_filter_equal_numpy(data):
+    """The band-limit draws come last, so every other draw is what it was without them; their
+    share and cutoffs follow the config; with TF's draws replayed, TF's filtered waveforms are
+    numpy's ``band_limit`` of the same noisy clips, and the rows not drawn are untouched."""
+    a = AugmentConfig(band_limit_prob=0.4, band_limit_hz=(3400.0, 7000.0))
+    plain = A.TFAugmenter(AugmentConfig(), CFG, data.labels, data.bank, seed=3)
+    aug = A.TFAugmenter(a, CFG, data.labels, data.bank, seed=3)
+    rows = np.arange(len(data.mixed))
+    ps = [_np(aug.draw_params(_batch(data.mixed, data.y, rows, epoch=e))) for e in range(10)]
+    p = {k: np.concatenate([q[k] for q in ps]) for k in ps[0]}
+    band = p["band"]
+    assert abs(band.mean() - 0.4) < 4 * np.sqrt(0.24 / len(band))
+    assert stats.kstest(p["cutoff_hz"], "uniform", args=(3400, 3600)).pvalue > 1e-3
+
+    batch = _batch(data.mixed, data.y, rows[:96])
+    p = _np(aug.draw_params(batch))
+    q = _np(plain.draw_params(batch))
+    for k in q:
+        if k not in ("uniforms", "band", "cutoff_hz"):
+            np.testing.assert_array_equal(p[k], q[k], err_msg=k)
+    np.testing.assert_array_equal(p["uniforms"][:, :plain.n_draws], q["uniforms"])
+    Y = plain.waveforms(batch, {k: tf.constant(v) for k, v in q.items()}).numpy()
+    band = p["band"]
+    assert 20 < band.sum() < 76
+    rng = Scripted()
+    rng.add("random", np.where(band, 0.0, 0.999))
+    rng.add("uniform", p["cutoff_hz"][band])
+    want = npaug.band_limit(Y.copy(), a, rng, CFG.sample_rate)
+    assert not rng.q
+    got = aug.waveforms(batch, {k: tf.constant(v) for k, v in p.items()}).numpy()
+    np.testing.assert_array_equal(got[~band], Y[~band])
+    np.testing.assert_allclose(got[band], want[band], rtol=0, atol=1e-6)
+    # the filter did something: the drawn rows lost their energy above the cutoff
+    spec = np.abs(np.fft.rfft(got[band].astype(np.float64), axis=1)) ** 2
+    before = np.abs(np.fft.rfft(Y[band].astype(np.float64), axis=1)) ** 2
+    f = np.fft.rfftfreq(N, 1 / CFG.sample_rate)
+    above = f[None, :] > p["cutoff_hz"][band][:, None]
+    assert spec[above].sum() < 1e-6 * before[above].sum()
+
+
 def test_generated_noise_segments_unit_rms_and_zero_mean(data):
     aug = A.TFAugmenter(AugmentConfig(), CFG, data.labels, NoiseBank([]), seed=0)
     assert aug.n_files == 0
