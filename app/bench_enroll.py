@@ -451,7 +451,8 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
     base = Bundle.load(cfg.bundle)
     old_labels = base.labels
     ccfg = CLEvalConfig(old_data=cfg.old_data, new_data=cfg.sc_v1,
-                        old_test_per_class=cfg.old_test_per_class, seed=cfg.seed)
+                        old_test_per_class=cfg.old_test_per_class, seed=cfg.seed,
+                        split_seed=base.split_seed)
     _, old_items = old_class_items(ccfg, old_labels, names)
     old_audio = read_items(old_items)
     embed = Embedder(base)  # one set of interpreters for every clip

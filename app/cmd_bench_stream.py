@@ -34,8 +34,10 @@ def register(subparsers) -> None:
                    help="which split to draw clips from (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=5.0, help="stream length in minutes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed for the split, clip order, gaps and distractors "
-                        "(default: %(default)s)")
+                   help="seed for the clip order, gaps and distractors (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=None, metavar="N",
+                   help="speaker-split seed of --data (default: the seed the bundle's model "
+                        "trained with, so the test split holds only speakers it never heard)")
     p.add_argument("--gap", type=float, nargs=2, default=[1.0, 2.5], metavar=("MIN", "MAX"),
                    help="seconds of background between clips, drawn uniformly "
                         "(default: 1.0 2.5)")
@@ -101,7 +103,9 @@ def run(args) -> int:
         raise CLIError(f"--gates {args.gates!r}: {bad or 'empty'}; choose from {list(gatemod.GATES)}")
     detector, streamer = build_streamer(Path(args.bundle), args)
     try:
-        kwargs = {"seed": args.seed}
+        split_seed = (detector.bundle.split_seed if args.split_seed is None
+                      else args.split_seed)
+        kwargs = {"seed": split_seed}
         if args.task is not None:
             kwargs["task"] = args.task
         ds = load_dataset(args.data, **kwargs)
@@ -180,7 +184,8 @@ def run(args) -> int:
         raise CLIError("interrupted; no report written") from None
     settings = {
         "bundle": str(args.bundle), "data": str(args.data), "split": args.split,
-        "minutes": args.minutes, "seed": args.seed, "gap_s": list(args.gap),
+        "minutes": args.minutes, "seed": args.seed, "split_seed": split_seed,
+        "gap_s": list(args.gap),
         "unknown_fraction": args.unknown_fraction, "noise_gain": args.noise_gain,
         "hop_ms": args.hop_ms, "average_window_ms": args.average_window_ms,
         "threshold": args.threshold, "min_count": args.min_count,

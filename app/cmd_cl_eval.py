@@ -111,7 +111,7 @@ def run(args) -> int:
             old_train_per_class=args.old_train_per_class, memory_size=args.memory,
             replay_ratio=args.replay_ratio, replay_scales=args.replay_scales, lr=args.lr,
             epochs=args.epochs, bits=[parse_bits(b) for b in args.bits.split(",")],
-            quant_study=not args.no_quant, seed=args.seed,
+            quant_study=not args.no_quant, seed=args.seed, split_seed=backbone.bundle.split_seed,
             run_dir=None if args.no_stage_retrain else run_dir,
             stage_epochs=args.stage_epochs, stage_lr=args.stage_lr)
         result = run_eval(backbone, cfg, out, policy=backbone.policy(), target=str(bundle_dir))

@@ -425,7 +425,8 @@ def report_markdown(rep: dict) -> str:
         f"# Streaming accuracy: {s.get('bundle', '')}",
         "",
         f"{rep['stream_s'] / 60:.1f} min stream from `{s.get('data', '')}` "
-        f"({s.get('split', 'testing')} split, seed {s.get('seed')}): {rep['keywords']} keywords and {rep['distractors']} `_unknown_` "
+        f"({s.get('split', 'testing')} split of speaker-split seed {s.get('split_seed', s.get('seed'))}, "
+        f"stream seed {s.get('seed')}): {rep['keywords']} keywords and {rep['distractors']} `_unknown_` "
         f"distractors over background noise. Hop {s.get('hop_ms')} ms, average window "
         f"{s.get('average_window_ms')} ms, threshold {s.get('threshold')}, min count "
         f"{s.get('min_count')}, suppression {s.get('suppression_ms')} ms, delta {s.get('delta')}, "

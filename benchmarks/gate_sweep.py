@@ -121,6 +121,8 @@ def main(argv=None) -> int:
     ap.add_argument("--noise-only-minutes", type=float, default=10.0,
                     help="noise-only stream at the 10 dB level, for false accepts (default 10)")
     ap.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
+    ap.add_argument("--split-seed", type=int, default=None,
+                    help="speaker-split seed of --data (default: the bundle's training seed)")
     ap.add_argument("--margins", default="6,9,12", help="energy-gate margins in dB to try")
     ap.add_argument("--mass", default="0,0.05,0.1,0.2,0.3,0.5",
                     help="keyword-mass thresholds to try (0 = no mass rule)")
@@ -140,7 +142,8 @@ def main(argv=None) -> int:
 
     det = Detector(args.bundle, num_threads=1)
     cfg = det.bundle.frontend
-    ds = load_dataset(args.data, seed=args.seed)
+    ds = load_dataset(args.data, seed=det.bundle.split_seed if args.split_seed is None
+                      else args.split_seed)
     clips = ds.split(args.split)
     base = stream_bench.build_stream(clips, minutes=args.minutes, seed=args.seed,
                                      sample_rate=cfg.sample_rate, clip_samples=cfg.clip_samples)

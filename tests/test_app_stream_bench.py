@@ -101,5 +101,10 @@ def test_cli_bench_stream_reports(app_bundle, sc_v2, tmp_path):
     assert rep["correct_pct"] >= 35.0, rep
     assert rep["correct"] > rep["wrong"] + rep["false_detections"], rep
     assert (out / "bench_stream.md").read_text() == report_markdown(rep)
+    # --seed orders the stream; the clips come from the speakers the model never trained on
+    from bnnkws.deploy.bundle import Bundle
+
+    assert rep["settings"]["seed"] == 1
+    assert rep["settings"]["split_seed"] == Bundle.load(app_bundle).split_seed
     assert (out / "stream.wav").is_file() and (out / "labels.txt").read_text().count("\n") == \
         rep["keywords"] + rep["distractors"]

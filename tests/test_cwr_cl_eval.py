@@ -47,3 +47,24 @@ def test_cl_eval_small_protocol(app_bundle, sc_v1_sample, sc_v2, tmp_path, capsy
     md = (out / "table.md").read_text()
     assert "CWR* + latent replay" in md and "quantization" in md
     assert (out / "cl_eval.png").stat().st_size > 10_000
+
+
+def test_old_class_test_clips_come_from_the_models_own_speaker_split(sc_v2, sc_v1_sample):
+    """A model trained with --seed 1 has a different speaker split; its old-class test must be
+    that split's test speakers, none of whom it trained on (seed 0's test speakers are partly
+    seed 1's training speakers, which would flatter it)."""
+    from bnnkws.kws.cl_eval import CLEvalConfig, old_class_items
+    from bnnkws.kws.data import load_dataset
+
+    labels = load_dataset(str(sc_v2), task="12", seed=0).labels
+    for seed in (0, 1):
+        ds = load_dataset(str(sc_v2), task="12", seed=seed)
+        trained = {c.speaker for c in ds.train} - {None}  # _silence_ clips have no speaker
+        cfg = CLEvalConfig(old_data=str(sc_v2), new_data=str(sc_v1_sample), split_seed=seed)
+        _, test = old_class_items(cfg, labels)
+        assert len(test) > 100
+        assert not {i.speaker for i in test} & trained, seed
+        assert {i.speaker for i in test} & {c.speaker for c in ds.testing}
+    other = load_dataset(str(sc_v2), task="12", seed=1)
+    assert {c.speaker for c in load_dataset(str(sc_v2), task="12", seed=0).testing} & \
+        {c.speaker for c in other.train}  # the two splits do differ, so the check above bites
