@@ -123,7 +123,8 @@ def test_cli_bench_stream_snr_rows_noise_only_and_gates(app_bundle, sc_v2, noise
     assert proc.returncode == 0, proc.stderr
     rep = json.loads((out / "bench_stream.json").read_text())
     md = (out / "bench_stream.md").read_text()
-    assert "(validation split, seed 0)" in md and "test split" not in md  # issue 16.7
+    assert "(validation split of speaker-split seed 0, stream seed 0)" in md  # issue 16.7
+    assert "test split" not in md
     rows = {(r["stream"], r["gate"]): r for r in rep["rows"]}
     assert set(rows) == {(s, g) for s in ("clean", "10 dB SNR", "noise only (10 dB level)")
                          for g in ("none", "energy")}
