@@ -117,6 +117,14 @@ def register(subparsers) -> None:
                         "bird,dog,house,tree,wow)")
     g.add_argument("--aux-weight", type=float, default=d.aux_weight,
                    help="loss weight of each auxiliary head, times its exit's weight")
+    g.add_argument("--aux-margin", type=float, default=d.aux_margin, metavar="M",
+                   help="> 0: the auxiliary heads become additive-margin softmax heads, a "
+                        "metric-learning loss (logits S * (cos - M) for the clip's word, "
+                        "S * cos for the others, no bias): each word's embeddings must be "
+                        "closer to it than to any other word by a cosine margin M (0.1-0.35 is "
+                        "usual); 0 (default) keeps the plain softmax head")
+    g.add_argument("--aux-scale", type=float, default=d.aux_scale, metavar="S",
+                   help="the AM-softmax heads' fixed logit scale S (with --aux-margin)")
     g.add_argument("--distill", choices=list(TEACHERS), default=None,
                    help="also teach each exit's binary embedding to predict a pretrained "
                         "speech model's embedding of the clip (Google's speech_embedding, as "
@@ -239,7 +247,7 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir", "noise_dirs",
            "generated_noise_prob", "band_limit_prob", "band_limit_hz", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_weight",
-           "distill", "distill_weight", "pipeline", "shuffle_buffer")
+           "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline", "shuffle_buffer")
 
 
 def config_from_args(args):

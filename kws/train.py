@@ -48,7 +48,8 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
                     "generated_noise_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout",
-                    "aux_weight", "distill", "distill_weight", "band_limit_prob",
+                    "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight",
+                    "band_limit_prob",
                     "band_limit_hz", "pipeline", "shuffle_buffer")
 
 
@@ -420,15 +421,75 @@ def masked_sparse_ce(y_true, logits):
     return ce * keep
 
 
-def with_aux_heads(model, cfg: ModelConfig, num_aux: int, distill_dim: int = 0):
+def am_softmax_ce(num_classes: int, scale: float, margin: float):
+    """Additive-margin softmax cross-entropy (Wang et al. 2018) on cosines, for clips with a
+    label (``y >= 0``; others count 0, as in :func:`masked_sparse_ce`).
+
+    With ``cos (n, C)`` the cosines between each embedding and the class vectors,
+    ``loss = -log( e^{s (cos_y - m)} / (e^{s (cos_y - m)} + sum_{c != y} e^{s cos_c}) )``:
+    the loss is small only once ``cos_y`` exceeds every other ``cos_c`` by more than ``m``,
+    which pulls each word's clips together and pushes other words' away on the sphere: the
+    geometry a linear or nearest-centroid head for new words relies on.
+    """
+    def loss(y_true, cos):
+        y = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        keep = tf.cast(y >= 0, cos.dtype)
+        logits = scale * (cos - margin * tf.one_hot(tf.maximum(y, 0), num_classes,
+                                                    dtype=cos.dtype))
+        ce = tf.keras.losses.sparse_categorical_crossentropy(tf.maximum(y, 0), logits,
+                                                             from_logits=True)
+        return ce * keep
+
+    loss.__name__ = "am_softmax_ce"
+    return loss
+
+
+def _cosine_head(emb, num_aux: int, binary: bool, name: str):
+    """``cos(w_c, emb)`` for every class c. Binary: ``sign(w) . sign(e) / d`` exactly (every
+    ±1 vector has norm sqrt(d)), the kernel a Bop-trained binary kernel; real-valued: the
+    unit-normalised embedding against unit-norm class vectors (a projected kernel)."""
+    import larq as lq
+
+    d = int(emb.shape[-1])
+    if binary:
+        z = lq.layers.QuantDense(num_aux, use_bias=False, name=f"aux_dense{name}",
+                                 kernel_initializer="glorot_normal", input_quantizer="ste_sign",
+                                 kernel_quantizer="ste_sign", kernel_constraint="weight_clip")(emb)
+        return tf.keras.layers.Rescaling(1.0 / d, name=f"aux_cos{name}")(z)
+    return CosineDense(num_aux, name=f"aux_dense{name}")(emb)
+
+
+class CosineDense(tf.keras.layers.Layer):
+    """``x / ||x|| . w_c / ||w_c||`` for every column ``w_c`` of a real-valued kernel."""
+
+    def __init__(self, units: int, **kw):
+        super().__init__(**kw)
+        self.units = int(units)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight("kernel", shape=(int(input_shape[-1]), self.units),
+                                      initializer="glorot_normal", trainable=True)
+        super().build(input_shape)
+
+    def call(self, x):
+        return tf.matmul(tf.math.l2_normalize(x, axis=-1),
+                         tf.math.l2_normalize(self.kernel, axis=0))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def with_aux_heads(model, cfg: ModelConfig, num_aux: int, distill_dim: int = 0,
+                   cosine: bool = False):
     """A training model sharing ``model``'s stages that also outputs ``aux{k}`` logits and,
     with ``distill_dim``, ``distill{k}`` predictions of the teacher's embedding.
 
     Each auxiliary head is an exit head of its own (binary dense on sign(embedding), learned
     scale, bias) over the stage's ``embedding``, the same vector enrolment and the transfer
-    probe use; each distillation head is a real-valued linear map of that same input (the
-    sign of the embedding for binary models), so the loss shapes what a head can read. The
-    task model (``model``) is what gets saved and exported.
+    probe use; with ``cosine`` it outputs the cosines to its class vectors instead, for
+    :func:`am_softmax_ce`. Each distillation head is a real-valued linear map of that same
+    input (the sign of the embedding for binary models), so the loss shapes what a head can
+    read. The task model (``model``) is what gets saved and exported.
     """
     from bnnkws.kws.models.exits import ExitScale
     import larq as lq
@@ -447,7 +508,11 @@ def with_aux_heads(model, cfg: ModelConfig, num_aux: int, distill_dim: int = 0):
             outputs[f"exit{k}"] = model.get_layer(f"exit{k}")(out["logits"])
             emb = out["embedding"]
             d = int(emb.shape[-1])
-            if num_aux:
+            if num_aux and cosine:
+                outputs[f"aux{k}"] = tf.keras.layers.Activation(
+                    "linear", dtype="float32", name=f"aux{k}")(
+                        _cosine_head(emb, num_aux, cfg.binary, str(k)))
+            elif num_aux:
                 quant = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
                              kernel_constraint="weight_clip") if cfg.binary else {}
                 z = lq.layers.QuantDense(num_aux, use_bias=False, name=f"aux_dense{k}",
@@ -493,14 +558,18 @@ def make_optimizer(tc: TrainConfig, steps_per_epoch: int):
 
 
 def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0.0,
-                  aux_weight: Optional[float] = None, distill_weight: Optional[float] = None):
+                  aux_weight: Optional[float] = None, distill_weight: Optional[float] = None,
+                  aux_margin: Optional[tuple] = None):
+    """``aux_margin``: ``(num_aux, scale, margin)`` when the auxiliary heads output cosines
+    (``with_aux_heads(..., cosine=True)``), trained with :func:`am_softmax_ce`."""
     names = list(cfg.exit_names)
     loss = {n: sparse_ce(cfg.num_classes, label_smoothing) for n in names}
     weights = {n: cfg.exit_loss_weights[int(n[4:]) - 1] for n in names}
     metrics = {n: ["accuracy"] for n in names}
     if aux_weight is not None:  # auxiliary vocabulary heads aux1..auxN
+        aux_loss = am_softmax_ce(*aux_margin) if aux_margin else masked_sparse_ce
         for n in names:
-            loss[f"aux{n[4:]}"] = masked_sparse_ce
+            loss[f"aux{n[4:]}"] = aux_loss
             weights[f"aux{n[4:]}"] = aux_weight * weights[n]
     if distill_weight is not None:  # distillation heads distill1..distillN
         from bnnkws.kws.teacher import cosine_loss
@@ -637,7 +706,8 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         # The auxiliary heads live only in the training model; `model` (the task's exits) is
         # what weights.h5/best.h5 hold, so load_run and export never see them.
         train_model = (with_aux_heads(model, cfg, len(data.aux_labels),
-                                      data.teacher.shape[1] if distill else 0)
+                                      data.teacher.shape[1] if distill else 0,
+                                      cosine=bool(tc.aux_margin))
                        if extra else model)
         optimizer = make_optimizer(tc, spe)
     if aux and not tc.resume and place.is_chief:
@@ -757,7 +827,9 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         with place.strategy.scope():
             compile_model(train_model, cfg, optimizer, tc.label_smoothing,
                           tc.aux_weight if aux else None,
-                          tc.distill_weight if distill else None)
+                          tc.distill_weight if distill else None,
+                          (len(data.aux_labels), tc.aux_scale, tc.aux_margin)
+                          if aux and tc.aux_margin else None)
         try:
             train_model.fit(stream(a, p_end), epochs=p_end, initial_epoch=a, steps_per_epoch=spe,
                       validation_data=val, callbacks=callbacks, verbose=tc.verbose)

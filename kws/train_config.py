@@ -99,6 +99,12 @@ class TrainConfig:
     aux_synth: Optional[list] = None  # like aux_data, but non-task words train no task label
     aux_holdout: Optional[list] = None
     aux_weight: float = 0.5
+    # aux_margin > 0 makes the auxiliary heads additive-margin softmax (AM-softmax) heads, a
+    # metric-learning loss: logits aux_scale * (cos(w_c, e) - aux_margin * [c = word]), with
+    # no bias, so a word's embeddings must sit closer to their own class vector than to any
+    # other by the margin (bnnkws.kws.train.am_softmax_ce). 0 keeps the plain softmax head.
+    aux_margin: float = 0.0
+    aux_scale: float = 16.0
     # Embedding distillation (bnnkws.kws.teacher): each exit's binary embedding also learns to
     # predict a pretrained speech model's embedding of the clip (cosine loss, weight
     # distill_weight times the exit's weight); training only, in-memory pipeline.
@@ -184,6 +190,13 @@ class TrainConfig:
                              f"{self.offset_prob} + {self.partial_prob}")
         if not self.aux_weight >= 0:
             raise TrainError(f"aux-weight must be >= 0, got {self.aux_weight}")
+        if not 0 <= self.aux_margin < 1:
+            raise TrainError(f"aux-margin must be in [0, 1) (a cosine margin), "
+                             f"got {self.aux_margin}")
+        if not self.aux_scale > 0:
+            raise TrainError(f"aux-scale must be > 0, got {self.aux_scale}")
+        if self.aux_margin and not self.aux_vocab:
+            raise TrainError("--aux-margin needs --aux-vocab (it is the auxiliary heads' loss)")
         if self.distill is not None:
             from bnnkws.kws.teacher import TEACHERS
 

@@ -4,7 +4,8 @@ TensorFlow turns oneDNN on by default only on some x86 CPUs, and a few ops accep
 only there (a depthwise convolution with unequal row/column strides, for one). The developers'
 machine may have oneDNN on, so these tests start a subprocess with ``TF_ENABLE_ONEDNN_OPTS=0``
 and run what users run: the log-mel layer in every DFT mode eagerly and inside ``fit`` and
-``predict``, then ``kws train`` (with the distillation heads and their gathered targets) and
+``predict``, then ``kws train`` (with the distillation heads and their gathered targets, and
+AM-softmax auxiliary heads) and
 ``kws export`` (whose bundle check runs the layer eagerly) on real clips.
 """
 from __future__ import annotations
@@ -78,6 +79,7 @@ def test_kws_train_and_export_without_onednn(sc_v2, tmp_path):
         assert main(["train", "--data", {str(sc_v2)!r}, "--arch", "quicknet", "--width", "0.25",
                      "--epochs", "1", "--batch-size", "32", "--max-train-clips", "96",
                      "--no-augment", "--distill", "speech-embedding", "--quiet",
+                     "--aux-vocab", "--aux-margin", "0.2",
                      "--out", run]) == 0
         assert main(["export", run, "--out", bundle, "--lean"]) == 0
         print(json.dumps(json.load(open(bundle + "/manifest.json"))["checks"]))

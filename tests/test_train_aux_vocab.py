@@ -207,3 +207,89 @@ def test_synthetic_corpus_trains_aux_words_without_task_labels(sc_dataset, sc_v1
                          tf.float32)
     loss = sparse_ce(len(sc_dataset.labels))(tf.constant(y), logits).numpy()
     assert np.all(loss[y == -1] == 0) and np.all(loss[y >= 0] > 0)
+
+
+def test_am_softmax_loss_matches_hand_computation():
+    """--aux-margin's loss: -log softmax of s * (cos - m [c = y]) at y, 0 for unlabelled clips;
+    a margin makes a correctly ranked clip pay until its cosine leads by more than m."""
+    import tensorflow as tf
+
+    from bnnkws.kws.train import am_softmax_ce
+
+    rng = np.random.default_rng(1)
+    cos = rng.uniform(-1, 1, size=(6, 5))
+    y = np.array([2, -1, 0, 4, -1, 1])
+    s, m = 16.0, 0.2
+    got = am_softmax_ce(5, s, m)(tf.constant(y), tf.constant(cos, tf.float32)).numpy()
+    for i, c in enumerate(y):
+        if c < 0:
+            assert got[i] == 0
+            continue
+        z = s * cos[i].copy()
+        z[c] -= s * m
+        ref = -(z[c] - np.log(np.sum(np.exp(z))))
+        assert got[i] == pytest.approx(ref, rel=1e-5)
+    # a clip whose own cosine leads by 0.1 (< m) still pays more than plain softmax would
+    lead = tf.constant([[0.5, 0.4, 0.0]], tf.float32)
+    plain = am_softmax_ce(3, s, 0.0)(tf.constant([0]), lead).numpy()[0]
+    assert am_softmax_ce(3, s, m)(tf.constant([0]), lead).numpy()[0] > plain + 0.5
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_cosine_aux_heads_output_exact_cosines(binary):
+    """The AM-softmax heads output cos(w_c, e): for a binary model sign(w) . sign(e) / d of the
+    stage's embedding (so Bop trains the kernel as any binary kernel), for a real-valued one
+    the cosine of the raw vectors."""
+    import tensorflow as tf
+
+    from bnnkws.kws import optim
+    from bnnkws.kws.config import ModelConfig
+    from bnnkws.kws.models import build_model
+    from bnnkws.kws.train import with_aux_heads
+
+    cfg = ModelConfig(arch="quicknet", width=0.25, binary=binary, single_exit=2)
+    model = build_model(cfg)
+    aux = with_aux_heads(model, cfg, 7, cosine=True)
+    x = np.random.default_rng(0).normal(size=(3, cfg.frontend.num_frames,
+                                              cfg.frontend.n_mels)).astype(np.float32)
+    cos = aux(x, training=False)["aux2"].numpy()
+    stages = [model.get_layer(f"stage{k}") for k in (1, 2)]
+    emb = stages[1](stages[0](x, training=False)["fmap"], training=False)["embedding"].numpy()
+    w = aux.get_layer("aux_dense2").get_weights()[0]
+    if binary:
+        sg = lambda a: np.where(a >= 0, 1.0, -1.0)  # noqa: E731  (larq's ste_sign: sign(0) = 1)
+        ref = sg(emb) @ sg(w) / emb.shape[1]
+        assert aux.get_layer("aux_dense2") in [layer for layer in aux.layers]
+        assert any(v is aux.get_layer("aux_dense2").kernel
+                   for v in optim.binary_variables(aux))
+    else:
+        ref = (emb / np.linalg.norm(emb, axis=1, keepdims=True)) @ \
+            (w / np.linalg.norm(w, axis=0, keepdims=True))
+    assert cos.shape == (3, 7)
+    np.testing.assert_allclose(cos, ref, atol=1e-5)
+    assert np.all(np.abs(cos) <= 1 + 1e-6)
+
+
+def test_training_with_am_softmax_aux_heads(sc_v2, sc_v1_sample, tmp_path):
+    """A real tiny run with --aux-margin: the margin loss trains beside the task's exit and
+    the saved model is the task's alone; the option is refused without --aux-vocab."""
+    from bnnkws.kws.run import load_run
+    from bnnkws.kws.train import TrainConfig, TrainError, run_training
+
+    with pytest.raises(TrainError, match="--aux-margin needs --aux-vocab"):
+        TrainConfig(data=str(sc_v2), aux_margin=0.2)
+    with pytest.raises(TrainError, match="aux-margin must be in"):
+        TrainConfig(data=str(sc_v2), aux_vocab=True, aux_margin=1.5)
+    tc = TrainConfig(data=str(sc_v2), arch="quicknet", width=0.25, single_exit=1, epochs=1,
+                     batch_size=32, max_train_clips=64, seed=0, out=str(tmp_path / "run"),
+                     aux_vocab=True, aux_data=[str(sc_v1_sample)], aux_margin=0.2,
+                     cache_dir=os.environ.get("KWS_CACHE_DIR") or str(tmp_path / "cache"),
+                     verbose=0)
+    run = run_training(tc)
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert np.isfinite(float(rows[0]["aux1_loss"])) and float(rows[0]["aux1_loss"]) > 0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["aux_margin"] == 0.2 and saved["aux_scale"] == 16.0
+    cfg, model = load_run(run, "last")
+    assert list(model.output_names) == ["exit1"]
+    assert not any(layer.name.startswith("aux") for layer in model.layers)
