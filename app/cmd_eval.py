@@ -134,14 +134,15 @@ class _Target:
         self.model = None
         if self.kind == "run":
             from bnnkws.kws.evaluate import _load_run
-            from bnnkws.kws.run import read_train_config
+            from bnnkws.kws.run import read_train_config, split_seed
 
             try:
                 self.cfg, self.model = _load_run(path)
             except (FileNotFoundError, ValueError) as e:
                 raise CLIError(str(e)) from e
             tc = read_train_config(path)
-            recorded = {"data": tc.get("data"), "task": tc.get("task"), "seed": tc.get("seed")}
+            recorded = {"data": tc.get("data"), "task": tc.get("task"),
+                        "seed": split_seed(tc) if tc else None}
         else:
             from bnnkws.deploy.runtime import Detector
 

@@ -193,7 +193,12 @@ def register(subparsers) -> None:
                    help="start from the best weights of another run of the same model, e.g. "
                         "its --real-valued twin (warm start)")
     g.add_argument("--seed", type=int, default=d.seed,
-                   help="seed for the split, weight init, shuffling and augmentation")
+                   help="seed for the weight init, shuffling and augmentation, and for the "
+                        "speaker split unless --split-seed is given")
+    g.add_argument("--split-seed", type=int, default=d.split_seed, metavar="N",
+                   help="seed of the speaker split alone (data without split lists, as "
+                        "../shared's subset): compare recipes or --seed values on the same "
+                        "validation and test speakers (default: --seed)")
 
     g = p.add_argument_group(
         "scale", "large corpora and more than one device (tf.distribute; see the README's "
@@ -243,7 +248,7 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule", "lr_final",
            "stage1_epochs", "exit_weights", "head_channels", "stage_filters", "binary_bn_epsilon",
            "single_exit", "real_valued",
-           "label_smoothing", "seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
+           "label_smoothing", "seed", "split_seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
            "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir", "noise_dirs",
            "generated_noise_prob", "band_limit_prob", "band_limit_hz", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_weight",

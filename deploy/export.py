@@ -166,12 +166,12 @@ def training_split(run_dir) -> dict | None:
     `kws eval` and `kws bench` on the bundle split the data the same way, so a model trained
     with another seed is never scored on clips it trained on.
     """
-    from bnnkws.kws.run import read_train_config
+    from bnnkws.kws.run import read_train_config, split_seed
 
     tc = read_train_config(run_dir) if run_dir is not None else {}
     if not tc:
         return None
-    return {"data": tc.get("data"), "task": tc.get("task"), "seed": int(tc.get("seed") or 0)}
+    return {"data": tc.get("data"), "task": tc.get("task"), "seed": split_seed(tc)}
 
 
 # ------------------------------------------------------------------------------------------------

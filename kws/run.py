@@ -61,6 +61,13 @@ def read_train_config(run_dir) -> dict:
         return {}
 
 
+def split_seed(train_config: dict) -> int:
+    """The speaker split's seed recorded in a ``train_config.json`` dict: ``split_seed``, or
+    ``seed`` for runs that had one seed for both (and 0 when neither is recorded)."""
+    s = train_config.get("split_seed")
+    return int(s if s is not None else train_config.get("seed") or 0)
+
+
 def check_run_dir(run_dir) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

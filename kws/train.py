@@ -44,7 +44,8 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
                     "lr_final", "stage1_epochs", "exit_weights", "head_channels", "stage_filters",
                     "binary_bn_epsilon", "single_exit",
-                    "real_valued", "label_smoothing", "seed", "max_train_clips", "augment",
+                    "real_valued", "label_smoothing", "seed", "split_seed", "max_train_clips",
+                    "augment",
                     "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
                     "generated_noise_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout",
@@ -144,7 +145,7 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
 
     frontend = frontend or DEFAULT_FRONTEND
     try:
-        ds = kdata.load_dataset(tc.data, task=tc.task, seed=tc.seed)
+        ds = kdata.load_dataset(tc.data, task=tc.task, seed=tc.speaker_split_seed)
     except (FileNotFoundError, ValueError) as e:
         raise TrainError(f"--data {tc.data}: {e}") from e
     train = list(ds.train)

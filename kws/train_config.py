@@ -67,6 +67,9 @@ class TrainConfig:
     real_valued: bool = False
     label_smoothing: float = 0.0
     seed: int = 0
+    # The speaker split's seed (datasets without split lists are split by it); None = seed.
+    # Apart from seed, two recipes can train on the same speakers with different inits.
+    split_seed: Optional[int] = None
     out: Optional[str] = None
     resume: bool = False
     max_train_clips: Optional[int] = None
@@ -228,6 +231,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def speaker_split_seed(self) -> int:
+        return self.seed if self.split_seed is None else int(self.split_seed)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

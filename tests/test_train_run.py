@@ -129,3 +129,29 @@ def test_cli_resume_keeps_the_runs_options(tiny_run, tmp_path):
         if f.name not in ("epochs", "resume", "out", "verbose"):
             assert getattr(tc, f.name) == getattr(saved, f.name), f.name
     assert isinstance(args, argparse.Namespace)
+
+
+def test_split_seed_keeps_the_speakers_while_the_seed_changes(sc_v2, tmp_path):
+    """--split-seed: a run with --seed 1 --split-seed 0 trains and is held out on seed 0's
+    speakers (the shared subset has no split lists), and what scores it later (kws eval, the
+    bundle's source) reads the split seed, not the init seed."""
+    import os
+
+    from bnnkws.deploy.export import training_split
+    from bnnkws.kws.data import load_dataset
+    from bnnkws.kws.run import split_seed
+    from bnnkws.kws.train import TrainConfig, run_training
+
+    base = dict(data=str(sc_v2), arch="quicknet", width=0.25, single_exit=1, epochs=1,
+                batch_size=32, max_train_clips=32, verbose=0,
+                cache_dir=os.environ.get("KWS_CACHE_DIR") or str(tmp_path / "cache"))
+    run = run_training(TrainConfig(**base, seed=1, split_seed=0, out=str(tmp_path / "r")))
+    split = json.loads((run / "split.json").read_text())
+    want = {s: sorted(str(c.path) for c in getattr(load_dataset(sc_v2, seed=s), "testing"))
+            for s in (0, 1)}
+    assert want[0] != want[1]  # the two seeds do split the speakers differently
+    assert sorted(split["testing"]) == want[0]
+    assert training_split(run)["seed"] == 0
+    tc = json.loads((run / "train_config.json").read_text())
+    assert tc["seed"] == 1 and split_seed(tc) == 0
+    assert split_seed({"seed": 3}) == 3 and split_seed({}) == 0  # runs from before the option
