@@ -248,9 +248,9 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule", "lr_final",
            "stage1_epochs", "exit_weights", "head_channels", "stage_filters", "binary_bn_epsilon",
            "single_exit", "real_valued",
-           "label_smoothing", "seed", "split_seed", "max_train_clips", "augment", "time_shift", "noise", "gain",
-           "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir", "noise_dirs",
-           "generated_noise_prob", "band_limit_prob", "band_limit_hz", "offset_prob",
+           "label_smoothing", "seed", "split_seed", "max_train_clips", "augment", "time_shift",
+           "noise", "gain", "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir",
+           "noise_dirs", "generated_noise_prob", "band_limit_prob", "band_limit_hz", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_weight",
            "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline", "shuffle_buffer")
 

@@ -45,13 +45,12 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "lr_final", "stage1_epochs", "exit_weights", "head_channels", "stage_filters",
                     "binary_bn_epsilon", "single_exit",
                     "real_valued", "label_smoothing", "seed", "split_seed", "max_train_clips",
-                    "augment",
-                    "time_shift", "noise", "gain", "spec_augment", "noise_prob", "snr_db",
+                    "augment", "time_shift", "noise", "gain", "spec_augment", "noise_prob",
+                    "snr_db",
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
                     "generated_noise_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout",
                     "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight",
-                    "band_limit_prob",
-                    "band_limit_hz", "pipeline", "shuffle_buffer")
+                    "band_limit_prob", "band_limit_hz", "pipeline", "shuffle_buffer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,7 +447,7 @@ def am_softmax_ce(num_classes: int, scale: float, margin: float):
 def _cosine_head(emb, num_aux: int, binary: bool, name: str):
     """``cos(w_c, emb)`` for every class c. Binary: ``sign(w) . sign(e) / d`` exactly (every
     ±1 vector has norm sqrt(d)), the kernel a Bop-trained binary kernel; real-valued: the
-    unit-normalised embedding against unit-norm class vectors (a projected kernel)."""
+    unit-normalised embedding against the unit-normalised kernel columns."""
     import larq as lq
 
     d = int(emb.shape[-1])
