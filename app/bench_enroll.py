@@ -7,7 +7,9 @@ Protocol (speaker-disjoint everywhere):
   of whole speakers to enrol, the other speakers to test) and espeak-ng wake words made with
   :func:`bnnkws.kws.synth.synthesize` (5 takes of one voice to enrol, the other voices to test);
 * the words are enrolled one after another into a copy of the bundle with ``kws enroll``'s own
-  code (:func:`bnnkws.deploy.enroll.enroll`, wall time measured around the whole call);
+  code (:func:`bnnkws.deploy.enroll.enroll`, wall time measured around the whole call),
+  with ``user_negatives`` recordings by the same speaker of things that are not the word as
+  ``kws enroll --negatives`` when asked (:func:`user_negatives`; the stream is unchanged);
 * old-class accuracy on the 12-class data's test split (30 clips per class, ``_unknown_`` clips
   of an enrolled word left out) at the last exit and with the early-exit policy at the
   bundle's delta, before and after each enrolment; new-word accuracy on their test clips;
@@ -51,6 +53,11 @@ NEGATIVE_PHRASES = [
     "hey jack", "microsoft",
 ]
 OWW_MODELS = {"alexa": "alexa", "hey jarvis": "hey_jarvis", "hey mycroft": "hey_mycroft"}
+# What a user enrolling these wake words would record as "sounds like it, must not trigger it"
+# (`kws enroll --negatives`); other wake words get the everyday phrases.
+NEAR_MISSES = {"alexa": ["alex", "a lexus", "election", "lexa"],
+               "hey jarvis": ["jarvis", "hey travis", "hey jack", "hey marvin"],
+               "hey mycroft": ["hey mike", "my croft", "microsoft", "my computer"]}
 
 
 @dataclass
@@ -75,6 +82,7 @@ class BenchConfig:
     oww_threshold: float = 0.5
     baseline: bool = False  # also enrol without the replay memory (the old behaviour)
     gate: Optional[str] = None  # `kws listen --gate` for the stream (None: its default)
+    user_negatives: int = 0  # recordings per word passed as `kws enroll --negatives`
 
 
 @dataclass
@@ -461,9 +469,19 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
     new_audio = {w.name: np.stack([read_clip_file(f) for f in w.test]) for w in words}
     new_feats = {k: embed(a) for k, a in new_audio.items()}
 
+    # the stream's other speech, drawn before enrolling so the user's negatives can be kept
+    # out of it (the rng is where it always was here: nothing between draws from it)
+    negatives, stream_files = _negatives(cfg, words, old_items, old_audio, synth, rng)
+    user_negs = user_negatives(cfg, words, stream_files, old_labels)
+    if cfg.user_negatives:
+        log("user negatives: " + "; ".join(
+            f"{w}: {len(v['audio'])} ({', '.join(sorted(set(v['what'])))})"
+            for w, v in user_negs.items()))
+
     methods = ["replay"] + (["no_memory"] if cfg.baseline and memory_file(base) else [])
     results = {"config": asdict(cfg), "words": [
-        {**asdict(w), "train": [str(f) for f in w.train], "test": [str(f) for f in w.test]}
+        {**asdict(w), "train": [str(f) for f in w.train], "test": [str(f) for f in w.test],
+         "user_negatives": user_negs[w.name]["what"]}
         for w in words], "methods": {}}
     for method in methods:
         work = out / f"bundle_{method}"
@@ -482,7 +500,9 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = enroll(work, w.name, clips, source=w.source, seed=cfg.seed + i)
+                res = enroll(work, w.name, clips, source=w.source, seed=cfg.seed + i,
+                             negatives=user_negs[w.name]["audio"] if cfg.user_negatives
+                             else None)
             wall = time.perf_counter() - t
             b = Bundle.load(work)
             enrol_log.append({"word": w.name, "wall_s": wall, "embed_s": res.seconds_embed,
@@ -504,7 +524,6 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
                                       if (Path(work) / "memory.npz").exists() else 0}
 
     # the stream
-    negatives = _negatives(cfg, words, old_items, old_audio, synth, rng)
     positives = [(a, w.name, w.source) for w in words for a in new_audio[w.name]]
     noise_files = sorted(Path(cfg.noise).glob("*.wav"))
     audio, events = build_stream(positives, negatives, cfg.negative_minutes, noise_files,
@@ -569,9 +588,10 @@ def _row(bundle, old_feats, old_y, new_feats, enrolled) -> dict:
     return r
 
 
-def _negatives(cfg, words, old_items, old_audio, synth: Path, rng) -> list:
+def _negatives(cfg, words, old_items, old_audio, synth: Path, rng) -> tuple[list, set]:
     """Other speech: the old-class test words (not silence), FSDD digits that are not
-    enrolled, espeak-ng phrases (near-misses of the wake words among them)."""
+    enrolled, espeak-ng phrases (near-misses of the wake words among them); and the FSDD
+    files among them."""
     from bnnkws.kws.synth import folder_name
 
     out = [(a, f"speech_commands:{it.label}") for a, it in zip(old_audio, old_items)
@@ -579,12 +599,60 @@ def _negatives(cfg, words, old_items, old_audio, synth: Path, rng) -> list:
     enrolled = {w.name for w in words}
     fsdd = sorted(Path(cfg.fsdd).glob("*.wav"))
     other = [f for f in fsdd if FSDD_DIGITS[int(f.stem.split("_")[0])] not in enrolled]
-    for i in rng.permutation(len(other))[:300]:
-        out.append((read_clip_file(other[i]), "fsdd:" + FSDD_DIGITS[int(other[i].stem.split("_")[0])]))
+    used = [other[i] for i in rng.permutation(len(other))[:300]]
+    for f in used:
+        out.append((read_clip_file(f), "fsdd:" + FSDD_DIGITS[int(f.stem.split("_")[0])]))
     synth_takes(synth, NEGATIVE_PHRASES, per_word=4, speakers=8, seed=cfg.seed + 1)
     for p in NEGATIVE_PHRASES:
         for f in sorted((synth / folder_name(p)).glob("*.wav"))[:4]:
             out.append((read_clip_file(f), "espeak:" + p))
+    return out, set(used)
+
+
+def user_negatives(cfg, words, stream_files: set, known=()) -> dict:
+    """What a user would pass as `kws enroll --negatives`: per word ``cfg.user_negatives``
+    recordings *by the speaker of its takes* of things that are neither a word to enrol nor
+    one of the bundle's ``known`` labels (a negative is learnt as ``_unknown_``).
+
+    FSDD: that speaker's other digits, none of the clips the stream plays; v0.01: the
+    enrolment speakers' clips of other words of the sample (the stream plays none); espeak-ng:
+    the wake word's near-misses (:data:`NEAR_MISSES`, else the everyday phrases) rendered
+    afresh in the voice of its takes. Drawn from their own seed, so the stream and every other
+    draw are the same with and without them. ``{word: {"audio": (n, samples), "what": [...]}}``.
+    """
+    from bnnkws.deploy.enroll import load_clips
+    from bnnkws.kws.synth import plan, render
+
+    n = int(cfg.user_negatives)
+    enrolled = {w.name.lower() for w in words} | {k.lower() for k in known}
+    rng = np.random.default_rng([cfg.seed, 17])
+    out = {}
+    for w in words:
+        files, what, audio = [], [], np.zeros((0, 16000), np.float32)
+        if n and w.source == "fsdd":
+            files = [f for f in sorted(Path(cfg.fsdd).glob("*.wav"))
+                     if f.stem.split("_")[1] in w.train_speakers and f not in stream_files
+                     and FSDD_DIGITS[int(f.stem.split("_")[0])] not in enrolled]
+            what = [FSDD_DIGITS[int(f.stem.split("_")[0])] for f in files]
+        elif n and w.source == "speech_commands_v1":
+            files = [f for f in sorted(Path(cfg.sc_v1).glob("*/*.wav"))
+                     if _sc_speaker(f) in w.train_speakers and f.parent.name not in enrolled]
+            what = [f.parent.name for f in files]
+        elif n and w.source == "espeak-ng":
+            # the voice pool of plan() depends on the seed and speaker count alone
+            voice = {u.speaker: (u.voice, u.variant)
+                     for u in plan(cfg.wake_words, 40, cfg.seed, 8)}[w.train_speakers[0]]
+            phrases = NEAR_MISSES.get(w.name, NEGATIVE_PHRASES)
+            utts = plan(phrases, per_word=-(-n // len(phrases)), seed=cfg.seed + 2,
+                        speakers=1, voices=[voice[0]], variants=[voice[1]])
+            utts = [utts[i] for i in sorted(rng.permutation(len(utts))[:n])]
+            audio = np.stack([render(u) for u in utts]).astype(np.float32)
+            what = [u.word for u in utts]
+        if files:
+            pick = sorted(rng.permutation(len(files))[:n])
+            files, what = [files[i] for i in pick], [what[i] for i in pick]
+            audio = load_clips(files, min_examples=1)  # as `kws enroll --negatives`
+        out[w.name] = {"audio": audio, "what": what}
     return out
 
 
@@ -607,6 +675,12 @@ def table_markdown(res: dict) -> str:
              f"Speech Commands test words, FSDD digits, espeak-ng phrases) over background "
              f"noise at {cfg['snr_db']:g} dB SNR; `kws listen` defaults (gate "
              f"{cfg.get('gate')}) with per-word thresholds and minimum exits.", ""]
+    if cfg.get("user_negatives"):
+        lines += [f"Each word enrolled with up to {cfg['user_negatives']} recordings of other "
+                  "things by the speaker of its takes as `kws enroll --negatives`: "
+                  + "; ".join(f"{w['name']}: " + ", ".join(
+                      f"{k} {v}" for k, v in Counter(w.get("user_negatives", [])).items())
+                      for w in res["words"]) + ".", ""]
     snr = res["stream"].get("snr_by_source")
     if snr:
         lines += ["The noise is scaled to the mean level of all utterances, so each corpus "

@@ -54,6 +54,12 @@ def register(subparsers) -> None:
                    help="`kws listen --gate` for the stream (default: the listener's default)")
     p.add_argument("--no-openwakeword", action="store_true",
                    help="skip the openWakeWord comparison")
+    p.add_argument("--user-negatives", type=int, default=0, metavar="N",
+                   help="enrol each word with N recordings of other things by the speaker of "
+                        "its takes, as `kws enroll --negatives` (FSDD: their other digits; "
+                        "v0.01: their other words; espeak-ng: the wake word's near-misses in "
+                        "the same voice); none is played in the stream, which stays the same "
+                        "(default 0: no negatives)")
     p.add_argument("--seed", type=int, default=0, help="data and enrolment seed (default 0)")
     p.set_defaults(func=run)
 
@@ -63,6 +69,8 @@ def run(args) -> int:
     from bnnkws.app.cli import CLIError
     from bnnkws.app.cmd_listen import resolve_bundle
 
+    if args.user_negatives < 0:
+        raise CLIError(f"--user-negatives must be 0 or more, got {args.user_negatives}")
     bundle = resolve_bundle(args.bundle)
     for name in ("old_data", "fsdd", "sc_v1", "noise"):
         if not Path(getattr(args, name)).is_dir():
@@ -74,7 +82,7 @@ def run(args) -> int:
                       test_per_word=args.test_per_word, negative_minutes=args.negative_minutes,
                       snr_db=args.snr_db, seed=args.seed, synth_dir=args.synth_dir,
                       openwakeword=not args.no_openwakeword, baseline=args.baseline,
-                      gate=args.gate)
+                      gate=args.gate, user_negatives=args.user_negatives)
     n = len(cfg.digits) + len(cfg.wake_words) + len(cfg.v1_words)
     cfg.checkpoints = sorted({min(3, n), n})
     try:
