@@ -52,6 +52,7 @@ NEGATIVE_PHRASES = [
     "call mom", "stop the music", "next song", "hey there", "my computer", "lexa",
     "hey jack", "microsoft",
 ]
+WAKE_TAKES, WAKE_VOICES = 40, 8  # espeak-ng takes per wake word, and the voices saying them
 OWW_MODELS = {"alexa": "alexa", "hey jarvis": "hey_jarvis", "hey mycroft": "hey_mycroft"}
 # What a user enrolling these wake words would record as "sounds like it, must not trigger it"
 # (`kws enroll --negatives`); other wake words get the everyday phrases.
@@ -448,7 +449,8 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
     synth = Path(cfg.synth_dir) if cfg.synth_dir else out / "espeak"
     words = fsdd_words(Path(cfg.fsdd), cfg.digits, cfg.train_per_word, cfg.test_per_word, rng)
     if cfg.wake_words:
-        synth_takes(synth, cfg.wake_words, per_word=40, speakers=8, seed=cfg.seed)
+        synth_takes(synth, cfg.wake_words, per_word=WAKE_TAKES, speakers=WAKE_VOICES,
+                    seed=cfg.seed)
         words += speaker_split_words(synth, cfg.wake_words, "espeak-ng", cfg.train_per_word,
                                      cfg.test_per_word, rng, _sc_speaker)
     words += speaker_split_words(Path(cfg.sc_v1), cfg.v1_words, "speech_commands_v1",
@@ -641,7 +643,8 @@ def user_negatives(cfg, words, stream_files: set, known=()) -> dict:
         elif n and w.source == "espeak-ng":
             # the voice pool of plan() depends on the seed and speaker count alone
             voice = {u.speaker: (u.voice, u.variant)
-                     for u in plan(cfg.wake_words, 40, cfg.seed, 8)}[w.train_speakers[0]]
+                     for u in plan(cfg.wake_words, WAKE_TAKES, cfg.seed, WAKE_VOICES)}[
+                         w.train_speakers[0]]
             phrases = NEAR_MISSES.get(w.name, NEGATIVE_PHRASES)
             utts = plan(phrases, per_word=-(-n // len(phrases)), seed=cfg.seed + 2,
                         speakers=1, voices=[voice[0]], variants=[voice[1]])

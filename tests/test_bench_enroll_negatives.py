@@ -28,7 +28,7 @@ def _words(cfg):
     words += be.speaker_split_words(be.Path(cfg.sc_v1), cfg.v1_words, "speech_commands_v1", 5,
                                     5, rng, be._sc_speaker)
     # the wake word's takes come from one voice of the benchmark's espeak-ng pool
-    speaker = plan(cfg.wake_words, 40, cfg.seed, 8)[0].speaker
+    speaker = plan(cfg.wake_words, be.WAKE_TAKES, cfg.seed, be.WAKE_VOICES)[0].speaker
     words.append(be.NewWord("alexa", "espeak-ng", [], [], [speaker], []))
     return words
 
