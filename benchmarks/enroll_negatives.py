@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def summarise(res: dict) -> dict:
+    from bnnkws.app.bench_enroll import at_target
+
     m = res["methods"]["replay"]
     rows = {r["words"]: r for r in m["rows"]}
     first, last = rows[0], rows[max(rows)]
@@ -44,7 +46,7 @@ def summarise(res: dict) -> dict:
         "new_delta_3": after3["new_delta"], "new_delta_all": last["new_delta"],
         "words": len(st), "recall_median": float(np.median(recall)),
         "fa_per_hour_sum": float(np.sum(fa)), "fa_per_hour_median": float(np.median(fa)),
-        "at_target": [w for w, s in st.items() if s["recall"] >= 0.8 and s["fa_per_hour"] <= 5],
+        "at_target": at_target(st),
         "enrol_wall_median_s": float(np.median([e["wall_s"] for e in m["enrolments"]])),
     }
 
