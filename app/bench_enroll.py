@@ -39,8 +39,9 @@ import numpy as np
 
 from bnnkws.app.smoothing import DEFAULT_AVERAGE_WINDOW_MS, IGNORE_LABELS as IGNORED
 from bnnkws.kws.fileio import atomic_savefig, atomic_write_text
+from bnnkws.kws.vocab import DIGIT_WORDS
 
-FSDD_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+FSDD_DIGITS = list(DIGIT_WORDS)
 WAKE_WORDS = ["alexa", "hey jarvis", "hey mycroft"]
 V1_WORDS = ["marvin", "sheila", "happy", "house"]
 # Other speech for the negative stream: everyday phrases and near-misses of the wake words.
@@ -108,21 +109,31 @@ def _by_speaker(files, speaker_of):
     return out
 
 
+def _fsdd_digit(f: Path) -> str:
+    """The digit word of an FSDD file ``<digit>_<speaker>_<n>.wav``."""
+    return FSDD_DIGITS[int(f.stem.split("_")[0])]
+
+
+def _fsdd_speaker(f: Path) -> str:
+    return f.stem.split("_")[1]
+
+
 def fsdd_words(root: Path, digits, train_per_word, test_per_word, rng) -> list:
     files = sorted(root.glob("*.wav"))
-    speakers = sorted({f.stem.split("_")[1] for f in files})
+    speakers = sorted({_fsdd_speaker(f) for f in files})
     if len(speakers) < 2:
         raise ValueError(f"{root}: FSDD needs at least 2 speakers")
     out = []
     for j, name in enumerate(digits):
-        d = str(FSDD_DIGITS.index(name))
+        if name not in FSDD_DIGITS:
+            raise ValueError(f"{name!r} is not an FSDD digit ({', '.join(FSDD_DIGITS)})")
         spk = speakers[(j + int(rng.integers(len(speakers)))) % len(speakers)]
-        mine = [f for f in files if f.stem.split("_")[0] == d]
-        tr = [f for f in mine if f.stem.split("_")[1] == spk]
-        te = [f for f in mine if f.stem.split("_")[1] != spk]
+        mine = [f for f in files if _fsdd_digit(f) == name]
+        tr = [f for f in mine if _fsdd_speaker(f) == spk]
+        te = [f for f in mine if _fsdd_speaker(f) != spk]
         tr = [tr[i] for i in rng.permutation(len(tr))[:train_per_word]]
         te = [te[i] for i in rng.permutation(len(te))[:test_per_word]]
-        out.append(NewWord(name, "fsdd", tr, te, [spk], sorted({f.stem.split("_")[1] for f in te})))
+        out.append(NewWord(name, "fsdd", tr, te, [spk], sorted({_fsdd_speaker(f) for f in te})))
     return out
 
 
@@ -609,10 +620,10 @@ def _negatives(cfg, words, old_items, old_audio, synth: Path, rng) -> tuple[list
            if it.label != "_silence_"]
     enrolled = {w.name for w in words}
     fsdd = sorted(Path(cfg.fsdd).glob("*.wav"))
-    other = [f for f in fsdd if FSDD_DIGITS[int(f.stem.split("_")[0])] not in enrolled]
+    other = [f for f in fsdd if _fsdd_digit(f) not in enrolled]
     used = [other[i] for i in rng.permutation(len(other))[:300]]
     for f in used:
-        out.append((read_clip_file(f), "fsdd:" + FSDD_DIGITS[int(f.stem.split("_")[0])]))
+        out.append((read_clip_file(f), "fsdd:" + _fsdd_digit(f)))
     synth_takes(synth, NEGATIVE_PHRASES, per_word=4, speakers=8, seed=cfg.seed + 1)
     for p in NEGATIVE_PHRASES:
         for f in sorted((synth / folder_name(p)).glob("*.wav"))[:4]:
@@ -638,14 +649,14 @@ def user_negatives(cfg, words, stream_files: set, known=()) -> dict:
     enrolled = {w.name.lower() for w in words} | {k.lower() for k in known}
     rng = np.random.default_rng([cfg.seed, 17])
     voices = None  # speaker -> (voice, variant) of the wake words' takes, planned on first use
+    fsdd = sorted(Path(cfg.fsdd).glob("*.wav")) if n else []
     out = {}
     for w in words:
         files, what, audio = [], [], np.zeros((0, 16000), np.float32)
         if n and w.source == "fsdd":
-            files = [f for f in sorted(Path(cfg.fsdd).glob("*.wav"))
-                     if f.stem.split("_")[1] in w.train_speakers and f not in stream_files
-                     and FSDD_DIGITS[int(f.stem.split("_")[0])] not in enrolled]
-            what = [FSDD_DIGITS[int(f.stem.split("_")[0])] for f in files]
+            files = [f for f in fsdd if _fsdd_speaker(f) in w.train_speakers
+                     and f not in stream_files and _fsdd_digit(f) not in enrolled]
+            what = [_fsdd_digit(f) for f in files]
         elif n and w.source == "speech_commands_v1":
             files = [f for f in sorted(Path(cfg.sc_v1).glob("*/*.wav"))
                      if _sc_speaker(f) in w.train_speakers and f.parent.name not in enrolled]
