@@ -1,10 +1,21 @@
-"""Synthetic keyword datasets from espeak-ng: bootstrap a word no dataset has.
+"""Synthetic keyword datasets from espeak-ng and flite: bootstrap a word no dataset has.
 
-Each clip is one word spoken by one espeak-ng *speaker* (an English voice with a voice
-variant), at a random rate and pitch, resampled to 16 kHz, trimmed, placed at a random position
-in one second at a random level, with a little white or pink noise. Output is folder per class
-with Speech Commands style names, ``<word>/<speaker>_nohash_<n>.wav``, so the folder reader
-splits it by speaker (a voice never appears in two splits).
+Each clip is one word spoken by one synthetic *speaker* at a random rate and pitch, resampled
+to 16 kHz, trimmed, placed at a random position in one second at a random level, with a little
+white or pink noise. Output is folder per class with Speech Commands style names,
+``<word>/<speaker>_nohash_<n>.wav``, so the folder reader splits it by speaker (a voice never
+appears in two splits).
+
+Speakers of the two engines:
+
+* ``espeak-ng`` (formant synthesis): an English voice with a voice variant (``en-us+m3``);
+* ``flite`` (CMU Flite; ``kal16`` is a diphone voice, ``awb``, ``rms`` and ``slt`` are
+  clustergen voices built from recordings of three CMU ARCTIC speakers) with a vocal-tract
+  factor ``a`` in 0.88-1.12: the waveform is resampled as if recorded at ``a * sr``, which scales
+  every formant (and the pitch) by ``a`` and the duration by ``1 / a``, the way vocal-tract
+  length differs between people. Rate ``r`` words per minute maps to Flite's
+  ``duration_stretch = 170 / r`` and pitch ``p`` (0-99, espeak-ng's scale) to
+  ``int_f0_target_mean = 80 + 1.8 p`` Hz.
 """
 from __future__ import annotations
 
@@ -21,6 +32,12 @@ import numpy as np
 from bnnkws.kws.fileio import atomic_path
 
 INSTALL_HINT = "install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu)"
+FLITE_HINT = "install it with `sudo apt-get install flite` (Debian/Ubuntu)"
+ENGINES = ("espeak-ng", "flite")
+# Flite's English voices that read any text at 16 kHz (``kal`` is kal16 at 8 kHz, ``awb_time``
+# only tells the time).
+_FLITE_VOICES = ("kal16", "awb", "rms", "slt")
+_FLITE_TRACTS = ("vt088", "vt094", "vt100", "vt106", "vt112")  # vocal-tract factor x 100
 # eSpeak's own English voices; mbrola voices (mb/...) need extra packages that may be missing.
 _FALLBACK_VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029"]
 _FALLBACK_VARIANTS = ["m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4", "klatt", "klatt2"]
@@ -29,7 +46,7 @@ _ODD_VARIANT = re.compile(r"robo|robot|demonic|croak|tweaky|whisper", re.IGNOREC
 
 
 class SynthError(RuntimeError):
-    """espeak-ng is missing or failed; the message says what to do."""
+    """A synthesizer is missing or failed; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -44,16 +61,27 @@ class Utterance:
     noise_kind: str
     position: float  # 0..1: where in the free space of the second the word starts
     seed: int
+    engine: str = "espeak-ng"
 
     @property
     def speaker(self) -> str:
-        return re.sub(r"[^A-Za-z0-9-]+", "-", f"{self.voice}-{self.variant}").strip("-").lower()
+        name = f"{self.voice}-{self.variant}"
+        if self.engine != "espeak-ng":
+            name = f"{self.engine}-{name}"
+        return re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-").lower()
 
 
 def espeak_binary() -> str:
     exe = shutil.which("espeak-ng")
     if not exe:
         raise SynthError(f"espeak-ng was not found on PATH; {INSTALL_HINT}")
+    return exe
+
+
+def flite_binary() -> str:
+    exe = shutil.which("flite")
+    if not exe:
+        raise SynthError(f"flite was not found on PATH; {FLITE_HINT}")
     return exe
 
 
@@ -85,28 +113,51 @@ def list_variants() -> list[str]:
     return found or list(_FALLBACK_VARIANTS)
 
 
+def list_flite_voices() -> list[str]:
+    """Flite's English voices that read any text at 16 kHz (of those ``flite -lv`` lists)."""
+    out = _run([flite_binary(), "-lv"]).stdout.decode(errors="replace")
+    listed = out.split(":", 1)[-1].split()
+    return [v for v in _FLITE_VOICES if v in listed] or list(_FLITE_VOICES)
+
+
+def _engine_pairs(engine: str, voices, variants) -> list[tuple[str, str, str]]:
+    if engine == "espeak-ng":
+        voices, variants = voices or list_voices(), variants or list_variants()
+    elif engine == "flite":
+        voices, variants = list_flite_voices(), _FLITE_TRACTS
+    else:
+        raise ValueError(f"unknown synthesizer {engine!r}; choose from {', '.join(ENGINES)}")
+    return [(engine, v, w) for v in voices for w in variants]
+
+
 def plan(words, per_word: int = 50, seed: int = 0, speakers: int | None = None,
-         voices=None, variants=None) -> list[Utterance]:
+         voices=None, variants=None, engines=("espeak-ng",)) -> list[Utterance]:
     """The clips to make, deterministic for ``seed``.
 
-    A pool of ``speakers`` voice+variant pairs (default ``max(12, per_word // 2)``) says all
-    words, so each speaker has several clips and a speaker split keeps every word on each side.
+    A pool of ``speakers`` synthetic speakers (default ``max(12, per_word // 2)``), shared
+    equally between ``engines``, says all words, so each speaker has several clips and a
+    speaker split keeps every word on each side. ``voices``/``variants`` choose espeak-ng's.
     """
-    voices = voices or list_voices()
-    variants = variants or list_variants()
+    engines = list(dict.fromkeys(engines))
+    if not engines:
+        raise ValueError(f"no synthesizer given; choose from {', '.join(ENGINES)}")
     rng = np.random.default_rng(seed)
-    pairs = [(v, w) for v in voices for w in variants]
-    n_spk = min(len(pairs), speakers or max(12, per_word // 2))
-    pool = [pairs[i] for i in rng.choice(len(pairs), n_spk, replace=False)]
+    n_spk = speakers or max(12, per_word // 2)
+    pool = []
+    for i, engine in enumerate(engines):
+        pairs = _engine_pairs(engine, voices, variants)
+        share = n_spk // len(engines) + (i < n_spk % len(engines))
+        pool += [pairs[j] for j in rng.choice(len(pairs), min(len(pairs), share), replace=False)]
+    n_spk = len(pool)
     out = []
     for word in words:
         # Speakers take turns (in a fresh order per word), so every speaker says every word
         # about equally often and a speaker split keeps the classes balanced.
         turn = rng.permutation(n_spk)
         for j in range(per_word):
-            voice, variant = pool[int(turn[j % n_spk])]
+            engine, voice, variant = pool[int(turn[j % n_spk])]
             out.append(Utterance(
-                word=word, voice=voice, variant=variant,
+                word=word, voice=voice, variant=variant, engine=engine,
                 rate=int(rng.integers(110, 211)), pitch=int(rng.integers(15, 86)),
                 level_db=float(rng.uniform(-20, -1)), noise_db=float(rng.uniform(-70, -45)),
                 noise_kind="pink" if rng.random() < 0.5 else "white",
@@ -126,12 +177,17 @@ def render(u: Utterance, sample_rate: int = 16000, clip_samples: int = 16000) ->
 
     rate = u.rate
     for _ in range(4):  # slow voices can run past one second: speak faster until it fits
-        proc = _run([espeak_binary(), "-v", f"{u.voice}+{u.variant}", "-s", str(rate),
-                     "-p", str(u.pitch), "--stdout", u.word])
-        if proc.returncode != 0 or len(proc.stdout) < 100:
-            raise SynthError(f"espeak-ng failed for {u.word!r} with voice "
-                             f"{u.voice}+{u.variant}: {proc.stderr.decode(errors='replace')[:200]}")
-        y, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
+        if u.engine == "flite":
+            y, sr = _flite(u, rate)
+            # read as if recorded at a * sr: formants and pitch x a, duration / a
+            sr = int(round(sr * int(u.variant[2:]) / 100))
+        else:
+            proc = _run([espeak_binary(), "-v", f"{u.voice}+{u.variant}", "-s", str(rate),
+                         "-p", str(u.pitch), "--stdout", u.word])
+            if proc.returncode != 0 or len(proc.stdout) < 100:
+                raise SynthError(f"espeak-ng failed for {u.word!r} with voice {u.voice}+"
+                                 f"{u.variant}: {proc.stderr.decode(errors='replace')[:200]}")
+            y, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
         y = resample(y, int(sr), sample_rate)
         y = _trim(y)
         if len(y) <= 0.95 * clip_samples:
@@ -145,6 +201,25 @@ def render(u: Utterance, sample_rate: int = 16000, clip_samples: int = 16000) ->
     start = int(u.position * (clip_samples - len(y)))
     out[start:start + len(y)] += y
     return out.astype(np.float32)
+
+
+def _flite(u: Utterance, rate: int) -> tuple[np.ndarray, int]:
+    """Flite's waveform of ``u.word`` at ``rate`` words per minute (see module docstring)."""
+    import tempfile
+
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "word.wav"
+        proc = _run([flite_binary(), "-voice", u.voice,
+                     "--setf", f"duration_stretch={170.0 / rate:.3f}",
+                     "--setf", f"int_f0_target_mean={80 + 1.8 * u.pitch:.1f}",
+                     "-t", u.word, "-o", str(wav)])
+        if proc.returncode != 0 or not wav.exists() or wav.stat().st_size < 100:
+            raise SynthError(f"flite failed for {u.word!r} with voice {u.voice}: "
+                             f"{proc.stderr.decode(errors='replace')[:200]}")
+        y, sr = sf.read(str(wav), dtype="float32")
+    return y, int(sr)
 
 
 def _trim(y: np.ndarray, threshold: float = 0.01) -> np.ndarray:
@@ -166,7 +241,8 @@ def folder_name(word: str) -> str:
 
 
 def synthesize(words, out, per_word: int = 50, seed: int = 0, speakers: int | None = None,
-               jobs: int = 2, progress: bool = True, sample_rate: int = 16000) -> dict:
+               jobs: int = 2, progress: bool = True, sample_rate: int = 16000,
+               engines=("espeak-ng",)) -> dict:
     """Write ``out/<word>/<speaker>_nohash_<n>.wav`` (16-bit, ``sample_rate``) for each word.
 
     Returns ``{word: clips written}``. Re-running with the same arguments rewrites the same
@@ -181,10 +257,14 @@ def synthesize(words, out, per_word: int = 50, seed: int = 0, speakers: int | No
         raise ValueError("no words given")
     if per_word < 1:
         raise ValueError(f"per_word must be at least 1, got {per_word}")
-    espeak_binary()
+    engines = list(dict.fromkeys(engines))
+    for engine in engines:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown synthesizer {engine!r}; choose from {', '.join(ENGINES)}")
+        (flite_binary if engine == "flite" else espeak_binary)()
     out = Path(out)
     names = {w: folder_name(w) for w in words}
-    utts = plan(words, per_word, seed, speakers)
+    utts = plan(words, per_word, seed, speakers, engines=engines)
     counters: dict[tuple[str, str], int] = {}
     targets = []
     for u in utts:
@@ -205,7 +285,7 @@ def synthesize(words, out, per_word: int = 50, seed: int = 0, speakers: int | No
                  disable=not progress or None) as bar:
         for _ in pool.map(make, range(len(utts))):
             bar.update(1)
-    manifest = {"words": words, "per_word": per_word, "seed": seed,
+    manifest = {"words": words, "per_word": per_word, "seed": seed, "engines": engines,
                 "speakers": sorted({u.speaker for u in utts}), "sample_rate": sample_rate,
                 "clips": [dict(asdict(u), file=str(t.relative_to(out)))
                           for u, t in zip(utts, targets)]}

@@ -1,4 +1,4 @@
-"""`kws synth` (espeak-ng keyword data) and `kws data summary`."""
+"""`kws synth` (espeak-ng and flite keyword data) and `kws data summary`."""
 from __future__ import annotations
 
 import json
@@ -73,6 +73,59 @@ def test_synth_cli_and_missing_espeak(tmp_path, monkeypatch, capsys):
     assert main(["synth", "--words", "yes", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "espeak-ng" in err and "apt-get install espeak-ng" in err
+
+
+def test_two_engines_share_the_speaker_pool_and_espeak_draws_stay(tmp_path):
+    only = synth.plan(["go", "stop"], per_word=12, seed=3)
+    both = synth.plan(["go", "stop"], per_word=12, seed=3, speakers=10,
+                      engines=("espeak-ng", "flite"))
+    assert {u.engine for u in only} == {"espeak-ng"}
+    assert not any(u.speaker.startswith("flite-") for u in only)
+    speakers = {u.speaker: u.engine for u in both}
+    assert len(speakers) == 10
+    assert sum(e == "flite" for e in speakers.values()) == 5
+    assert all(s.startswith("flite-") == (e == "flite") for s, e in speakers.items())
+    with pytest.raises(ValueError, match="unknown synthesizer 'festival'"):
+        synth.plan(["go"], engines=("festival",))
+
+
+def test_flite_vocal_tract_factor_scales_formants_and_duration():
+    """The same word, voice, rate and pitch at vocal-tract factors 0.88 and 1.12: the larger
+    factor is shorter by about 112/88 and its spectrum sits higher."""
+    import dataclasses
+
+    base = synth.Utterance(word="seven", voice="rms", variant="vt088", rate=160, pitch=30,
+                           level_db=-6, noise_db=-90, noise_kind="white", position=0.0, seed=1,
+                           engine="flite")
+    low = synth.render(base)
+    high = synth.render(dataclasses.replace(base, variant="vt112"))
+
+    def extent(y):
+        loud = np.flatnonzero(np.abs(y) > 0.05 * np.abs(y).max())
+        return loud[-1] - loud[0]
+
+    def centroid(y):
+        spec = np.abs(np.fft.rfft(y)) ** 2
+        return float(np.sum(np.fft.rfftfreq(len(y), 1 / 16000) * spec) / np.sum(spec))
+
+    assert extent(low) / extent(high) == pytest.approx(112 / 88, rel=0.08)
+    assert centroid(high) / centroid(low) == pytest.approx(112 / 88, rel=0.1)
+
+
+def test_synth_cli_two_engines_and_missing_flite(tmp_path, monkeypatch, capsys):
+    assert main(["synth", "--words", "lamp", "--out", str(tmp_path / "d"), "--per-word", "4",
+                 "--speakers", "4", "--engine", "espeak-ng,flite"]) == 0
+    names = sorted(p.name for p in (tmp_path / "d" / "lamp").glob("*.wav"))
+    assert len(names) == 4 and sum(n.startswith("flite-") for n in names) == 2
+    manifest = json.loads((tmp_path / "d" / "synth.json").read_text())
+    assert manifest["engines"] == ["espeak-ng", "flite"]
+    ds = load_dataset(tmp_path / "d", val_frac=0.0, test_frac=0.0)
+    assert len({c.speaker for c in ds.clips}) == 4
+    capsys.readouterr()
+    monkeypatch.setattr(synth.shutil, "which", lambda name: None if name == "flite" else "/x")
+    assert main(["synth", "--words", "lamp", "--out", str(tmp_path / "e"),
+                 "--engine", "flite"]) == 2
+    assert "apt-get install flite" in capsys.readouterr().err
 
 
 def test_data_summary_cli_reports_broken_files(broken_words, tmp_path, capsys):
