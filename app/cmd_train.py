@@ -80,6 +80,12 @@ def register(subparsers) -> None:
     g.add_argument("--band-limit-hz", type=float, nargs=2, default=list(d.band_limit_hz),
                    metavar=("LO", "HI"),
                    help="the cutoff is drawn uniformly in [LO, HI] Hz")
+    g.add_argument("--speed-prob", type=float, default=d.speed_prob, metavar="P",
+                   help="share of clips played faster or slower by a factor drawn in "
+                        "--speed-range (resampled: pitch and formants move with the speed, as "
+                        "another speaker's would); in-memory pipeline only")
+    g.add_argument("--speed-range", type=float, nargs=2, default=list(d.speed_range),
+                   metavar=("LO", "HI"), help="the speed factor is drawn uniformly in [LO, HI]")
     g.add_argument("--offset-prob", type=float, default=d.offset_prob, metavar="P",
                    help="share of speech clips placed at a uniformly random offset in the 1-s "
                         "window with the whole word (its energy extent) inside, as the "
@@ -250,7 +256,8 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "single_exit", "real_valued",
            "label_smoothing", "seed", "split_seed", "max_train_clips", "augment", "time_shift",
            "noise", "gain", "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir",
-           "noise_dirs", "generated_noise_prob", "band_limit_prob", "band_limit_hz", "offset_prob",
+           "noise_dirs", "generated_noise_prob", "band_limit_prob", "band_limit_hz", "speed_prob",
+           "speed_range", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_weight",
            "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline", "shuffle_buffer")
 

@@ -1,7 +1,7 @@
 """Training-time augmentation, numpy only, vectorised over a batch.
 
-Waveform side (before the frontend): random crop of long clips, time shift, random gain,
-background noise at a random SNR. Feature side: SpecAugment time and frequency masks.
+Waveform side (before the frontend): speed perturbation, random crop of long clips, time
+shift, random gain, background noise at a random SNR. Feature side: SpecAugment time and frequency masks.
 Each is switched on and off in :class:`AugmentConfig`; evaluation never augments.
 """
 from __future__ import annotations
@@ -44,6 +44,9 @@ class AugmentConfig:
     # uniform in band_limit_hz; see band_limit.
     band_limit_prob: float = 0.0
     band_limit_hz: tuple[float, float] = (3400.0, 7000.0)
+    # Share of clips played at a speed factor uniform in speed_range; see speed_perturb.
+    speed_prob: float = 0.0
+    speed_range: tuple[float, float] = (0.9, 1.1)
 
     @classmethod
     def off(cls) -> "AugmentConfig":
@@ -52,7 +55,8 @@ class AugmentConfig:
     @property
     def any_waveform(self) -> bool:
         return (self.time_shift or self.noise or self.gain or bool(self.offset_prob)
-                or bool(self.partial_prob) or bool(self.band_limit_prob))
+                or bool(self.partial_prob) or bool(self.band_limit_prob)
+                or bool(self.speed_prob))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -60,7 +64,8 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
         d = dict(d)
-        for k in ("snr_db", "quiet_noise_dbfs", "gain_db", "partial_keep", "band_limit_hz"):
+        for k in ("snr_db", "quiet_noise_dbfs", "gain_db", "partial_keep", "band_limit_hz",
+                  "speed_range"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -130,6 +135,27 @@ class NoiseBank:
             seg = a[s:s + self.clip_samples]
             out[i] = seg / (np.sqrt(np.mean(seg.astype(np.float64) ** 2)) + 1e-8)
         return out
+
+
+def speed_perturb(clips, cfg: AugmentConfig, rng: np.random.Generator,
+                  sample_rate: int) -> list:
+    """Play ``speed_prob`` of ``clips`` (1-D float arrays) at a speed ``s ~ U(speed_range)``.
+
+    A clip of ``n`` samples is resampled (soxr) from ``sample_rate`` to ``sample_rate / s`` and
+    played at ``sample_rate``: ``n / s`` samples, every frequency (pitch and formants) times
+    ``s``, as if a speaker with a vocal tract ``1 / s`` as long said it ``s`` times faster
+    (speed perturbation, Ko et al., Interspeech 2015). The Speech Commands speakers become new
+    speakers; the others are returned as they are.
+    """
+    from bnnkws.frontend.audio import resample
+
+    pick = np.flatnonzero(rng.random(len(clips)) < cfg.speed_prob)
+    s = rng.uniform(*cfg.speed_range, size=len(pick))
+    out = list(clips)
+    for i, f in zip(pick, s):
+        if len(out[i]):
+            out[i] = resample(out[i], sample_rate, int(round(sample_rate / f)))
+    return out
 
 
 def place(clips, n_samples: int, rng: np.random.Generator | None, max_shift: int = 0,

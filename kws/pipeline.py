@@ -16,7 +16,7 @@ import numpy as np
 from bnnkws.frontend import DEFAULT_FRONTEND, FrontendConfig
 
 from .augment import (AugmentConfig, NoiseBank, augment_waveforms, band_limit, place,
-                      shift_rows, spec_augment, window_shifts)
+                      shift_rows, spec_augment, speed_perturb, window_shifts)
 from .data.base import Dataset
 from .features import extract, feature_stats, load_waveforms
 from .vocab import AUX_ONLY
@@ -112,8 +112,11 @@ class BatchMaker:
         a = self.augment
         y = self.y[idx].copy()
         aux = None if self.aux is None else self.aux[idx].copy()
+        clips = [self.waves.get(i) for i in idx]
+        if a.speed_prob:
+            clips = speed_perturb(clips, a, rng, self.cfg.sample_rate)
         if a.offset_prob or a.partial_prob:
-            Y = place([self.waves.get(i) for i in idx], self.cfg.clip_samples, rng, 0)
+            Y = place(clips, self.cfg.clip_samples, rng, 0)
             speech = y != self.silence
             shifts, partial = window_shifts(Y, a, rng, speech, self.max_shift)
             Y = shift_rows(Y, shifts)
@@ -121,8 +124,7 @@ class BatchMaker:
             if aux is not None:
                 aux[partial] = -1
         else:
-            Y = place([self.waves.get(i) for i in idx], self.cfg.clip_samples, rng,
-                      self.max_shift)
+            Y = place(clips, self.cfg.clip_samples, rng, self.max_shift)
         if a.gain or a.noise:
             Y = augment_waveforms(Y, a, rng, self.noise)
         if a.band_limit_prob:

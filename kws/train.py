@@ -50,7 +50,8 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
                     "generated_noise_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout",
                     "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight",
-                    "band_limit_prob", "band_limit_hz", "pipeline", "shuffle_buffer")
+                    "band_limit_prob", "band_limit_hz", "speed_prob", "speed_range", "pipeline",
+                    "shuffle_buffer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +124,8 @@ def augment_config(tc: "TrainConfig"):
                          partial_prob=tc.partial_prob,
                          generated_noise_prob=tc.generated_noise_prob,
                          band_limit_prob=tc.band_limit_prob,
-                         band_limit_hz=tc.band_limit_hz)
+                         band_limit_hz=tc.band_limit_hz, speed_prob=tc.speed_prob,
+                         speed_range=tuple(tc.speed_range))
 
 
 def noise_files(paths) -> list:

@@ -18,14 +18,15 @@ LR_SCHEDULES = ("cosine", "exp", "constant")
 TRAIN_CONFIG_VERSION = 1
 
 
-# The sharded pipeline's shards hold no teacher targets, so these options need the in-memory
-# pipeline.
-SHARDS_LACK = "the sharded pipeline has no teacher targets yet"
+# The sharded pipeline's shards hold no teacher targets and its TensorFlow augmentation no speed
+# perturbation, so these options need the in-memory pipeline.
+SHARDS_LACK = "the sharded pipeline has no teacher targets or speed perturbation yet"
 
 
 def memory_only(tc) -> list[str]:
     """The options set in ``tc`` that only the in-memory pipeline applies."""
-    return ["--distill"] if tc.distill is not None else []
+    return ((["--distill"] if tc.distill is not None else [])
+            + (["--speed-prob"] if tc.speed_prob else []))
 
 
 class TrainError(ValueError):
@@ -93,6 +94,10 @@ class TrainConfig:
     # Share of clips low-passed at a cutoff uniform in band_limit_hz (a narrow-band channel).
     band_limit_prob: float = 0.0
     band_limit_hz: tuple = (3400.0, 7000.0)
+    # Share of clips played at a speed factor uniform in speed_range (new "speakers" from the
+    # real ones; bnnkws.kws.augment.speed_perturb). In-memory pipeline only.
+    speed_prob: float = 0.0
+    speed_range: tuple = (0.9, 1.1)
     # Auxiliary vocabulary heads (training only, bnnkws.kws.vocab): one per exit, classifying
     # the clip's word; aux_data adds corpora (dataset SPECs) whose clips train with their word;
     # aux_holdout words get no auxiliary class (None = vocab.DEFAULT_HOLDOUT); each aux head's
@@ -134,6 +139,7 @@ class TrainConfig:
             self.stage_filters = [int(c) for c in self.stage_filters]
         self.snr_db = [float(v) for v in self.snr_db]
         self.band_limit_hz = tuple(float(v) for v in self.band_limit_hz)
+        self.speed_range = tuple(float(v) for v in self.speed_range)
         for name in ("noise_dirs", "aux_data", "aux_synth", "aux_holdout"):
             if getattr(self, name) is not None:
                 setattr(self, name, [str(v) for v in getattr(self, name)])
@@ -184,7 +190,11 @@ class TrainConfig:
         if len(self.band_limit_hz) != 2 or not 0 < self.band_limit_hz[0] <= self.band_limit_hz[1]:
             raise TrainError(f"band-limit-hz must be LO HI with 0 < LO <= HI, got "
                              f"{self.band_limit_hz}")
-        for name in ("offset_prob", "partial_prob", "generated_noise_prob", "band_limit_prob"):
+        if len(self.speed_range) != 2 or not 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2:
+            raise TrainError(f"speed-range must be LO HI with 0.5 <= LO <= HI <= 2, got "
+                             f"{self.speed_range}")
+        for name in ("offset_prob", "partial_prob", "generated_noise_prob", "band_limit_prob",
+                     "speed_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrainError(f"{name.replace('_', '-')} must be in [0, 1], "
                                  f"got {getattr(self, name)}")
