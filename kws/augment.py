@@ -1,7 +1,8 @@
 """Training-time augmentation, numpy only, vectorised over a batch.
 
 Waveform side (before the frontend): speed perturbation, random crop of long clips, time
-shift, random gain, background noise at a random SNR. Feature side: SpecAugment time and frequency masks.
+shift, random gain, background noise at a random SNR. Feature side: SpecAugment time and
+frequency masks.
 Each is switched on and off in :class:`AugmentConfig`; evaluation never augments.
 """
 from __future__ import annotations
@@ -144,8 +145,8 @@ def speed_perturb(clips, cfg: AugmentConfig, rng: np.random.Generator,
     A clip of ``n`` samples is resampled (soxr) from ``sample_rate`` to ``sample_rate / s`` and
     played at ``sample_rate``: ``n / s`` samples, every frequency (pitch and formants) times
     ``s``, as if a speaker with a vocal tract ``1 / s`` as long said it ``s`` times faster
-    (speed perturbation, Ko et al., Interspeech 2015). The Speech Commands speakers become new
-    speakers; the others are returned as they are.
+    (speed perturbation, Ko et al., Interspeech 2015): the training set's speakers become new
+    speakers. Clips not drawn are returned as they are.
     """
     from bnnkws.frontend.audio import resample
 

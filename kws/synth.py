@@ -37,7 +37,7 @@ ENGINES = ("espeak-ng", "flite")
 # Flite's English voices that read any text at 16 kHz (``kal`` is kal16 at 8 kHz, ``awb_time``
 # only tells the time).
 _FLITE_VOICES = ("kal16", "awb", "rms", "slt")
-_FLITE_TRACTS = ("vt088", "vt094", "vt100", "vt106", "vt112")  # vocal-tract factor x 100
+_FLITE_TRACTS = {"vt088": 0.88, "vt094": 0.94, "vt100": 1.0, "vt106": 1.06, "vt112": 1.12}
 # eSpeak's own English voices; mbrola voices (mb/...) need extra packages that may be missing.
 _FALLBACK_VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029"]
 _FALLBACK_VARIANTS = ["m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4", "klatt", "klatt2"]
@@ -85,6 +85,14 @@ def flite_binary() -> str:
     return exe
 
 
+def _binary(engine: str) -> str:
+    """The synthesizer's executable; a clear error when it is unknown or not installed."""
+    find = {"espeak-ng": espeak_binary, "flite": flite_binary}.get(engine)
+    if find is None:
+        raise ValueError(f"unknown synthesizer {engine!r}; choose from {', '.join(ENGINES)}")
+    return find()
+
+
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, timeout=60)
 
@@ -121,12 +129,11 @@ def list_flite_voices() -> list[str]:
 
 
 def _engine_pairs(engine: str, voices, variants) -> list[tuple[str, str, str]]:
-    if engine == "espeak-ng":
-        voices, variants = voices or list_voices(), variants or list_variants()
-    elif engine == "flite":
-        voices, variants = list_flite_voices(), _FLITE_TRACTS
+    _binary(engine)
+    if engine == "flite":
+        voices, variants = list_flite_voices(), list(_FLITE_TRACTS)
     else:
-        raise ValueError(f"unknown synthesizer {engine!r}; choose from {', '.join(ENGINES)}")
+        voices, variants = voices or list_voices(), variants or list_variants()
     return [(engine, v, w) for v in voices for w in variants]
 
 
@@ -180,7 +187,7 @@ def render(u: Utterance, sample_rate: int = 16000, clip_samples: int = 16000) ->
         if u.engine == "flite":
             y, sr = _flite(u, rate)
             # read as if recorded at a * sr: formants and pitch x a, duration / a
-            sr = int(round(sr * int(u.variant[2:]) / 100))
+            sr = int(round(sr * _FLITE_TRACTS[u.variant]))
         else:
             proc = _run([espeak_binary(), "-v", f"{u.voice}+{u.variant}", "-s", str(rate),
                          "-p", str(u.pitch), "--stdout", u.word])
@@ -259,9 +266,7 @@ def synthesize(words, out, per_word: int = 50, seed: int = 0, speakers: int | No
         raise ValueError(f"per_word must be at least 1, got {per_word}")
     engines = list(dict.fromkeys(engines))
     for engine in engines:
-        if engine not in ENGINES:
-            raise ValueError(f"unknown synthesizer {engine!r}; choose from {', '.join(ENGINES)}")
-        (flite_binary if engine == "flite" else espeak_binary)()
+        _binary(engine)
     out = Path(out)
     names = {w: folder_name(w) for w in words}
     utts = plan(words, per_word, seed, speakers, engines=engines)
