@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory from `kws export`")
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="dataset whose test split supplies the clips (path, sc:PATH, fsdd:PATH, "
-                        "folder:PATH); must be split like the bundle's training run")
+                        "mswc:PATH, folder:PATH); must be split like the bundle's training run")
     p.add_argument("--task", default=None,
                    help="dataset task as in `kws train` (default: the dataset's default)")
     p.add_argument("--split", default="testing", choices=["testing", "validation", "train"],

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                         "(with manifest.json)")
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="dataset to evaluate on: a path (auto-detected) or sc:PATH, fsdd:PATH, "
-                        "folder:PATH; labels are matched to the model's by name")
+                        "mswc:PATH, folder:PATH; labels are matched to the model's by name")
     p.add_argument("--out", required=True, metavar="DIR", help="report directory to write")
     p.add_argument("--split", default=None, choices=SPLIT_CHOICES,
                    help="split of the dataset to score ('all' = every clip). Default: the test "

@@ -47,10 +47,10 @@ def register(subparsers) -> None:
     )
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="SPEC",
-                   help="dataset: a folder (kind detected) or sc:PATH, fsdd:PATH, folder:PATH "
-                        "(required unless --resume, which reuses the run's)")
+                   help="dataset: a folder (kind detected) or sc:PATH, fsdd:PATH, mswc:PATH, "
+                        "folder:PATH (required unless --resume, which reuses the run's)")
     g.add_argument("--task", default=d.task,
-                   help="Speech Commands task: 12, 35/all, or a comma list of words")
+                   help="Speech Commands (and MSWC) task: 12, 35/all, or a comma list of words")
     g.add_argument("--max-train-clips", type=int, default=None, metavar="N",
                    help="train on a fixed random subset of N training clips (quick runs)")
     g.add_argument("--no-augment", dest="augment", action="store_false",
@@ -121,6 +121,10 @@ def register(subparsers) -> None:
                    help="words that get no auxiliary class and no --aux-data clips, kept new "
                         "for `kws bench-transfer` (default: the ten digits zero..nine and "
                         "bird,dog,house,tree,wow)")
+    g.add_argument("--aux-min-clips", type=int, default=d.aux_min_clips, metavar="N",
+                   help="a word needs N training clips for an auxiliary class (a large corpus "
+                        "such as MSWC says thousands of words only once or twice); its clips "
+                        "still train the task")
     g.add_argument("--aux-weight", type=float, default=d.aux_weight,
                    help="loss weight of each auxiliary head, times its exit's weight")
     g.add_argument("--aux-margin", type=float, default=d.aux_margin, metavar="M",
@@ -258,8 +262,8 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "noise", "gain", "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir",
            "noise_dirs", "generated_noise_prob", "band_limit_prob", "band_limit_hz", "speed_prob",
            "speed_range", "offset_prob",
-           "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_weight",
-           "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline", "shuffle_buffer")
+           "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_min_clips",
+           "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline", "shuffle_buffer")
 
 
 def config_from_args(args):

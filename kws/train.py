@@ -49,7 +49,7 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "snr_db",
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
                     "generated_noise_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout",
-                    "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight",
+                    "aux_min_clips", "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight",
                     "band_limit_prob", "band_limit_hz", "speed_prob", "speed_range", "pipeline",
                     "shuffle_buffer")
 
@@ -170,7 +170,7 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
             raise TrainError(f"--aux-data {tc.aux_data} / --aux-synth {tc.aux_synth}: {e}") \
                 from e
         train = train + extra
-        aux_labels = kvocab.vocabulary(train, holdout)
+        aux_labels = kvocab.vocabulary(train, holdout, tc.aux_min_clips)
         if not aux_labels:
             raise TrainError("--aux-vocab: the training clips name no word outside the "
                              "holdout; nothing for the auxiliary heads to learn")

@@ -106,6 +106,7 @@ class TrainConfig:
     aux_data: Optional[list] = None
     aux_synth: Optional[list] = None  # like aux_data, but non-task words train no task label
     aux_holdout: Optional[list] = None
+    aux_min_clips: int = 1  # fewer training clips than this: the word gets no auxiliary class
     aux_weight: float = 0.5
     # aux_margin > 0 makes the auxiliary heads additive-margin softmax (AM-softmax) heads, a
     # metric-learning loss: logits aux_scale * (cos(w_c, e) - aux_margin * [c = word]), with
@@ -223,6 +224,8 @@ class TrainConfig:
         if (self.aux_data or self.aux_synth or self.aux_holdout is not None) \
                 and not self.aux_vocab:
             raise TrainError("--aux-data/--aux-synth/--aux-holdout need --aux-vocab")
+        if self.aux_min_clips < 1:
+            raise TrainError(f"--aux-min-clips must be >= 1, got {self.aux_min_clips}")
         if self.distribute not in ("none", "mirrored", "multiworker"):
             raise TrainError(f"--distribute {self.distribute!r}: choose none, mirrored or "
                              f"multiworker")

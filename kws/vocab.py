@@ -12,6 +12,7 @@ No TensorFlow here; numpy only for the label arrays.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import numpy as np
 
@@ -80,10 +81,12 @@ def extra_clips(specs, task_labels, exclude_speakers=(), holdout=DEFAULT_HOLDOUT
     return out, notes
 
 
-def vocabulary(clips, holdout=DEFAULT_HOLDOUT) -> list[str]:
-    """Sorted words of ``clips`` outside ``holdout``: the auxiliary heads' classes."""
+def vocabulary(clips, holdout=DEFAULT_HOLDOUT, min_clips: int = 1) -> list[str]:
+    """Sorted words of ``clips`` outside ``holdout`` with at least ``min_clips`` clips: the
+    auxiliary heads' classes."""
     holdout = {w.lower() for w in holdout}
-    return sorted({w for w in map(clip_word, clips) if w is not None and w not in holdout})
+    n = collections.Counter(w for w in map(clip_word, clips) if w is not None)
+    return sorted(w for w, k in n.items() if k >= min_clips and w not in holdout)
 
 
 def aux_indices(clips, vocab) -> np.ndarray:

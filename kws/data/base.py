@@ -11,7 +11,7 @@ SPLITS = ("train", "validation", "testing")
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"
 BACKGROUND = "_background_noise_"
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus")
 
 # Speech Commands names clips `<speaker>_nohash_<n>.wav`; the prepared test set prefixes the
 # original word for `_unknown_` clips (`<word>_<speaker>_nohash_<n>.wav.wav`).

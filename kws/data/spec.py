@@ -1,4 +1,5 @@
-"""Dataset SPEC strings: a path, auto-detected, or ``sc:PATH``, ``fsdd:PATH``, ``folder:PATH``."""
+"""Dataset SPEC strings: a path, auto-detected, or ``sc:PATH``, ``fsdd:PATH``, ``mswc:PATH``,
+``folder:PATH``."""
 from __future__ import annotations
 
 import os
@@ -7,10 +8,11 @@ from pathlib import Path
 from .base import Dataset
 from .folder import is_folder_dataset, load_folder
 from .fsdd import is_fsdd, load_fsdd
+from .mswc import is_mswc, load_mswc
 from .speech_commands import (is_prepared_test, is_speech_commands, load_prepared_test,
                               load_speech_commands)
 
-KINDS = ("sc", "fsdd", "folder")
+KINDS = ("sc", "fsdd", "mswc", "folder")
 
 
 class DatasetError(ValueError):
@@ -50,7 +52,7 @@ def same_dataset(recorded, spec) -> bool:
 
 
 def detect_kind(path: Path) -> str:
-    """``sc_test`` | ``sc`` | ``fsdd`` | ``folder`` for a dataset folder."""
+    """``sc_test`` | ``sc`` | ``fsdd`` | ``mswc`` | ``folder`` for a dataset folder."""
     if not path.exists():
         raise DatasetError(f"dataset {path} does not exist")
     if not path.is_dir():
@@ -61,12 +63,15 @@ def detect_kind(path: Path) -> str:
         return "sc"
     if is_fsdd(path):
         return "fsdd"
+    if is_mswc(path):
+        return "mswc"
     if is_folder_dataset(path):
         return "folder"
     raise DatasetError(
         f"{path}: not a dataset I can read. Expected Speech Commands (word folders, "
         f"testing_list.txt, _background_noise_), the prepared test layout (_silence_/_unknown_), "
-        f"FSDD (<digit>_<speaker>_<n>.wav) or one folder per class (root/<label>/*.wav)")
+        f"FSDD (<digit>_<speaker>_<n>.wav), MSWC (<lang>/clips/, <lang>/<lang>_splits.csv) or "
+        f"one folder per class (root/<label>/*.wav)")
 
 
 def load_dataset(spec, task=None, seed: int = 0, val_frac: float = 0.1,
@@ -93,6 +98,8 @@ def load_dataset(spec, task=None, seed: int = 0, val_frac: float = 0.1,
                                         unknown_pct, silence_pct)
         if kind == "fsdd":
             return load_fsdd(path, task, seed, val_frac, test_frac)
+        if kind == "mswc":
+            return load_mswc(path, task, seed, val_frac, test_frac, unknown_pct, silence_pct)
         return load_folder(path, task, seed, val_frac, test_frac)
     except FileNotFoundError as exc:
         raise DatasetError(str(exc)) from exc

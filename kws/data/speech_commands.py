@@ -107,35 +107,42 @@ def load_speech_commands(root, task="12", seed=0, val_frac=0.1, test_frac=0.1,
         split_of = {e[0]: by_speaker[e[2]] for e in entries}
         notes.append(f"split: by speaker (seed {seed}, val {val_frac}, test {test_frac})")
 
-    rng = np.random.default_rng(seed)
-    clips: list[Clip] = []
-    if mode == "all":
-        labels = list(wanted)
-        for rel, w, spk in entries:
-            clips.append(Clip(str(root / rel), w, spk, split_of[rel], w))
-        return Dataset(clips, labels, noise, name or root.name, "speech_commands", str(root),
-                       notes=notes)
+    entries = [(str(root / rel), w, spk, split_of[rel]) for rel, w, spk in entries]
+    clips, labels, more = task_clips(entries, mode, wanted, noise, np.random.default_rng(seed),
+                                     unknown_pct, silence_pct, val_frac, test_frac)
+    return Dataset(clips, labels, noise, name or root.name, "speech_commands", str(root),
+                   notes=notes + more)
 
+
+def task_clips(entries, mode: str, wanted: list, noise: list, rng, unknown_pct=10.0,
+               silence_pct=10.0, val_frac=0.1, test_frac=0.1) -> tuple[list, list, list]:
+    """``(clips, labels, notes)`` of a task over ``entries`` ``(path, word, speaker, split)``.
+
+    ``mode`` as from :func:`parse_task`: ``"all"`` makes every word a class; ``"12"`` and
+    ``"words"`` keep ``wanted`` and draw ``_unknown_`` from the other words and ``_silence_``
+    windows from ``noise``, each at its percentage of every split's keyword clips.
+    """
+    if mode == "all":
+        return ([Clip(p, w, spk, split, w) for p, w, spk, split in entries], list(wanted), [])
+    clips: list[Clip] = []
+    notes: list[str] = []
     labels = [SILENCE, UNKNOWN] + [w for w in wanted]
     wanted_set = set(wanted)
     for split in SPLITS:
-        known = [(rel, w, spk) for rel, w, spk in entries
-                 if split_of[rel] == split and w in wanted_set]
-        others = [(rel, w, spk) for rel, w, spk in entries
-                  if split_of[rel] == split and w not in wanted_set]
-        clips += [Clip(str(root / rel), w, spk, split, w) for rel, w, spk in known]
+        known = [(p, w, spk) for p, w, spk, s in entries if s == split and w in wanted_set]
+        others = [(p, w, spk) for p, w, spk, s in entries if s == split and w not in wanted_set]
+        clips += [Clip(p, w, spk, split, w) for p, w, spk in known]
         n_unknown = min(len(others), math.ceil(len(known) * unknown_pct / 100))
         for i in sorted(rng.choice(len(others), n_unknown, replace=False)) if n_unknown else []:
-            rel, w, spk = others[i]
-            clips.append(Clip(str(root / rel), UNKNOWN, spk, split, w))
+            p, w, spk = others[i]
+            clips.append(Clip(p, UNKNOWN, spk, split, w))
         n_silence = math.ceil(len(known) * silence_pct / 100)
         clips += silence_windows(noise, split, n_silence, rng, val_frac, test_frac)
     if not noise and silence_pct > 0:
         notes.append("no _background_noise_ folder: _silence_ uses generated white/pink noise")
     notes.append(f"task {mode}: unknown {unknown_pct}% and silence {silence_pct}% of each "
                  f"split's keyword clips")
-    return Dataset(clips, labels, noise, name or root.name, "speech_commands", str(root),
-                   notes=notes)
+    return clips, labels, notes
 
 
 def silence_windows(noise_paths, split, n, rng, val_frac=0.1, test_frac=0.1,
