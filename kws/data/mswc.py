@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import collections
 import csv
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,23 +69,28 @@ def read_rows(lang: Path) -> list[tuple[str, str, str, str]]:
     rows = []
     for fixed, path in _split_files(lang).items():
         with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            cols = [c.strip().upper() for c in reader.fieldnames or []]
+            reader = csv.reader(f)
+            cols = [c.strip().upper() for c in next(reader, [])]
             need = COLUMNS + (() if fixed else ("SET",))
             missing = [c for c in need if c not in cols]
             if missing:
                 raise ValueError(f"{path}: no column {', '.join(missing)} (columns: "
                                  f"{', '.join(cols)}); expected MSWC's "
                                  f"{'SET,' if not fixed else ''}LINK,WORD,VALID,SPEAKER,GENDER")
-            reader.fieldnames = cols
+            link, word, spk = (cols.index(c) for c in COLUMNS)
+            at = cols.index("SET") if not fixed else None
+            intern = sys.intern  # millions of rows, a few thousand words and speakers
             for i, r in enumerate(reader, 2):
+                if not r:
+                    continue
                 split = fixed
                 if split is None:
-                    split = SETS.get(str(r["SET"]).strip().lower())
+                    split = SETS.get(r[at].strip().lower())
                     if split is None:
-                        raise ValueError(f"{path}, line {i}: SET {r['SET']!r} is none of "
+                        raise ValueError(f"{path}, line {i}: SET {r[at]!r} is none of "
                                          f"TRAIN, DEV, TEST")
-                rows.append((r["LINK"].strip(), r["WORD"].strip(), r["SPEAKER"].strip(), split))
+                rows.append((r[link].strip(), intern(r[word].strip()), intern(r[spk].strip()),
+                             split))
     return rows
 
 
@@ -133,7 +140,8 @@ def load_mswc(root, task="12", seed=0, val_frac=0.1, test_frac=0.1, unknown_pct=
     else:
         notes.append("split: the published MSWC split (speaker-disjoint)")
     _check_present(clips_dir, rows)
-    entries = [(str(clips_dir / link), w, spk, split) for link, w, spk, split in rows]
+    base = str(clips_dir) + os.sep  # a string join: pathlib is most of the time on millions
+    entries = [(base + link, w, spk, split) for link, w, spk, split in rows]
     noise = [str(p) for d in (lang, lang.parent) for p in list_audio(d / BACKGROUND)]
     clips, labels, more = task_clips(entries, mode, wanted, noise, np.random.default_rng(seed),
                                      unknown_pct, silence_pct, val_frac, test_frac)
