@@ -111,11 +111,12 @@ def register(subparsers) -> None:
                         "../shared/data/speech_commands_v1_sample, fsdd:PATH (digits as "
                         "zero..nine) or a `kws synth` folder; clips of the task's validation/"
                         "test speakers are left out; repeatable")
-    g.add_argument("--aux-synth", action="append", default=None, metavar="SPEC",
-                   help="like --aux-data, for synthetic speech (a `kws synth` folder): its "
-                        "clips of words that are not task labels train the auxiliary heads "
-                        "only, not as _unknown_ (hundreds of words would swamp that class); "
-                        "repeatable")
+    g.add_argument("--aux-synth", "--aux-only", dest="aux_synth", action="append", default=None,
+                   metavar="SPEC",
+                   help="like --aux-data, but its clips of words that are not task labels "
+                        "train the auxiliary heads only, not as _unknown_ (hundreds of words "
+                        "would swamp that class): synthetic speech (a `kws synth` folder) or a "
+                        "large corpus such as mswc:PATH; repeatable")
     g.add_argument("--aux-holdout", type=_comma_list(str, "words"), default=None,
                    metavar="W1,W2,...",
                    help="words that get no auxiliary class and no --aux-data clips, kept new "

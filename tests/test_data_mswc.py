@@ -94,6 +94,18 @@ def test_task_word_list_min_clips_and_aux_vocabulary(mswc):
     assert vocab.vocabulary(extra, ["marvin"]) == sorted(set(WORDS) - {"marvin"})
     assert vocab.vocabulary(extra, ["marvin"], min_clips=10) == sorted(
         set(WORDS) - {"marvin"} - short)
+    # as --aux-only (alias of --aux-synth): the non-task words train the auxiliary heads only
+    from bnnkws.app import cli
+    from bnnkws.app.cmd_train import config_from_args
+
+    spec = f"mswc:{root}"
+    args = cli.build_parser().parse_args(["train", "--data", "x", "--aux-vocab",
+                                          "--aux-only", spec, "--aux-min-clips", "10"])
+    tc = config_from_args(args)
+    assert tc.aux_synth == [spec] and tc.aux_min_clips == 10
+    only, _ = vocab.extra_clips(None, LABELS12, holdout=["marvin"], aux_only=tc.aux_synth)
+    assert {c.label for c in only if c.source == "sheila"} == {vocab.AUX_ONLY}
+    assert {c.label for c in only if c.source == "yes"} == {"yes"}
 
 
 def test_errors_name_the_file_and_what_is_wrong(sc_v1_sample, tmp_path):
