@@ -20,6 +20,10 @@ Protocol (speaker-disjoint everywhere):
   per-word thresholds: per enrolled word its recall and false accepts per hour, what its misses
   were heard as and which utterances its false accepts fell on (:func:`diagnose`), and each
   corpus' own SNR (:func:`snr_by_source`);
+* with ``own_voice``, the enrolling speaker's other takes of each word (FSDD: their other
+  clips of the digit; espeak-ng: fresh takes in the enrolment voice) are tested and streamed
+  too, and counted apart (:func:`own_voice`; ``own_recall`` in :func:`match`): a user who
+  enrols a word is also the one who says it;
 * openWakeWord 0.4.0's shipped models (alexa, hey_jarvis, hey_mycroft) on the same stream when
   the optional ``bench`` extra is installed.
 
@@ -56,6 +60,7 @@ NEGATIVE_PHRASES = [
 # issue 17's bar for an enrolled word in the stream
 TARGET_RECALL, TARGET_FA_PER_HOUR = 0.8, 5.0
 WAKE_TAKES, WAKE_VOICES = 40, 8  # espeak-ng takes per wake word, and the voices saying them
+OWN = "own:"  # source prefix of a stream utterance by the speaker who enrolled its word
 OWW_MODELS = {"alexa": "alexa", "hey jarvis": "hey_jarvis", "hey mycroft": "hey_mycroft"}
 # What a user enrolling these wake words would record as "sounds like it, must not trigger it"
 # (`kws enroll --negatives`); other wake words get the everyday phrases.
@@ -87,6 +92,7 @@ class BenchConfig:
     baseline: bool = False  # also enrol without the replay memory (the old behaviour)
     gate: Optional[str] = None  # `kws listen --gate` for the stream (None: its default)
     user_negatives: int = 0  # recordings per word passed as `kws enroll --negatives`
+    own_voice: int = 0  # takes per word by the enrolling speaker/voice, streamed and tested
 
 
 @dataclass
@@ -269,14 +275,20 @@ def _hits(detections, evs, word, early_s, late_s):
 
 def match(detections, events, words, stream_s, early_s=0.1, late_s=2.5) -> dict:
     """Per word: hits (events of the word with a detection of it at ``[start + early_s,
-    start + late_s]``), recall, false accepts (other detections of it) per hour."""
+    start + late_s]``), recall, false accepts (other detections of it) per hour. Recall counts
+    the other speakers' utterances; those by the enrolling speaker (source ``own:...``) are
+    counted apart as ``own_recall``."""
     out = {}
     for w in words:
         evs = [e for e in events if e.label == w]
         hit, fas = _hits(detections, evs, w, early_s, late_s)
-        out[w] = {"occurrences": len(evs), "hits": len(hit),
-                  "recall": len(hit) / len(evs) if evs else float("nan"),
+        own = {i for i, e in enumerate(evs) if e.source.startswith(OWN)}
+        n, k = len(evs) - len(own), len(hit - own)
+        out[w] = {"occurrences": n, "hits": k, "recall": k / n if n else float("nan"),
                   "false_accepts": len(fas), "fa_per_hour": len(fas) / (stream_s / 3600.0)}
+        if own:
+            out[w].update(own_occurrences=len(own), own_hits=len(hit & own),
+                          own_recall=len(hit & own) / len(own))
     return out
 
 
@@ -292,7 +304,9 @@ def snr_by_source(events, snr_db: float) -> dict:
     allp = np.mean([e.power for e in events])
     groups = {}
     for e in events:
-        groups.setdefault(("new:" if e.label else "other:") + _group(e.source), []).append(e.power)
+        src = ("own " + _group(e.source[len(OWN):])) if e.source.startswith(OWN) \
+            else _group(e.source)
+        groups.setdefault(("new:" if e.label else "other:") + src, []).append(e.power)
     return {k: float(snr_db + 10 * np.log10(np.mean(v) / allp)) for k, v in sorted(groups.items())}
 
 
@@ -409,12 +423,18 @@ def threshold_sweep(hops, labels, args, words, events, stream_s,
         dets = replay_detections(hops, labels, args, {w: float(t) for w in words})
         for w, m in match(dets, events, words, stream_s).items():
             curves[w].append({"threshold": float(t), "recall": m["recall"],
-                              "fa_per_hour": m["fa_per_hour"]})
-    best = {}
-    for w, pts in curves.items():
-        ok = [p for p in pts if p["fa_per_hour"] <= TARGET_FA_PER_HOUR]
-        best[w] = max(ok, key=lambda p: (p["recall"], p["threshold"])) if ok else None
-    return {"curves": curves, "best_at_5_fa_per_hour": best}
+                              "fa_per_hour": m["fa_per_hour"],
+                              **({"own_recall": m["own_recall"]} if "own_recall" in m else {})})
+    out = {"curves": curves}
+    for name, key in (("best_at_5_fa_per_hour", "recall"), ("own_best_at_5_fa_per_hour",
+                                                            "own_recall")):
+        best = {}
+        for w, pts in curves.items():
+            ok = [p for p in pts if p["fa_per_hour"] <= TARGET_FA_PER_HOUR and key in p]
+            best[w] = max(ok, key=lambda p: (p[key], p["threshold"])) if ok else None
+        if name == "best_at_5_fa_per_hour" or any(best.values()):
+            out[name] = best
+    return out
 
 
 def at_target(stream: dict) -> list:
@@ -499,6 +519,10 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
         log("user negatives: " + "; ".join(
             f"{w}: {len(v['audio'])} ({', '.join(sorted(set(v['what'])))})"
             for w, v in user_negs.items()))
+    own = own_voice(cfg, words)
+    own_feats = {w: embed(a) for w, a in own.items() if len(a)}
+    if own_feats:
+        log("own voice: " + ", ".join(f"{w} {len(own[w])}" for w in own_feats))
 
     methods = ["replay"] + (["no_memory"] if cfg.baseline and memory_file(base) else [])
     results = {"config": asdict(cfg), "words": [
@@ -544,9 +568,13 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
         results["methods"][method] = {"rows": rows, "enrolments": enrol_log,
                                       "memory_bytes": (Path(work) / "memory.npz").stat().st_size
                                       if (Path(work) / "memory.npz").exists() else 0}
+        if own_feats:  # the enrolling speakers' other takes, after every word is enrolled
+            results["methods"][method]["own_voice"] = {
+                w: accuracies(b, f, [w] * len(f[0])) for w, f in own_feats.items()}
 
     # the stream
     positives = [(a, w.name, w.source) for w in words for a in new_audio[w.name]]
+    positives += [(a, w.name, OWN + w.source) for w in words for a in own[w.name]]
     noise_files = sorted(Path(cfg.noise).glob("*.wav"))
     audio, events = build_stream(positives, negatives, cfg.negative_minutes, noise_files,
                                  cfg.snr_db, rng)
@@ -643,7 +671,7 @@ def user_negatives(cfg, words, stream_files: set, known=()) -> dict:
     draw are the same with and without them. ``{word: {"audio": (n, samples), "what": [...]}}``.
     """
     from bnnkws.deploy.enroll import load_clips
-    from bnnkws.kws.synth import plan, render
+    from bnnkws.kws.synth import render
 
     n = int(cfg.user_negatives)
     enrolled = {w.name.lower() for w in words} | {k.lower() for k in known}
@@ -662,13 +690,10 @@ def user_negatives(cfg, words, stream_files: set, known=()) -> dict:
                      if _sc_speaker(f) in w.train_speakers and f.parent.name not in enrolled]
             what = [f.parent.name for f in files]
         elif n and w.source == "espeak-ng":
-            # the voice pool of plan() depends on the seed and speaker count alone
-            voices = voices or {u.speaker: (u.voice, u.variant)
-                                for u in plan(cfg.wake_words, WAKE_TAKES, cfg.seed, WAKE_VOICES)}
-            voice = voices[w.train_speakers[0]]
+            voices = voices or wake_voices(cfg)
             phrases = NEAR_MISSES.get(w.name, NEGATIVE_PHRASES)
-            utts = plan(phrases, per_word=-(-n // len(phrases)), seed=cfg.seed + 2,
-                        speakers=1, voices=[voice[0]], variants=[voice[1]])
+            utts = in_voice(phrases, -(-n // len(phrases)), voices[w.train_speakers[0]],
+                            cfg.seed + 2)
             utts = [utts[i] for i in sorted(rng.permutation(len(utts))[:n])]
             audio = np.stack([render(u) for u in utts]).astype(np.float32)
             what = [u.word for u in utts]
@@ -677,6 +702,52 @@ def user_negatives(cfg, words, stream_files: set, known=()) -> dict:
             files, what = [files[i] for i in pick], [what[i] for i in pick]
             audio = load_clips(files, min_examples=1)  # as `kws enroll --negatives`
         out[w.name] = {"audio": audio, "what": what}
+    return out
+
+
+def wake_voices(cfg) -> dict:
+    """speaker -> (voice, variant) of the wake words' takes (the voice pool of
+    :func:`bnnkws.kws.synth.plan` depends on the seed and speaker count alone)."""
+    from bnnkws.kws.synth import plan
+
+    return {u.speaker: (u.voice, u.variant)
+            for u in plan(cfg.wake_words, WAKE_TAKES, cfg.seed, WAKE_VOICES)}
+
+
+def in_voice(words, per_word: int, voice: tuple, seed: int) -> list:
+    """espeak-ng utterances of ``words`` in one (voice, variant), at fresh rates and pitches."""
+    from bnnkws.kws.synth import plan
+
+    return plan(words, per_word=per_word, seed=seed, speakers=1, voices=[voice[0]],
+                variants=[voice[1]])
+
+
+def own_voice(cfg, words) -> dict:
+    """Takes of each enrolled word by the speaker who enrolled it, none of them enrolled:
+    ``cfg.own_voice`` per word. FSDD: that speaker's other clips of the digit; espeak-ng: fresh
+    takes in the voice of the enrolment takes; Speech Commands v0.01 words have none (a
+    speaker says a word once there). Drawn from their own seed, so every other draw is the
+    same with and without them. ``{word: (n, samples)}``."""
+    from bnnkws.kws.synth import render
+
+    n = int(cfg.own_voice)
+    rng = np.random.default_rng([cfg.seed, 23])
+    fsdd = sorted(Path(cfg.fsdd).glob("*.wav")) if n else []
+    voices = None
+    out = {}
+    for w in words:
+        audio = np.zeros((0, 16000), np.float32)
+        if n and w.source == "fsdd":
+            taken = set(map(Path, w.train))
+            files = [f for f in fsdd if _fsdd_digit(f) == w.name
+                     and _fsdd_speaker(f) in w.train_speakers and f not in taken]
+            files = [files[i] for i in sorted(rng.permutation(len(files))[:n])]
+            audio = np.stack([read_clip_file(f) for f in files]) if files else audio
+        elif n and w.source == "espeak-ng":
+            voices = voices or wake_voices(cfg)
+            utts = in_voice([w.name], n, voices[w.train_speakers[0]], cfg.seed + 3)
+            audio = np.stack([render(u) for u in utts]).astype(np.float32)
+        out[w.name] = audio
     return out
 
 
@@ -719,17 +790,32 @@ def table_markdown(res: dict) -> str:
             if r["words"] in [0] + list(cfg["checkpoints"]):
                 lines.append(f"| {r['words']} | {_f(r['old_last_exit'])} | {_f(r['old_delta'])} "
                              f"| {_f(r['new_last_exit'])} | {_f(r['new_delta'])} |")
+        own = m.get("own_voice") or {}
         lines += ["", "| word | source | test clips | acc last exit | acc at delta | threshold "
-                      "| min exit | stream recall | false accepts / h | enrol wall s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| min exit | stream recall | false accepts / h | enrol wall s |"
+                  + (" own-voice takes | own-voice acc at delta | own-voice stream recall |"
+                     if own else ""),
+                  "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if own else "")]
         last = rows[-1]["per_word"]
         st = m.get("stream", {})
         for w, e in zip(res["words"], m["enrolments"]):
             pw, s = last.get(w["name"], {}), st.get(w["name"], {})
+            ov = own.get(w["name"], {})
             lines.append(f"| {w['name']} | {w['source']} | {pw.get('n', '-')} "
                          f"| {_f(pw.get('last_exit'))} | {_f(pw.get('delta'))} "
                          f"| {e['threshold']:.3f} | {e['min_exit']} | {_f(s.get('recall'))} "
-                         f"| {_f(s.get('fa_per_hour'), False)} | {e['wall_s']:.2f} |")
+                         f"| {_f(s.get('fa_per_hour'), False)} | {e['wall_s']:.2f} |"
+                         + (f" {ov.get('n', '-')} | {_f(ov.get('delta'))} "
+                            f"| {_f(s.get('own_recall'))} |" if own else ""))
+        if own:
+            ok = at_target(st)
+            mine = [w for w, v in st.items() if v.get("own_recall", 0) >= TARGET_RECALL
+                    and v["fa_per_hour"] <= TARGET_FA_PER_HOUR]
+            lines += ["", f"At >= {100 * TARGET_RECALL:.0f} % recall with <= "
+                          f"{TARGET_FA_PER_HOUR:g} false accepts per hour: other speakers "
+                          f"{len(ok)} of {len(st)} words ({', '.join(ok) or 'none'}); the "
+                          f"enrolling speaker's own takes {len(mine)} of {len(own)} words "
+                          f"({', '.join(mine) or 'none'})."]
         diag = m.get("diagnosis")
         if diag:
             lines += ["", "Where the misses and false accepts go: a miss as the label the "
@@ -752,6 +838,14 @@ def table_markdown(res: dict) -> str:
             for w, b in best.items():
                 lines.append(f"| {w} | {b['threshold']:.2f} | {_f(b['recall'])} | "
                              f"{_f(b['fa_per_hour'], False)} |" if b else f"| {w} | - | - | - |")
+            mine = {w: b for w, b in m["threshold_sweep"].get(
+                "own_best_at_5_fa_per_hour", {}).items() if b}
+            if mine:
+                lines += ["", "The same sweep for the enrolling speakers' own takes:", "",
+                          "| word | threshold | own-voice recall | false accepts / h |",
+                          "|---|---|---|---|"]
+                lines += [f"| {w} | {b['threshold']:.2f} | {_f(b['own_recall'])} | "
+                          f"{_f(b['fa_per_hour'], False)} |" for w, b in mine.items()]
         walls = [e["wall_s"] for e in m["enrolments"]]
         lines += ["", f"Enrolment wall time: median {np.median(walls):.2f} s, max "
                       f"{np.max(walls):.2f} s; memory {m['memory_bytes'] / 1024:.0f} KiB.", ""]
@@ -801,6 +895,9 @@ def plot(res: dict, path: Path) -> None:
     curves = (m.get("threshold_sweep") or {}).get("curves", {})
     for w, s in st.items():
         dot = ax.scatter(s["fa_per_hour"], s["recall"], label=w)
+        if "own_recall" in s:  # the enrolling speaker's own takes: same word, same detections
+            ax.scatter(s["fa_per_hour"], s["own_recall"], marker="^", facecolors="none",
+                       edgecolors=dot.get_facecolor()[0])
         if w in curves:  # the word's recall/false-accept curve over the threshold sweep
             pts = curves[w]
             ax.plot([p["fa_per_hour"] for p in pts], [p["recall"] for p in pts], lw=0.8,
@@ -811,7 +908,10 @@ def plot(res: dict, path: Path) -> None:
     ax.axvline(TARGET_FA_PER_HOUR, color="grey", lw=0.8, ls=":")
     ax.axhline(TARGET_RECALL, color="grey", lw=0.8, ls=":")
     ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("false accepts per hour (stream; lines: threshold sweep)")
+    ax.set_xlim(left=0)
+    ax.set_xlabel("false accepts per hour (stream; lines: threshold sweep; "
+                  "triangles: own voice)" if any("own_recall" in s for s in st.values())
+                  else "false accepts per hour (stream; lines: threshold sweep)")
     ax.set_ylabel("recall (stream)")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)

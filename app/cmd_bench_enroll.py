@@ -60,6 +60,12 @@ def register(subparsers) -> None:
                         "v0.01: their other words; espeak-ng: the wake word's near-misses in "
                         "the same voice); none is played in the stream, which stays the same "
                         "(default 0: no negatives)")
+    p.add_argument("--own-voice", type=int, default=0, metavar="N",
+                   help="also stream and test N takes of each word by the speaker who "
+                        "enrolled it (FSDD: their other clips of the digit; espeak-ng: fresh "
+                        "takes in the enrolment voice; v0.01 words have none), reported apart "
+                        "as own-voice recall and accuracy: a user enrolling a word speaks it "
+                        "too. The stream then holds these takes as well (default 0: none)")
     p.add_argument("--seed", type=int, default=0, help="data and enrolment seed (default 0)")
     p.set_defaults(func=run)
 
@@ -69,8 +75,10 @@ def run(args) -> int:
     from bnnkws.app.cli import CLIError
     from bnnkws.app.cmd_listen import resolve_bundle
 
-    if args.user_negatives < 0:
-        raise CLIError(f"--user-negatives must be 0 or more, got {args.user_negatives}")
+    for name in ("user_negatives", "own_voice"):
+        if getattr(args, name) < 0:
+            raise CLIError(f"--{name.replace('_', '-')} must be 0 or more, got "
+                           f"{getattr(args, name)}")
     bundle = resolve_bundle(args.bundle)
     for name in ("old_data", "fsdd", "sc_v1", "noise"):
         if not Path(getattr(args, name)).is_dir():
@@ -82,7 +90,8 @@ def run(args) -> int:
                       test_per_word=args.test_per_word, negative_minutes=args.negative_minutes,
                       snr_db=args.snr_db, seed=args.seed, synth_dir=args.synth_dir,
                       openwakeword=not args.no_openwakeword, baseline=args.baseline,
-                      gate=args.gate, user_negatives=args.user_negatives)
+                      gate=args.gate, user_negatives=args.user_negatives,
+                      own_voice=args.own_voice)
     n = len(cfg.digits) + len(cfg.wake_words) + len(cfg.v1_words)
     cfg.checkpoints = sorted({min(3, n), n})
     try:
