@@ -7,8 +7,8 @@ import json
 from bnnkws.app.cli import CLIError
 
 SPEC_HELP = ("dataset folder, auto-detected (Speech Commands archive, prepared 12-class test "
-             "layout with _silence_/_unknown_, FSDD, or one folder per class); prefix sc:, "
-             "fsdd: or folder: to force the reader")
+             "layout with _silence_/_unknown_, FSDD, an MSWC language, or one folder per "
+             "class); prefix sc:, fsdd:, mswc: or folder: to force the reader")
 
 
 def add_dataset_args(p: argparse.ArgumentParser, spec: bool = True) -> None:
@@ -27,10 +27,10 @@ def add_dataset_args(p: argparse.ArgumentParser, spec: bool = True) -> None:
                    help="share of clips for testing where the dataset has no official split")
     p.add_argument("--unknown-pct", type=float, default=10.0,
                    help="_unknown_ clips drawn from other words, in percent of each split's "
-                        "keyword clips (Speech Commands archives)")
+                        "keyword clips (Speech Commands archives, MSWC)")
     p.add_argument("--silence-pct", type=float, default=10.0,
                    help="_silence_ clips cut from background noise, in percent of each split's "
-                        "keyword clips (Speech Commands archives)")
+                        "keyword clips (Speech Commands archives, MSWC)")
 
 
 def load_from_args(args):
