@@ -112,9 +112,8 @@ def load_mswc(root, task="12", seed=0, val_frac=0.1, test_frac=0.1, unknown_pct=
         notes.append(f"{no_speaker} listed clips have no SPEAKER and were left out (their "
                      f"speaker-disjointness cannot be checked)")
         rows = [r for r in rows if r[2]]
-    counts = collections.Counter(r[1] for r in rows)
     if min_clips > 1:
-        few = {w for w, n in counts.items() if n < min_clips}
+        few = {w for w, n in collections.Counter(r[1] for r in rows).items() if n < min_clips}
         if few:
             rows = [r for r in rows if r[1] not in few]
             notes.append(f"{len(few)} words with fewer than {min_clips} clips left out")
@@ -152,10 +151,10 @@ def load_mswc(root, task="12", seed=0, val_frac=0.1, test_frac=0.1, unknown_pct=
 def _check_present(clips_dir: Path, rows, sample: int = 20) -> None:
     """Fail early, naming a file, when the lists point where no clip is (a wrong folder or
     a half-unpacked archive); statting millions of files is left to the readers."""
-    step = max(1, len(rows) // sample)
-    missing = [clips_dir / r[0] for r in rows[::step] if not (clips_dir / r[0]).is_file()]
+    picked = rows[::max(1, len(rows) // sample)]
+    missing = [clips_dir / r[0] for r in picked if not (clips_dir / r[0]).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{clips_dir}: {len(missing)} of {len(rows[::step])} sampled clips named by the "
+            f"{clips_dir}: {len(missing)} of {len(picked)} sampled clips named by the "
             f"split lists are missing, e.g. {missing[0]}; unpack the language's audio archive "
             f"so that <lang>/clips/<word>/ holds its clips")
