@@ -437,11 +437,12 @@ def threshold_sweep(hops, labels, args, words, events, stream_s,
     return out
 
 
-def at_target(stream: dict) -> list:
-    """The words of a stream result (:func:`match`) at >= ``TARGET_RECALL`` recall with <=
-    ``TARGET_FA_PER_HOUR`` false accepts per hour."""
-    return [w for w, m in stream.items()
-            if m["recall"] >= TARGET_RECALL and m["fa_per_hour"] <= TARGET_FA_PER_HOUR]
+def at_target(stream: dict, key: str = "recall") -> list:
+    """The words of a stream result (:func:`match`) at >= ``TARGET_RECALL`` recall (``key``:
+    ``"own_recall"`` for the enrolling speakers' takes) with <= ``TARGET_FA_PER_HOUR`` false
+    accepts per hour."""
+    return [w for w, m in stream.items() if m.get(key, 0.0) >= TARGET_RECALL
+            and m["fa_per_hour"] <= TARGET_FA_PER_HOUR]
 
 
 def oww_detections(audio, words, threshold: float, suppression_s: float = 1.5) -> Optional[dict]:
@@ -808,14 +809,12 @@ def table_markdown(res: dict) -> str:
                          + (f" {ov.get('n', '-')} | {_f(ov.get('delta'))} "
                             f"| {_f(s.get('own_recall'))} |" if own else ""))
         if own:
-            ok = at_target(st)
-            mine = [w for w, v in st.items() if v.get("own_recall", 0) >= TARGET_RECALL
-                    and v["fa_per_hour"] <= TARGET_FA_PER_HOUR]
+            ok, ok_own = at_target(st), at_target(st, "own_recall")
             lines += ["", f"At >= {100 * TARGET_RECALL:.0f} % recall with <= "
                           f"{TARGET_FA_PER_HOUR:g} false accepts per hour: other speakers "
                           f"{len(ok)} of {len(st)} words ({', '.join(ok) or 'none'}); the "
-                          f"enrolling speaker's own takes {len(mine)} of {len(own)} words "
-                          f"({', '.join(mine) or 'none'})."]
+                          f"enrolling speaker's own takes {len(ok_own)} of {len(own)} words "
+                          f"({', '.join(ok_own) or 'none'})."]
         diag = m.get("diagnosis")
         if diag:
             lines += ["", "Where the misses and false accepts go: a miss as the label the "

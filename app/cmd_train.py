@@ -264,7 +264,8 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "noise_dirs", "generated_noise_prob", "band_limit_prob", "band_limit_hz", "speed_prob",
            "speed_range", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_min_clips",
-           "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline", "shuffle_buffer")
+           "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline",
+           "shuffle_buffer")
 
 
 def config_from_args(args):

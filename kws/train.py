@@ -49,7 +49,8 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "snr_db",
                     "init_from", "noise_dirs", "offset_prob", "partial_prob",
                     "generated_noise_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout",
-                    "aux_min_clips", "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight",
+                    "aux_min_clips", "aux_weight", "aux_margin", "aux_scale", "distill",
+                    "distill_weight",
                     "band_limit_prob", "band_limit_hz", "speed_prob", "speed_range", "pipeline",
                     "shuffle_buffer")
 

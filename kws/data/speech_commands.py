@@ -128,9 +128,13 @@ def task_clips(entries, mode: str, wanted: list, noise: list, rng, unknown_pct=1
     notes: list[str] = []
     labels = [SILENCE, UNKNOWN] + [w for w in wanted]
     wanted_set = set(wanted)
+    # one pass over the entries (millions for MSWC), each split keeping their order
+    known_of = {split: [] for split in SPLITS}
+    others_of = {split: [] for split in SPLITS}
+    for p, w, spk, s in entries:
+        (known_of if w in wanted_set else others_of)[s].append((p, w, spk))
     for split in SPLITS:
-        known = [(p, w, spk) for p, w, spk, s in entries if s == split and w in wanted_set]
-        others = [(p, w, spk) for p, w, spk, s in entries if s == split and w not in wanted_set]
+        known, others = known_of[split], others_of[split]
         clips += [Clip(p, w, spk, split, w) for p, w, spk in known]
         n_unknown = min(len(others), math.ceil(len(known) * unknown_pct / 100))
         for i in sorted(rng.choice(len(others), n_unknown, replace=False)) if n_unknown else []:
