@@ -1,6 +1,6 @@
 """The `kws` command line. It reaches every layer, so it lives in the top one.
 
-Each subcommand lives in its own module ``bnnkws.app.cmd_<name>`` exposing
+Each subcommand lives in its own module ``bnnkws.app.commands.<name>`` exposing
 ``register(subparsers)`` (builds its argparse parser, sets ``func``) and keeps heavy imports
 (TensorFlow, Larq) inside the function that runs it, so ``kws --help`` stays instant.
 """
@@ -18,21 +18,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Order is the order shown in `kws --help`.
 COMMAND_MODULES = [
-    "cmd_listen",
-    "cmd_features",
-    "cmd_data",
-    "cmd_synth",
-    "cmd_train",
-    "cmd_eval",
-    "cmd_export",
-    "cmd_bench",
-    "cmd_bench_stream",
-    "cmd_deploy",
-    "cmd_enroll",
-    "cmd_cl_eval",
-    "cmd_bench_transfer",
-    "cmd_bench_enroll",
-    "cmd_report",
+    "listen",
+    "features",
+    "data",
+    "synth",
+    "train",
+    "eval",
+    "export",
+    "bench",
+    "bench_stream",
+    "deploy",
+    "enroll",
+    "cl_eval",
+    "bench_transfer",
+    "bench_enroll",
+    "report",
 ]
 
 
@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
-            mod = importlib.import_module(f"bnnkws.app.{name}")
+            mod = importlib.import_module(f"bnnkws.app.commands.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"bnnkws.app.{name}":
+            if exc.name == f"bnnkws.app.commands.{name}":
                 continue  # subcommand not built yet
             raise
         mod.register(sub)

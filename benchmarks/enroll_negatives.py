@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def summarise(res: dict) -> dict:
-    from bnnkws.app.bench_enroll import at_target
+    from bnnkws.app.bench.enroll import at_target
 
     m = res["methods"]["replay"]
     rows = {r["words"]: r for r in m["rows"]}
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write every summary here")
     args = p.parse_args(argv)
 
-    from bnnkws.app.bench_enroll import BenchConfig, run
+    from bnnkws.app.bench.enroll import BenchConfig, run
 
     data = Path(args.data)
     out = Path(args.out)

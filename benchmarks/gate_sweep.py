@@ -5,7 +5,7 @@
 handful of rules is slow and every row carries this VM's speed drift. This script runs the
 network **once** per hop of each stream, with every stage, and records each stage's outputs and
 wall time. Every rule is then *replayed* on the recordings through the listener's own code
-(:class:`bnnkws.app.listen.StreamingDetector`, the energy gate, the smoother,
+(:class:`bnnkws.app.listener.listen.StreamingDetector`, the energy gate, the smoother,
 :meth:`bnnkws.deploy.runtime.Detector.decide` with the same policy and stop rules), so its
 detections are exactly what ``kws listen`` would produce, and its cost is
 
@@ -93,8 +93,8 @@ def _pct(x) -> str:
 
 
 def run_rule(rec, smoother, stream_name, stream, gate, stop, hop_ms, skip=None):
-    from bnnkws.app import stream_bench
-    from bnnkws.app.listen import StreamingDetector
+    from bnnkws.app.bench import stream as stream_bench
+    from bnnkws.app.listener.listen import StreamingDetector
 
     sd = StreamingDetector(rec, smoother, hop_ms=hop_ms, gate=gate, stop=stop, skip=skip,
                            warmup=False)
@@ -134,8 +134,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write every row here")
     args = ap.parse_args(argv)
 
-    from bnnkws.app import gates, stream_bench
-    from bnnkws.app.smoothing import RecognizeCommands
+    from bnnkws.app.listener import gates
+    from bnnkws.app.bench import stream as stream_bench
+    from bnnkws.app.listener.smoothing import RecognizeCommands
     from bnnkws.deploy.runtime import Detector
     from bnnkws.kws.data import load_dataset
     from bnnkws.kws.policy import KeywordMassRule

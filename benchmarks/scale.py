@@ -118,7 +118,7 @@ def write_range(bounds: tuple[int, int]) -> int:
     the corpus is the same whatever the chunking and the worker count."""
     import soundfile as sf
 
-    from bnnkws.kws.features import quantize  # no TensorFlow: fine in the forked writers
+    from bnnkws.kws.features.cache import quantize  # no TensorFlow: fine in the forked writers
 
     root, seed, speakers = Path(_CFG["root"]), _CFG["seed"], _CFG["speakers"]
     for i in range(*bounds):
@@ -221,7 +221,7 @@ def _memory(extra: dict) -> dict:
 def stage_build(a: dict) -> dict:
     from bnnkws.frontend import DEFAULT_FRONTEND
     from bnnkws.kws import data as kdata
-    from bnnkws.kws import shards
+    from bnnkws.kws.features import shards
 
     import tensorflow as tf  # noqa: F401  build_shards writes with TF: count it in the baseline
 
@@ -250,7 +250,9 @@ def stage_build(a: dict) -> dict:
 
 def _pipeline(a: dict, batch_size: int, clips_needed: int):
     from bnnkws.frontend import DEFAULT_FRONTEND
-    from bnnkws.kws import augment, augment_tf, shards
+    from bnnkws.kws.features import augment
+    from bnnkws.kws.features import augment_tf
+    from bnnkws.kws.features import shards
 
     ss = shards.ShardSet.open(a["shard_dir"])
     noise = augment.NoiseBank.from_files(augment.noise_files([a["noise"]]), DEFAULT_FRONTEND)
@@ -309,8 +311,8 @@ def stage_train(a: dict) -> dict:
 
     from bnnkws.kws.config import ModelConfig
     from bnnkws.kws.models import build_model
-    from bnnkws.kws.train import compile_model, make_optimizer
-    from bnnkws.kws.train_config import TrainConfig
+    from bnnkws.kws.training.train import compile_model, make_optimizer
+    from bnnkws.kws.training.config import TrainConfig
 
     base = _vm_kb("VmRSS") / 1024
     ss, ds = _pipeline(a, a["train_batch_size"], a["steps"] * a["train_batch_size"])

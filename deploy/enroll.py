@@ -2,38 +2,25 @@
 
 The bundle's TFLite stages stay untouched: only ``heads.npz`` (one linear head per exit) and the
 manifest's ``labels`` / ``enrolment`` history / CWR* past counts change. Every change is made
-on a *copy*: a new bundle directory is written next to the old one (TFLite files hard-linked,
-so it costs no space), its heads and manifest are rewritten with :mod:`bnnkws.deploy.bundle`'s
-helpers and verified with :meth:`Bundle.load`, and only then does it take the old one's place
-(one atomic ``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames, with the previous
-bundle kept as ``<name>.old-*`` until the second one succeeds and restored by
-:func:`recover` if it did not). An enrolment interrupted at any point leaves the old bundle
-loadable and verified.
-
-Head arithmetic is the bundle's (:func:`bnnkws.deploy.bundle.head_logits`): ``logits = scale *
-(s_in(embedding) @ s_k(kernel)) + bias``. For CWR* an exported binary head is folded into its
-real linear form ``W = scale * sign(kernel)`` on ``sign(embedding)`` (:func:`linear_head`);
-CWR* then learns real columns, and the head is written back with ``sign_kernel=False, scale=1``
-- the same runtime code path computes old and enrolled words.
+on a copy and swapped in atomically (:mod:`bnnkws.deploy.swap`), so an enrolment interrupted at
+any point leaves the old bundle loadable and verified. CWR* learns the real linear form of each
+exit head (:mod:`bnnkws.deploy.heads`); enrolled and exported words run through the same
+runtime code path.
 """
 from __future__ import annotations
 
-import ctypes
-import json
-import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from bnnkws.frontend.audio import loudest_window  # noqa: F401  (re-exported)
 
-from .bundle import (HEADS, MANIFEST, Bundle, BundleError, atomic_write_bytes, normalize_head,
-                     read_heads)
+from .bundle import HEADS, Bundle, normalize_head
+from .heads import Embedder, cwr_head, head_input, linear_head
+from .swap import commit, recover
 
 MIN_EXAMPLES = 3  # per word: CWR* on fewer clips learns the speaker, not the word
 SILENCE_DBFS = -50.0  # loudest 50 ms of a usable recording is above this
@@ -108,34 +95,8 @@ def check_audio(clips: np.ndarray, names: Sequence[str], sr: int = 16000,
 
 
 # ---------------------------------------------------------------------------------------------
-# bundle support and head arithmetic
+# bundle support
 # ---------------------------------------------------------------------------------------------
-def linear_head(head) -> tuple:
-    """An exported head as ``(W (D, C), b (C,), sign_input)`` with ``logits = s(x) @ W + b``.
-
-    The binary kernel and its scale fold into a real matrix ``W = scale * sign(kernel)``; the
-    input sign (if any) stays, since CWR* trains on what the head sees.
-    """
-    h = normalize_head(head)
-    w = h["kernel"]
-    if h["sign_kernel"]:
-        w = np.where(w >= 0, 1.0, -1.0).astype(np.float32)
-    return (np.float32(h["scale"]) * w).astype(np.float32), h["bias"], bool(h["sign_input"])
-
-
-def head_input(sign_input: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """What the linear part of a head sees: the (signed) stage ``embedding``."""
-    if sign_input:
-        return lambda e: np.where(np.asarray(e) >= 0, 1.0, -1.0).astype(np.float32)
-    return lambda e: np.asarray(e, np.float32)
-
-
-def cwr_head(w, b, sign_input: bool) -> dict:
-    """A CWR* head in the bundle's head format (real kernel, scale 1)."""
-    return {"kernel": np.asarray(w, np.float32), "bias": np.asarray(b, np.float32),
-            "scale": 1.0, "sign_input": bool(sign_input), "sign_kernel": False}
-
-
 def check_enrolment_support(bundle_path) -> Bundle:
     """Load and verify a bundle, refusing one exported without enrolment support."""
     path = Path(bundle_path)
@@ -165,37 +126,8 @@ def past_counts(bundle: Bundle) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # embeddings through the deployed stages
 # ---------------------------------------------------------------------------------------------
-class Embedder:
-    """Per-exit embeddings of 1 s clips through the bundle's interpreter (no TensorFlow)."""
-
-    def __init__(self, bundle: Bundle, detector=None, backend: str = "auto"):
-        self.bundle = bundle
-        if detector is None:
-            from .runtime import Detector
-
-            detector = Detector(bundle, backend=backend)
-        self.detector = detector
-        self.exits = bundle.exits
-
-    def one(self, audio: np.ndarray) -> list:
-        out = self.detector.embeddings(audio=np.asarray(audio, np.float32))
-        if isinstance(out, dict):
-            return [np.asarray(out[k], np.float32).reshape(-1) for k in sorted(out)]
-        return [np.asarray(e, np.float32).reshape(-1) for e in out]
-
-    def __call__(self, clips: np.ndarray, progress: bool = False) -> list:
-        """``(n, samples)`` -> list per exit of ``(n, D_k)`` embeddings."""
-        it = clips
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(clips, desc="embedding", unit="clip", leave=False)
-        rows = [self.one(c) for c in it]
-        return [np.stack([r[i] for r in rows]) for i in range(len(self.exits))]
-
-
 class BundleBackbone:
-    """A bundle as the frozen backbone of :mod:`bnnkws.kws.cl_eval` (interpreter only).
+    """A bundle as the frozen backbone of :mod:`bnnkws.kws.evaluation.cl_eval` (interpreter only).
 
     ``heads`` are the linear forms ``{exit: (W, b)}`` and every feature it returns is the
     matching head input (the signed embedding for binary heads).
@@ -244,117 +176,6 @@ class BundleBackbone:
         emb = np.stack([np.asarray(last.run(np.asarray(z, np.float32)[None])["embedding"],
                                    np.float32).reshape(-1) for z in latents])
         return self._inputs[-1](emb)
-
-
-# ---------------------------------------------------------------------------------------------
-# atomic bundle replacement
-# ---------------------------------------------------------------------------------------------
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two directories (Linux renameat2); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return rc == 0
-
-
-def recover(path) -> None:
-    """Finish or undo an interrupted swap and drop abandoned work directories."""
-    path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        return
-    olds = sorted(parent.glob(f".{path.name}.old-*"))
-    if not path.exists() and olds:
-        os.rename(olds[-1], path)  # the second rename never happened: put the old one back
-        olds = olds[:-1]
-    for d in olds + sorted(parent.glob(f".{path.name}.new-*")):
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def copy_bundle(src: Path, dst: Path) -> None:
-    """A copy of a bundle directory; immutable TFLite files are hard links, the rest copies."""
-    for root, dirs, files in os.walk(src):
-        rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            s, d = Path(root) / f, dst / rel / f
-            if f.endswith(".tflite"):
-                _link_or_copy(s, d)
-            else:
-                shutil.copy2(s, d)
-
-
-def _write_heads(new_dir: Path, manifest: dict, heads: Optional[dict], labels: list,
-                 past: Optional[dict], event: Optional[dict], files: Optional[dict] = None,
-                 manifest_updates: Optional[dict] = None) -> None:
-    """heads.npz + extra files + manifest in ``new_dir`` with their hashes.
-
-    ``files``: ``{name: (bytes, kind)}`` written and listed in the manifest before it;
-    ``manifest_updates``: top-level manifest keys to set. ``heads=None`` keeps heads.npz,
-    labels and history as they are (only the extra files and keys change).
-    """
-    import hashlib
-
-    from .bundle import write_manifest
-
-    for name, (data, kind) in (files or {}).items():
-        atomic_write_bytes(new_dir / name, data)
-        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(),
-                                   "bytes": len(data), "kind": kind}
-    manifest.update(manifest_updates or {})
-    if heads is None:
-        write_manifest(new_dir, manifest)
-        return
-    b = Bundle(new_dir, manifest, read_heads(new_dir / manifest.get("heads_file", HEADS)))
-    b.manifest["cwr_past"] = {str(k): int(v) for k, v in past.items()}
-    b.write_heads(heads, labels, event)
-
-
-def commit(bundle_path, heads: Optional[dict], labels: list, past: Optional[dict],
-           event: Optional[dict], *, files: Optional[dict] = None,
-           manifest_updates: Optional[dict] = None) -> Bundle:
-    """Write a new bundle next to the old one, verify it, swap it into place atomically.
-
-    ``files`` (``{name: (bytes, kind)}``, e.g. the replay memory) and ``manifest_updates`` go
-    into the same new copy, so heads, memory and manifest change together or not at all.
-    """
-    path = Path(bundle_path).resolve()
-    recover(path)
-    tag = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    new_dir = path.parent / f".{path.name}.new-{tag}"
-    old_dir = path.parent / f".{path.name}.old-{tag}"
-    try:
-        copy_bundle(path, new_dir)
-        manifest = json.loads((new_dir / MANIFEST).read_text())
-        _write_heads(new_dir, manifest, heads, labels, past, event, files, manifest_updates)
-        Bundle.load(new_dir)  # verify before it replaces anything
-        if _exchange(new_dir, path):
-            shutil.rmtree(new_dir, ignore_errors=True)  # now holds the old bundle
-        else:
-            os.rename(path, old_dir)
-            os.rename(new_dir, path)
-            shutil.rmtree(old_dir, ignore_errors=True)
-    except BaseException:
-        if not path.exists() and old_dir.exists():
-            os.rename(old_dir, path)
-        shutil.rmtree(new_dir, ignore_errors=True)
-        raise
-    return Bundle.load(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,12 +333,13 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     samples (``ratio`` per new one, :meth:`CWRStar.fit_mixed`), plus ``negatives`` (recordings
     that must not trigger the word) as ``_unknown_``; the word's threshold and minimum exit are
     calibrated on held-out memory samples, the user's negatives and fresh augmented takes
-    (:func:`bnnkws.kws.operating_point.calibrate`; ``threshold``/``min_exit`` override); then
-    the takes and negatives enter the memory. Heads, memory and manifest are swapped in at once.
+    (:func:`bnnkws.kws.continual.operating_point.calibrate`; ``threshold``/``min_exit`` override);
+    then the takes and negatives enter the memory. Heads, memory and manifest are swapped in at
+    once.
     """
-    from bnnkws.kws.cwr import CWRStar, Precision
-    from bnnkws.kws.operating_point import (DEFAULT_TARGET_FA_PER_HOUR, calibrate, confusable,
-                                            heard_as)
+    from bnnkws.kws.continual.cwr import CWRStar, Precision
+    from bnnkws.kws.continual.operating_point import (DEFAULT_TARGET_FA_PER_HOUR, calibrate,
+                                                      confusable, heard_as)
 
     from .memory import MEMORY, memory_info, read_memory
 
@@ -730,7 +552,7 @@ def words(bundle_path) -> dict:
             "memory": bundle.manifest.get("memory")}
 
 
-__all__ = ["EnrolmentError", "MIN_EXAMPLES", "SILENCE_DBFS", "Embedder", "enroll", "forget",
-           "words", "commit", "augment_takes", "set_operating_point", "word_settings",
-           "label_min_exits", "recover", "load_clips", "list_clips", "check_audio",
-           "check_enrolment_support", "head_input", "peak_dbfs", "loudest_window"]
+__all__ = ["EnrolmentError", "MIN_EXAMPLES", "SILENCE_DBFS", "enroll", "forget", "words",
+           "augment_takes", "set_operating_point", "word_settings", "label_min_exits",
+           "load_clips", "list_clips", "check_audio", "check_enrolment_support", "peak_dbfs",
+           "loudest_window"]

@@ -166,7 +166,7 @@ def training_split(run_dir) -> dict | None:
     `kws eval` and `kws bench` on the bundle split the data the same way, so a model trained
     with another seed is never scored on clips it trained on.
     """
-    from bnnkws.kws.run import read_train_config, split_seed
+    from bnnkws.kws.training.run import read_train_config, split_seed
 
     tc = read_train_config(run_dir) if run_dir is not None else {}
     if not tc:
@@ -204,7 +204,7 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
     if model is None:
         if run_dir is None:
             raise ValueError("give run_dir or cfg+model")
-        from bnnkws.kws.train import load_run
+        from bnnkws.kws.training.train import load_run
 
         # Keras names unnamed layers from process-wide counters, and the names land in the
         # flatbuffer: without a reset the same run converted twice in one process gives

@@ -1,12 +1,12 @@
 """Build, read and install a bundle's replay memory (``memory.npz``; numpy + interpreter).
 
-The memory (:class:`bnnkws.kws.memory.LatentMemory`) holds, for a class-balanced reservoir of
-the model's *training split*, the 1-bit head input of every exit as the deployed stages compute
+The memory (:class:`bnnkws.kws.continual.memory.LatentMemory`) holds, for a class-balanced reservoir
+of the model's *training split*, the 1-bit head input of every exit as the deployed stages compute
 it, plus a few raw background-noise windows. It is built from the bundle alone plus the data
 folder: the manifest records which data, task and split seed the model trained with
 (``source.split``), so the same clips are selected without the training run. ``kws export``
 writes it; ``kws memory build BUNDLE --data DIR`` adds or rebuilds it in an existing bundle
-(atomically, through :func:`bnnkws.deploy.enroll.commit`; every other file stays as it is).
+(atomically, through :func:`bnnkws.deploy.swap.commit`; every other file stays as it is).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from bnnkws.kws.memory import NOISE_SOURCE, LatentMemory, MemoryError_
+from bnnkws.kws.continual.memory import NOISE_SOURCE, LatentMemory, MemoryError_
 
 from .bundle import Bundle, BundleError
 
@@ -117,10 +117,10 @@ def build_memory(bundle_path, data=None, *, capacity: int = DEFAULT_CAPACITY,
     order (seeded), so every class ends with ~``capacity / classes`` samples whatever its size.
     """
     from bnnkws.kws.data import DatasetError, load_dataset
-    from bnnkws.kws.features import read_clip
+    from bnnkws.kws.features.cache import read_clip
     from bnnkws.frontend.audio import pad_or_crop
 
-    from .enroll import Embedder, head_input, linear_head
+    from .heads import Embedder, head_input, linear_head
 
     bundle = bundle_path if isinstance(bundle_path, Bundle) else Bundle.load(bundle_path)
     root = resolve_data(bundle, data)
@@ -178,7 +178,7 @@ def build_memory(bundle_path, data=None, *, capacity: int = DEFAULT_CAPACITY,
 def install_memory(bundle_path, mem: LatentMemory, built_from: dict,
                    max_bytes: Optional[int] = None) -> Bundle:
     """Put ``mem`` into the bundle (listed and hashed in the manifest), atomically."""
-    from .enroll import commit
+    from .swap import commit
 
     data = mem.to_bytes()
     if max_bytes is not None and len(data) > max_bytes:

@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from .bench import quiet_native_output  # noqa: E402
+from .quiet import quiet_native_output  # noqa: E402
 from .config import DEFAULT_FRONTEND, DFT_MODES, FrontendConfig  # noqa: E402
 from .reference import hann_window, mel_matrix  # noqa: E402
 

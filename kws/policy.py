@@ -6,7 +6,7 @@ implementation serves both :func:`ExitPolicy.decide` (one clip, as on the device
 
 numpy only: ``bnnkws.deploy.runtime`` imports this module on the device, where there is no
 TensorFlow (and maybe no scipy, which is why temperature fitting lives in
-:mod:`bnnkws.kws.calibration`).
+:mod:`bnnkws.kws.evaluation.calibration`).
 
 Conventions
 -----------
@@ -354,17 +354,6 @@ def delta_for_budget(logits, target_avg_exit: Optional[float] = None, *,
         else:
             lo = mid
     return float(cands[hi])
-
-
-def __getattr__(name):
-    # The contract lists temperature fitting and ECE under `policy`; they live in
-    # `calibration` (scipy) and are imported only when asked for, so the device never needs
-    # scipy to import the rule.
-    if name in ("fit_temperature", "fit_temperatures", "expected_calibration_error"):
-        from bnnkws.kws import calibration
-
-        return getattr(calibration, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- the keyword-mass rule (issue 19) ---------------------------------------------------------

@@ -113,7 +113,7 @@ def frontend_clips(sc_v2, fsdd) -> dict:
 @pytest.fixture(scope="session")
 def synth_words(tmp_path_factory) -> Path:
     """A folder-per-class dataset spoken by espeak-ng: yes/no/marvin, 12 clips each, 8 voices."""
-    from bnnkws.kws.synth import synthesize
+    from bnnkws.kws.data.synth import synthesize
 
     def make(out):
         synthesize(["yes", "no", "marvin"], out, per_word=12, seed=0, speakers=8, progress=False)
@@ -239,7 +239,7 @@ def tiny_bundle(request, tmp_path_factory, sc_v2) -> Path:
 def _tiny_keras(run, sc_v2):
     if "model" not in _DEPLOY_KERAS:
         if run is not None:
-            from bnnkws.kws.train import load_run
+            from bnnkws.kws.training.train import load_run
 
             cfg, model = load_run(run, "best")
         else:
@@ -269,7 +269,7 @@ def tiny_run(sc_v2, tmp_path_factory) -> Path:
 
 
 def _train_tiny_run(base: Path) -> Path:
-    from bnnkws.kws.train import TrainConfig, run_training
+    from bnnkws.kws.training.train import TrainConfig, run_training
 
     sc_v2 = _need("speech_commands_v2_test")
     # 1,600 clips in batches of 32 (100 Bop steps): a model clearly above chance. At 320 clips

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                    help="seconds to wait after each epoch (gives a test time to kill a worker)")
     a = p.parse_args(argv)
 
-    from bnnkws.kws.train import TrainConfig, run_training
+    from bnnkws.kws.training.train import TrainConfig, run_training
 
     tc = TrainConfig(data=a.data, width=0.25, epochs=a.epochs, batch_size=32,
                      max_train_clips=128, augment=a.pipeline == "shards", seed=3,

@@ -176,9 +176,9 @@ SCORE_MARGIN = 0.05
 
 def offline_detections(detector, audio: np.ndarray, threshold: float | None = None):
     """Detections of ``audio`` through the streaming path, as fast as possible."""
-    from bnnkws.app.listen import StreamingDetector, run_stream
-    from bnnkws.app.smoothing import DEFAULT_THRESHOLD, RecognizeCommands
-    from bnnkws.app.sources import ArraySource
+    from bnnkws.app.listener.listen import StreamingDetector, run_stream
+    from bnnkws.app.listener.smoothing import DEFAULT_THRESHOLD, RecognizeCommands
+    from bnnkws.app.listener.sources import ArraySource
 
     smoother = RecognizeCommands(
         detector.labels,
@@ -191,7 +191,7 @@ def robust_hits(detector, seq: Sequence, phases_s=HOP_PHASES_S, margin: float = 
     """(per event: detected with its label near its time at every phase, at the app's threshold
     and at the threshold raised by ``margin``; whether each of those runs had exactly one
     detection per event)."""
-    from bnnkws.app.smoothing import DEFAULT_THRESHOLD
+    from bnnkws.app.listener.smoothing import DEFAULT_THRESHOLD
 
     hit = [True] * len(seq.events)
     exact = True

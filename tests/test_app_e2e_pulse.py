@@ -90,7 +90,7 @@ def test_listen_detects_keywords_played_into_pulseaudio(app_bundle, keyword_sequ
 
 RECORD = r"""
 import sys, numpy as np
-from bnnkws.app.sources import MicrophoneSource
+from bnnkws.app.listener.sources import MicrophoneSource
 src = MicrophoneSource(block_ms=50)
 got, need = [], int(float(sys.argv[2]) * 16000)
 with src:

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from bnnkws.app import stream_bench
-from bnnkws.app.gates import EnergyGate
+from bnnkws.app.bench import stream as stream_bench
+from bnnkws.app.listener.gates import EnergyGate
 from bnnkws.frontend.audio import load_audio
 from bnnkws.frontend.streaming import StreamingLogMel
 

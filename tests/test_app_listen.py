@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bnnkws.app.listen import FrameRing, StreamingDetector, run_stream
-from bnnkws.app.smoothing import RecognizeCommands
-from bnnkws.app.sources import ArraySource, FileSource
+from bnnkws.app.listener.listen import FrameRing, StreamingDetector, run_stream
+from bnnkws.app.listener.smoothing import RecognizeCommands
+from bnnkws.app.listener.sources import ArraySource, FileSource
 from bnnkws.frontend.audio import load_audio
 from bnnkws.frontend.config import DEFAULT_FRONTEND
 from bnnkws.frontend.reference import log_mel
@@ -139,7 +139,8 @@ def test_cli_listen_without_any_input_device_says_what_to_do(app_bundle, no_soun
 
 
 def test_cli_listen_missing_default_bundle_is_clear(monkeypatch, tmp_path, capsys):
-    from bnnkws.app import cli, cmd_listen
+    from bnnkws.app import cli
+    from bnnkws.app.commands import listen as cmd_listen
 
     monkeypatch.setattr(cmd_listen, "default_bundle_path", lambda: tmp_path / "nope")
     rc = cli.main(["listen"])
@@ -151,8 +152,8 @@ def test_cli_listen_missing_default_bundle_is_clear(monkeypatch, tmp_path, capsy
 def test_views_plain_when_piped_and_panel_fits_the_terminal(monkeypatch):
     import io
 
-    from bnnkws.app.listen import Detection, HopResult
-    from bnnkws.app.view import JsonView, PlainView, TerminalView, make_view
+    from bnnkws.app.listener.listen import Detection, HopResult
+    from bnnkws.app.listener.view import JsonView, PlainView, TerminalView, make_view
 
     assert isinstance(make_view(False, out=io.StringIO()), PlainView)
     assert isinstance(make_view(True, out=io.StringIO()), JsonView)
@@ -210,7 +211,7 @@ def test_hop_skip_interpolates_only_between_idle_hops_and_classifies_the_rest_ex
     plain listener computed for that window, an interpolated hop sits in a run of at most
     max_skip between two idle classified hops and carries their linear interpolation, and the
     words are detected as before."""
-    from bnnkws.app.gates import HopSkip
+    from bnnkws.app.listener.gates import HopSkip
     from bnnkws.deploy.runtime import Detector
 
     path, events = keyword_sequence
@@ -247,7 +248,7 @@ def test_enrolment_threshold_sweep_replays_the_listeners_own_detections(app_bund
     """bench-enroll's threshold sweep re-runs the smoother on the hops the listener recorded:
     at the listener's own thresholds it must give exactly the live detections, and a higher
     threshold for the words can only remove detections of them."""
-    from bnnkws.app.bench_enroll import _stream, replay_detections
+    from bnnkws.app.bench.enroll import _stream, replay_detections
 
     path, events = keyword_sequence
     live, summary, hops, args, labels = _stream(app_bundle, load_audio(path))
@@ -264,7 +265,7 @@ def test_enrolment_diagnosis_says_what_misses_were_heard_as_and_where_false_acce
     the listener heard each as its own word (the fixture's clips are all recognised); with the
     live detections nothing is missed; a detection inside another utterance is a false accept
     on that utterance's source, one far from speech on background."""
-    from bnnkws.app.bench_enroll import Event, _stream, diagnose
+    from bnnkws.app.bench.enroll import Event, _stream, diagnose
 
     path, evs = keyword_sequence
     live, _, hops, _, labels = _stream(app_bundle, load_audio(path))
@@ -290,7 +291,7 @@ def test_enrolment_diagnosis_says_what_misses_were_heard_as_and_where_false_acce
 
 
 def test_enrolment_snr_by_source_is_the_nominal_snr_moved_by_each_corpus_level():
-    from bnnkws.app.bench_enroll import Event, snr_by_source
+    from bnnkws.app.bench.enroll import Event, snr_by_source
 
     events = [Event("zero", "fsdd", 0, 1, 0.25), Event("", "speech_commands:yes", 2, 3, 1.0),
               Event("", "speech_commands:no", 4, 5, 1.0), Event("zero", "fsdd", 6, 7, 0.25)]

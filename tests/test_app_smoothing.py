@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bnnkws.app.smoothing import RecognizeCommands
+from bnnkws.app.listener.smoothing import RecognizeCommands
 
 LABELS = ["yes", "no", "_silence_", "_unknown_"]
 HOP = 100.0

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bnnkws.app.stream_bench import Event, build_stream, match_detections, report_markdown
+from bnnkws.app.bench.stream import Event, build_stream, match_detections, report_markdown
 
 
 def ev(label, end, keyword=True):

@@ -17,10 +17,10 @@ from bnnkws.frontend import DEFAULT_FRONTEND as CFG
 
 tf = pytest.importorskip("tensorflow")
 
-from bnnkws.kws import augment as npaug  # noqa: E402
-from bnnkws.kws import augment_tf as A  # noqa: E402
-from bnnkws.kws.augment import AugmentConfig, NoiseBank  # noqa: E402
-from bnnkws.kws.features import Waveforms  # noqa: E402
+from bnnkws.kws.features import augment as npaug  # noqa: E402
+from bnnkws.kws.features import augment_tf as A  # noqa: E402
+from bnnkws.kws.features.augment import AugmentConfig, NoiseBank  # noqa: E402
+from bnnkws.kws.features.cache import Waveforms  # noqa: E402
 
 N = CFG.clip_samples
 RECIPE = AugmentConfig(offset_prob=0.3, partial_prob=0.2, generated_noise_prob=0.3)
@@ -29,8 +29,8 @@ RECIPE = AugmentConfig(offset_prob=0.3, partial_prob=0.2, generated_noise_prob=0
 @pytest.fixture(scope="module")
 def data(sc_v2, shared_data, tmp_path_factory):
     from bnnkws.kws.data import load_dataset
-    from bnnkws.kws.features import load_waveforms
-    from bnnkws.kws.pipeline import label_indices
+    from bnnkws.kws.features.cache import load_waveforms
+    from bnnkws.kws.features.pipeline import label_indices
 
     ds = load_dataset(str(sc_v2))
     train = ds.split("train")
@@ -273,7 +273,7 @@ def test_place_equals_numpy(data):
     np.testing.assert_array_equal(got, want)
     # and centred, unaugmented (validation)
     from bnnkws.frontend.reference import log_mel_batch
-    from bnnkws.kws.features import center_batch
+    from bnnkws.kws.features.cache import center_batch
 
     X, y, aux = aug.eval_features(batch)
     np.testing.assert_allclose(X.numpy(), log_mel_batch(center_batch(data.mixed, rows, N), CFG),
@@ -419,7 +419,7 @@ def test_generated_noise_segments_unit_rms_and_zero_mean(data):
 
 
 def test_augmented_logmel_statistics_match_batchmaker(data):
-    from bnnkws.kws.pipeline import BatchMaker
+    from bnnkws.kws.features.pipeline import BatchMaker
 
     a = RECIPE
     maker = BatchMaker(data.clips, CFG, a, data.labels, data.noise, seed=0,

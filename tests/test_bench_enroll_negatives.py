@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnnkws.app import bench_enroll as be
+from bnnkws.app.bench import enroll as be
 
 LABELS = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off",
           "stop", "go"]
@@ -21,7 +21,7 @@ def _cfg(fsdd, sc_v1, n):
 
 
 def _words(cfg):
-    from bnnkws.kws.synth import plan
+    from bnnkws.kws.data.synth import plan
 
     rng = np.random.default_rng(cfg.seed)
     words = be.fsdd_words(be.Path(cfg.fsdd), cfg.digits, 5, 10, rng)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnnkws.app import bench_enroll as be
+from bnnkws.app.bench import enroll as be
 from test_bench_enroll_negatives import _each_one_of, _words
 
 
@@ -39,7 +39,7 @@ def test_own_voice_takes_are_the_enrolling_speakers_and_never_the_enrolled_ones(
     utts = be.in_voice(["alexa"], 45, voice, cfg.seed + 3)
     assert {(u.voice, u.variant, u.word) for u in utts} == {voice + ("alexa",)}
     assert len({(u.rate, u.pitch) for u in utts}) >= 40
-    from bnnkws.kws.synth import render
+    from bnnkws.kws.data.synth import render
 
     assert np.array_equal(own["alexa"], np.stack([render(u) for u in utts]))
     # off by default

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bnnkws.app import cli
-from bnnkws.kws import transfer
+from bnnkws.kws.evaluation import transfer
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "app" / "default_bundle"

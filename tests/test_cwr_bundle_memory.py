@@ -15,8 +15,9 @@ import pytest
 
 from bnnkws.deploy import enroll as E
 from bnnkws.deploy.bundle import Bundle, head_logits
-from bnnkws.kws.cwr import CWRStar
-from bnnkws.kws.memory import LatentMemory, balanced_draw
+from bnnkws.deploy.heads import Embedder
+from bnnkws.kws.continual.cwr import CWRStar
+from bnnkws.kws.continual.memory import LatentMemory, balanced_draw
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_shipped_bundle_carries_a_listed_hashed_memory(app_bundle):
 def test_packed_latents_reproduce_the_head_logits_exactly(app_bundle, real_clips):
     b = Bundle.load(app_bundle)
     audio, labels = real_clips
-    feats = E.Embedder(b)(audio)
+    feats = Embedder(b)(audio)
     dims = [f.shape[1] for f in feats]
     mem = LatentMemory(b.exits, dims, capacity=64)
     mem.add(feats, labels)
@@ -131,9 +132,9 @@ def test_mixed_batch_cwr_matches_hand_computation():
 
 def test_runtime_min_exit_matches_the_calibration_rule(app_bundle, real_clips, tmp_path):
     """A label's minimum exit keeps early exits from deciding for it, in the runtime exactly as
-    in :func:`bnnkws.kws.operating_point.decide` (which calibration uses)."""
+    in :func:`bnnkws.kws.continual.operating_point.decide` (which calibration uses)."""
     from bnnkws.deploy.runtime import Detector
-    from bnnkws.kws.operating_point import decide
+    from bnnkws.kws.continual.operating_point import decide
 
     dst = tmp_path / "b"
     shutil.copytree(app_bundle, dst)
@@ -159,8 +160,8 @@ def test_runtime_min_exit_matches_the_calibration_rule(app_bundle, real_clips, t
 def test_listener_uses_per_word_thresholds(app_bundle, tmp_path):
     from types import SimpleNamespace
 
-    from bnnkws.app.cmd_listen import build_streamer
-    from bnnkws.app.smoothing import RecognizeCommands
+    from bnnkws.app.commands.listen import build_streamer
+    from bnnkws.app.listener.smoothing import RecognizeCommands
 
     labels = ["_silence_", "_unknown_", "yes", "marvin"]
     probs = np.array([0.05, 0.05, 0.1, 0.8])

@@ -53,7 +53,7 @@ def test_old_class_test_clips_come_from_the_models_own_speaker_split(sc_v2, sc_v
     """A model trained with --seed 1 has a different speaker split; its old-class test must be
     that split's test speakers, none of whom it trained on (seed 0's test speakers are partly
     seed 1's training speakers, which would flatter it)."""
-    from bnnkws.kws.cl_eval import CLEvalConfig, old_class_items
+    from bnnkws.kws.evaluation.cl_eval import CLEvalConfig, old_class_items
     from bnnkws.kws.data import load_dataset
 
     labels = load_dataset(str(sc_v2), task="12", seed=0).labels

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnnkws.kws.cwr import (CWRStar, Precision, cross_entropy, cross_entropy_grad,
-                            fixed_point, parse_bits, softmax)
-from bnnkws.kws.replay import (ReplayMemory, channel_scales, mixed_batches, pack_bits,
-                               unpack_bits)
+from bnnkws.kws.continual.cwr import (CWRStar, Precision, cross_entropy, cross_entropy_grad,
+                                      fixed_point, parse_bits, softmax)
+from bnnkws.kws.continual.replay import (ReplayMemory, channel_scales, mixed_batches, pack_bits,
+                                         unpack_bits)
 
 
 def test_consolidation_matches_hand_computed_example():

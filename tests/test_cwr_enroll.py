@@ -16,6 +16,7 @@ import pytest
 
 from bnnkws.deploy import enroll as E
 from bnnkws.deploy.bundle import Bundle
+from bnnkws.deploy.swap import recover
 from bnnkws.frontend.audio import load_audio
 
 NEW_WORD = "marvin"  # a Speech Commands v1 word outside the 12-class task
@@ -159,7 +160,7 @@ def test_interrupted_enrolment_leaves_the_old_bundle_working(bundle_copy, sc_v1_
     # the old copy waits under .bundle.old-*. The next enrolment command restores it.
     shutil.copytree(bundle_copy, bundle_copy.parent / ".bundle.new-x")
     bundle_copy.rename(bundle_copy.parent / ".bundle.old-x")
-    E.recover(bundle_copy)
+    recover(bundle_copy)
     assert sorted(p.name for p in bundle_copy.parent.iterdir()) == ["bundle"]
     assert (bundle_copy / "manifest.json").read_bytes() == before
     Bundle.load(bundle_copy)

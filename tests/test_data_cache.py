@@ -12,10 +12,10 @@ import pytest
 from bnnkws.frontend import DEFAULT_FRONTEND, FrontendConfig
 from bnnkws.frontend.audio import load_audio
 from bnnkws.frontend.reference import log_mel
-from bnnkws.kws import features
+from bnnkws.kws.features import cache as features
 from bnnkws.kws.data import load_dataset
-from bnnkws.kws.features import extract, feature_stats, load_waveforms
-from bnnkws.kws.pipeline import eval_arrays
+from bnnkws.kws.features.cache import extract, feature_stats, load_waveforms
+from bnnkws.kws.features.pipeline import eval_arrays
 
 
 @pytest.fixture()

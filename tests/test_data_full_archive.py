@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnnkws.kws import features, shards
+from bnnkws.kws.features import cache as features
+from bnnkws.kws.features import shards
 from bnnkws.kws.data import BACKGROUND, LABELS12, SILENCE, UNKNOWN, WORDS12, load_dataset
 
 # The 35 words of v0.02. All of them can be made from the shared data: the ten keywords have

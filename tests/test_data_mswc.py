@@ -80,7 +80,7 @@ def test_task_word_list_min_clips_and_aux_vocabulary(mswc):
         load_mswc(root, task="all", min_clips=11)
     # as --aux-data: every clip keeps its word, the holdout and the task's held-out speakers
     # stay out, and --aux-min-clips drops the words that are left with fewer clips
-    from bnnkws.kws import vocab
+    from bnnkws.kws.data import vocab
     from bnnkws.kws.data import LABELS12
 
     gone = next(r["SPEAKER"] for r in rows if r["WORD"] == "stop")
@@ -96,7 +96,7 @@ def test_task_word_list_min_clips_and_aux_vocabulary(mswc):
         set(WORDS) - {"marvin"} - short)
     # as --aux-only (alias of --aux-synth): the non-task words train the auxiliary heads only
     from bnnkws.app import cli
-    from bnnkws.app.cmd_train import config_from_args
+    from bnnkws.app.commands.train import config_from_args
 
     spec = f"mswc:{root}"
     args = cli.build_parser().parse_args(["train", "--data", "x", "--aux-vocab",

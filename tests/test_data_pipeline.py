@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from bnnkws.frontend import DEFAULT_FRONTEND
-from bnnkws.kws.augment import (AugmentConfig, NoiseBank, augment_waveforms, place,
-                                spec_augment)
+from bnnkws.kws.features.augment import (AugmentConfig, NoiseBank, augment_waveforms, place,
+                                         spec_augment)
 from bnnkws.kws.data import load_dataset
-from bnnkws.kws.pipeline import BatchMaker, eval_arrays, train_dataset
+from bnnkws.kws.features.pipeline import BatchMaker, eval_arrays, train_dataset
 
 
 def test_place_centres_crops_and_shifts():
@@ -195,7 +195,7 @@ def test_features_carry_the_labels_on_speaker_disjoint_split(sc_v2, tmp_path):
 def test_band_limit_by_hand():
     """Tones below the roll-off pass unchanged, tones above the cutoff vanish, a tone inside the
     roll-off gets the raised cosine's gain; only the drawn share of rows is touched."""
-    from bnnkws.kws.augment import BAND_EDGE_HZ, band_limit
+    from bnnkws.kws.features.augment import BAND_EDGE_HZ, band_limit
 
     t = np.arange(16000) / 16000
     tone = lambda hz: np.sin(2 * np.pi * hz * t)  # noqa: E731
@@ -246,7 +246,7 @@ def test_band_limited_batches_have_no_energy_above_the_cutoff(sc_v2, tmp_path):
 def test_speed_perturb_by_hand():
     """A 1 kHz tone of 0.5 s played at speed 1.1 lasts 0.5/1.1 s at 1.1 kHz, at 0.9 lasts
     0.5/0.9 s at 0.9 kHz; only the drawn share of clips is touched; off draws nothing."""
-    from bnnkws.kws.augment import speed_perturb
+    from bnnkws.kws.features.augment import speed_perturb
 
     tone = np.sin(2 * np.pi * 1000 * np.arange(8000) / 16000).astype(np.float32)
     for s in (0.9, 1.1):
@@ -284,7 +284,7 @@ def test_speed_perturbed_batches_move_the_spectrum_of_real_words(sc_v2, tmp_path
 
 
 def test_speed_perturbation_is_an_in_memory_pipeline_option():
-    from bnnkws.kws.train_config import TrainConfig, TrainError
+    from bnnkws.kws.training.config import TrainConfig, TrainError
 
     with pytest.raises(TrainError, match="--speed-prob: in-memory pipeline only"):
         TrainConfig(data="x", speed_prob=0.5, pipeline="shards")

@@ -276,7 +276,7 @@ def test_folder_with_noise_is_not_mistaken_for_speech_commands(tmp_path, synth_w
 def test_folder_reads_flac_and_ogg_and_fsdd_is_resampled(tmp_path, synth_words, fsdd):
     import soundfile as sf
 
-    from bnnkws.kws.features import load_waveforms
+    from bnnkws.kws.features.cache import load_waveforms
 
     y, sr = sf.read(next((synth_words / "yes").glob("*.wav")), dtype="float32")
     (tmp_path / "d" / "a").mkdir(parents=True)

@@ -19,7 +19,7 @@ def test_shards_cli_builds_once_and_training_reuses_them(sc_v2, tmp_path, capsys
     folders = sorted(p.name for p in cache.glob("shards-*"))
     assert len(folders) == 1
 
-    from bnnkws.kws.train import TrainConfig, prepare_data
+    from bnnkws.kws.training.train import TrainConfig, prepare_data
 
     data = prepare_data(TrainConfig(data=str(sc_v2), pipeline="shards", cache_dir=str(cache),
                                     verbose=0))

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from bnnkws.app.cli import main
-from bnnkws.kws import synth
+from bnnkws.kws.data import synth
 from bnnkws.kws.data import load_dataset
 
 

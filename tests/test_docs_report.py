@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bnnkws.app import cmd_report
+from bnnkws.app.commands import report as cmd_report
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from bnnkws.kws.data import Clip
-from bnnkws.kws.evaluate import EvalError, ModelLogits, match_labels
+from bnnkws.kws.evaluation.evaluate import EvalError, ModelLogits, match_labels
 from bnnkws.kws.policy import ExitPolicy, decide_batch
-from bnnkws.kws.report import (COARSE_DELTAS, confusion, delta_within, per_exit_accuracy,
-                               sweep_point, write_report)
+from bnnkws.kws.evaluation.report import (COARSE_DELTAS, confusion, delta_within, per_exit_accuracy,
+                                          sweep_point, write_report)
 
 LABELS = ["yes", "no", "up", "down", "_silence_", "_unknown_"]
 

@@ -24,7 +24,7 @@ def eval_run(tiny_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(eval_run):
     """(ModelConfig, keras.Model) of the run, built once for the module."""
-    from bnnkws.kws.run import load_run
+    from bnnkws.kws.training.run import load_run
 
     return load_run(eval_run)
 
@@ -35,8 +35,8 @@ def _data_of(run):
 
 def test_evaluate_run_matches_keras(eval_run, loaded):
     from bnnkws.kws import data as kdata
-    from bnnkws.kws import features
-    from bnnkws.kws.evaluate import evaluate_run
+    from bnnkws.kws.features import cache as features
+    from bnnkws.kws.evaluation.evaluate import evaluate_run
 
     tc = json.loads((eval_run / "train_config.json").read_text())
     ds = kdata.load_dataset(tc["data"], task=tc.get("task"), seed=tc.get("seed", 0))
@@ -74,11 +74,11 @@ def test_kws_eval_report_calibrate_and_budget(eval_run, loaded, tmp_path, capsys
     assert all(c["nll_after"] <= c["nll_before"] + 0.05 for c in cal)
     # budget: the chosen delta keeps the validation average exit within 3.0
     from bnnkws.kws import data as kdata
-    from bnnkws.kws.evaluate import evaluate_run
+    from bnnkws.kws.evaluation.evaluate import evaluate_run
 
     tc = json.loads((eval_run / "train_config.json").read_text())
     ds = kdata.load_dataset(tc["data"], task=tc.get("task"), seed=tc.get("seed", 0))
-    from bnnkws.app.cmd_eval import _subset
+    from bnnkws.app.commands.eval import _subset
 
     vclips = _subset(list(ds.validation), 120, tc.get("seed", 0))  # the clips --max-clips used
     val = evaluate_run(eval_run, vclips, progress=False, model=loaded[1], cfg=loaded[0])
@@ -103,11 +103,11 @@ def test_kws_eval_user_errors(eval_run, tmp_path, capsys):
 def test_kws_eval_bundle_goes_through_the_runtime(tiny_bundle, tiny_bundle_keras, sc_v2,
                                                   tmp_path, capsys):
     """A bundle is scored by the deployed runtime; its per-exit accuracy is the Keras model's."""
-    from bnnkws.app.cmd_eval import _subset
+    from bnnkws.app.commands.eval import _subset
     from bnnkws.kws import data as kdata
-    from bnnkws.kws import features
-    from bnnkws.kws.report import per_exit_accuracy
-    from bnnkws.kws.evaluate import ModelLogits
+    from bnnkws.kws.features import cache as features
+    from bnnkws.kws.evaluation.report import per_exit_accuracy
+    from bnnkws.kws.evaluation.evaluate import ModelLogits
 
     out = tmp_path / "bundle_report"
     rc = main(["eval", str(tiny_bundle), "--data", str(sc_v2), "--out", str(out),

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnnkws.kws.calibration import (calibrate_exits, expected_calibration_error, fit_temperature,
-                                    fit_temperatures, nll, store_temperatures)
+from bnnkws.kws.evaluation.calibration import (calibrate_exits, expected_calibration_error,
+                                               fit_temperature, fit_temperatures, nll,
+                                               store_temperatures)
 from bnnkws.kws.policy import softmax
 
 

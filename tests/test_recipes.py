@@ -12,8 +12,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from bnnkws.app import bench_enroll, cli
-from bnnkws.kws import vocab
+from bnnkws.app import cli
+from bnnkws.app.bench import enroll as bench_enroll
+from bnnkws.kws.data import vocab
 from bnnkws.kws.data import WORDS12
 
 REPO = Path(__file__).resolve().parents[1]

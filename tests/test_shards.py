@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from bnnkws.frontend import DEFAULT_FRONTEND
-from bnnkws.kws import features, shards
+from bnnkws.kws.features import cache as features
+from bnnkws.kws.features import shards
 from bnnkws.kws.data import BACKGROUND, SILENCE, Clip, load_dataset
 
 PER_SHARD = 64

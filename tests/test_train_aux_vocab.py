@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from bnnkws.kws import vocab
-from bnnkws.kws.augment import (AugmentConfig, NoiseBank, energy_cdf, place, shift_rows,
-                                speech_extent, window_shifts)
+from bnnkws.kws.data import vocab
+from bnnkws.kws.features.augment import (AugmentConfig, NoiseBank, energy_cdf, place, shift_rows,
+                                         speech_extent, window_shifts)
 from bnnkws.kws.data import load_dataset
-from bnnkws.kws.features import load_waveforms
+from bnnkws.kws.features.cache import load_waveforms
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_energy_cdf_is_monotone_and_ends_at_one(word_batch):
 
 
 def test_batchmaker_cut_words_become_unknown_without_aux_label(sc_dataset, tmp_path):
-    from bnnkws.kws.pipeline import BatchMaker
+    from bnnkws.kws.features.pipeline import BatchMaker
 
     tr = sc_dataset.train
     pick = [c for c in tr if c.label == "_silence_"][:4] + [c for c in tr if c.label == "no"][:12]
@@ -106,7 +106,7 @@ def test_batchmaker_cut_words_become_unknown_without_aux_label(sc_dataset, tmp_p
 
 def test_noise_bank_mixes_generated_noise_among_recordings(sc_background_noise):
     from bnnkws.frontend import DEFAULT_FRONTEND
-    from bnnkws.kws.augment import noise_files
+    from bnnkws.kws.features.augment import noise_files
 
     files = noise_files([sc_background_noise])
     assert len(files) == 6
@@ -136,7 +136,7 @@ def test_noise_bank_mixes_generated_noise_among_recordings(sc_background_noise):
 def test_masked_cross_entropy_ignores_unlabelled_clips():
     import tensorflow as tf
 
-    from bnnkws.kws.train import masked_sparse_ce
+    from bnnkws.kws.training.train import masked_sparse_ce
 
     logits = tf.constant(np.random.default_rng(0).normal(size=(4, 5)), tf.float32)
     y = tf.constant([2, -1, 0, -1])
@@ -151,8 +151,8 @@ def test_training_with_aux_heads_saves_a_task_only_model(sc_v2, sc_v1_sample,
                                                          sc_background_noise, tmp_path):
     """A real (tiny, single-exit) run: the auxiliary heads train beside the task's exit, the
     saved weights are the task model's alone, the split stays speaker-disjoint."""
-    from bnnkws.kws.run import load_run
-    from bnnkws.kws.train import TrainConfig, run_training
+    from bnnkws.kws.training.run import load_run
+    from bnnkws.kws.training.train import TrainConfig, run_training
 
     tc = TrainConfig(data=str(sc_v2), arch="quicknet", width=0.25, single_exit=1, epochs=1,
                      batch_size=32, max_train_clips=64, seed=0, out=str(tmp_path / "run"),
@@ -187,9 +187,9 @@ def test_synthetic_corpus_trains_aux_words_without_task_labels(sc_dataset, sc_v1
     corpus through --aux-data still gives _unknown_."""
     import tensorflow as tf
 
-    from bnnkws.kws.pipeline import label_indices
-    from bnnkws.kws.synth import synthesize
-    from bnnkws.kws.train import sparse_ce
+    from bnnkws.kws.features.pipeline import label_indices
+    from bnnkws.kws.data.synth import synthesize
+    from bnnkws.kws.training.train import sparse_ce
 
     synth = tmp_path / "synth"
     synthesize(["apple", "yes"], synth, per_word=3, seed=0)
@@ -214,7 +214,7 @@ def test_am_softmax_loss_matches_hand_computation():
     a margin makes a correctly ranked clip pay until its cosine leads by more than m."""
     import tensorflow as tf
 
-    from bnnkws.kws.train import am_softmax_ce
+    from bnnkws.kws.training.train import am_softmax_ce
 
     rng = np.random.default_rng(1)
     cos = rng.uniform(-1, 1, size=(6, 5))
@@ -242,10 +242,10 @@ def test_cosine_aux_heads_output_exact_cosines(binary):
     the cosine of the raw vectors."""
     import tensorflow as tf
 
-    from bnnkws.kws import optim
+    from bnnkws.kws.training import optim
     from bnnkws.kws.config import ModelConfig
     from bnnkws.kws.models import build_model
-    from bnnkws.kws.train import with_aux_heads
+    from bnnkws.kws.training.train import with_aux_heads
 
     cfg = ModelConfig(arch="quicknet", width=0.25, binary=binary, single_exit=2)
     model = build_model(cfg)
@@ -273,8 +273,8 @@ def test_cosine_aux_heads_output_exact_cosines(binary):
 def test_training_with_am_softmax_aux_heads(sc_v2, sc_v1_sample, tmp_path):
     """A real tiny run with --aux-margin: the margin loss trains beside the task's exit and
     the saved model is the task's alone; the option is refused without --aux-vocab."""
-    from bnnkws.kws.run import load_run
-    from bnnkws.kws.train import TrainConfig, TrainError, run_training
+    from bnnkws.kws.training.run import load_run
+    from bnnkws.kws.training.train import TrainConfig, TrainError, run_training
 
     with pytest.raises(TrainError, match="--aux-margin needs --aux-vocab"):
         TrainConfig(data=str(sc_v2), aux_margin=0.2)

@@ -14,8 +14,9 @@ import math
 import numpy as np
 import pytest
 
-from bnnkws.kws import callbacks as cbs
-from bnnkws.kws import optim, train
+from bnnkws.kws.training import callbacks as cbs
+from bnnkws.kws.training import optim
+from bnnkws.kws.training import train
 from bnnkws.kws.config import ModelConfig
 
 import larq as lq

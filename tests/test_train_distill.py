@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from bnnkws.kws import teacher as kteacher
+from bnnkws.kws.training import teacher as kteacher
 
 
 def test_targets_are_standardised_unit_rows_and_missing_clips_get_none():
@@ -70,9 +70,9 @@ def test_teacher_separates_digits_of_an_unseen_speaker(fsdd):
 
 
 def test_cut_words_lose_their_teacher_target_too(sc_v2, tmp_path):
-    from bnnkws.kws.augment import AugmentConfig
+    from bnnkws.kws.features.augment import AugmentConfig
     from bnnkws.kws.data import load_dataset
-    from bnnkws.kws.pipeline import BatchMaker
+    from bnnkws.kws.features.pipeline import BatchMaker
 
     tr = load_dataset(sc_v2).train
     pick = [c for c in tr if c.label == "_silence_"][:3] + [c for c in tr if c.label == "up"][:9]
@@ -92,8 +92,8 @@ def test_training_with_distillation_saves_a_task_only_model(sc_v2, sc_v1_sample,
     and the saved model is the task's alone (the bundle does not change shape)."""
     pytest.importorskip("openwakeword", reason="the teacher ships in openwakeword "
                         "(pip install 'bnn-kws[distill]'; the test extra includes it)")
-    from bnnkws.kws.run import load_run
-    from bnnkws.kws.train import TrainConfig, TrainError, prepare_data, run_training
+    from bnnkws.kws.training.run import load_run
+    from bnnkws.kws.training.train import TrainConfig, TrainError, prepare_data, run_training
 
     common = dict(data=str(sc_v2), arch="quicknet", width=0.25, batch_size=32,
                   max_train_clips=64, seed=0, aux_vocab=True, aux_data=[str(sc_v1_sample)],

@@ -180,7 +180,7 @@ def test_two_workers_killed_and_resumed_match_one_device(killed_and_resumed, one
 
 
 def test_distribute_errors_name_the_problem(monkeypatch):
-    from bnnkws.kws import distribute as dist
+    from bnnkws.kws.training import distribute as dist
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(dist.DistributeError, match="TF_CONFIG"):

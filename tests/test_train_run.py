@@ -49,8 +49,8 @@ def test_tiny_run_directory_is_complete(tiny_run):
 def test_load_run_rebuilds_the_trained_model(tiny_run):
     import h5py
 
-    from bnnkws.kws.optim import binary_variables
-    from bnnkws.kws.train import load_run
+    from bnnkws.kws.training.optim import binary_variables
+    from bnnkws.kws.training.train import load_run
 
     cfg, model = load_run(tiny_run, which="best")
     assert sorted(model.output_names) == sorted(cfg.exit_names)
@@ -72,8 +72,8 @@ def test_load_run_rebuilds_the_trained_model(tiny_run):
 
 
 def test_cli_help_lists_every_option_and_mirrors_defaults(capsys):
-    from bnnkws.app import cmd_train
-    from bnnkws.kws.train import TrainConfig
+    from bnnkws.app.commands import train as cmd_train
+    from bnnkws.kws.training.train import TrainConfig
 
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
@@ -115,8 +115,8 @@ def test_cli_resume_keeps_the_runs_options(tiny_run, tmp_path):
     """`kws train --resume --out R --epochs N` rebuilds the saved config with only N changed."""
     import argparse
 
-    from bnnkws.app import cmd_train
-    from bnnkws.kws.train import TrainConfig
+    from bnnkws.app.commands import train as cmd_train
+    from bnnkws.kws.training.train import TrainConfig
 
     run = tmp_path / "copy"
     shutil.copytree(tiny_run, run)
@@ -139,8 +139,8 @@ def test_split_seed_keeps_the_speakers_while_the_seed_changes(sc_v2, tmp_path):
 
     from bnnkws.deploy.export import training_split
     from bnnkws.kws.data import load_dataset
-    from bnnkws.kws.run import split_seed
-    from bnnkws.kws.train import TrainConfig, run_training
+    from bnnkws.kws.training.run import split_seed
+    from bnnkws.kws.training.train import TrainConfig, run_training
 
     base = dict(data=str(sc_v2), arch="quicknet", width=0.25, single_exit=1, epochs=1,
                 batch_size=32, max_train_clips=32, verbose=0,

@@ -66,7 +66,7 @@ def main(argv):
             print(f"{path}: {r.label} (exit {r.exit}, entropy {r.entropy:.3f}, "
                   f"stages {', '.join(f'{t:.2f}' for t in r.stage_ms)} ms)")
         return 0
-    from bnnkws.app import cmd_listen
+    from bnnkws.app.commands import listen as cmd_listen
 
     cmd_listen.COMMAND = "python3 run_pi.py"  # its printed hints name this script
     p = argparse.ArgumentParser(prog="run_pi.py")

@@ -1,8 +1,8 @@
 """Speech datasets read the way their users have them on disk, with speaker-disjoint splits.
 
 ``load_dataset(spec, task=..., seed=...)`` returns a :class:`Dataset` of :class:`Clip`s;
-features and training pipelines live in :mod:`bnnkws.kws.features` and
-:mod:`bnnkws.kws.pipeline`. Nothing here imports TensorFlow.
+features and training pipelines live in :mod:`bnnkws.kws.features.cache` and
+:mod:`bnnkws.kws.features.pipeline`. Nothing here imports TensorFlow.
 """
 from .base import (BACKGROUND, SILENCE, SPLITS, UNKNOWN, Clip, ClipList, Dataset, check_file,
                    speaker_from_name)

@@ -47,7 +47,7 @@ class ClipList(list):
     """A list of clips that remembers the dataset's label order and noise files.
 
     It is a plain ``list`` for every other purpose, so code written against ``list[Clip]``
-    keeps working; :mod:`bnnkws.kws.pipeline` reads ``labels`` and ``noise_paths`` from it.
+    keeps working; :mod:`bnnkws.kws.features.pipeline` reads ``labels`` and ``noise_paths`` from it.
     """
 
     def __init__(self, clips=(), labels=(), noise_paths=()):

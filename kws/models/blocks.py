@@ -90,8 +90,8 @@ def binary_conv(x, filters: int, kernel, q: QuantSpec, binary: bool, *, strides=
         name=name)(x)
 
 
-# Set by bnnkws.kws.distribute.synchronized_batch_norm() while a model is built for more than
-# one replica: each replica then normalises with the statistics of the *global* batch, so a
+# Set by bnnkws.kws.training.distribute.synchronized_batch_norm() while a model is built for more
+# than one replica: each replica then normalises with the statistics of the *global* batch, so a
 # distributed run computes what one device would (plain BatchNormalization would use each
 # replica's share of the batch). The variables are the same, so weights load either way.
 SYNC_BN = False
