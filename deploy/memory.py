@@ -70,19 +70,23 @@ def memory_info(mem: LatentMemory, nbytes: int, built_from: Optional[dict] = Non
     return info
 
 
-def resolve_data(bundle: Bundle, data=None) -> Path:
-    """The data folder: ``data``, else the manifest's training split data if it exists here."""
+def resolve_data(bundle: Bundle, data=None):
+    """The data SPEC: ``data``, else the manifest's training data if it exists here (a list of
+    SPECs for a run trained on several corpora)."""
+    from bnnkws.kws.data import parse_spec
+
     split = (bundle.manifest.get("source") or {}).get("split") or {}
     cand = data if data is not None else split.get("data")
     if cand is None:
         raise MemoryBuildError(f"{bundle.path}: the manifest does not record the training data; "
                                f"give it with --data DIR")
-    p = Path(cand)
-    if not p.exists():
-        raise MemoryBuildError(f"data folder {p} not found" + (
-            "" if data is not None else f" (recorded in {bundle.path / 'manifest.json'} as the "
-                                         f"training data); give it with --data DIR"))
-    return p
+    for spec in (cand if isinstance(cand, list) else [cand]):
+        p = parse_spec(spec)[1]
+        if not p.exists():
+            raise MemoryBuildError(f"data folder {p} not found" + (
+                "" if data is not None else f" (recorded in {bundle.path / 'manifest.json'} as "
+                                             f"the training data); give it with --data DIR"))
+    return cand if isinstance(cand, list) else Path(cand)
 
 
 def _noise_windows(paths, n: int, rng, sr: int, length: int) -> np.ndarray:
@@ -127,7 +131,8 @@ def build_memory(bundle_path, data=None, *, capacity: int = DEFAULT_CAPACITY,
     split = (bundle.manifest.get("source") or {}).get("split") or {}
     task, split_seed = split.get("task") or "12", int(split.get("seed") or 0)
     try:
-        ds = load_dataset(str(root), task=task, seed=split_seed)
+        ds = load_dataset(root if isinstance(root, list) else str(root), task=task,
+                          seed=split_seed)
     except DatasetError as e:
         raise MemoryBuildError(str(e)) from e
     missing = [lab for lab in ds.labels if lab not in bundle.labels]
@@ -167,7 +172,8 @@ def build_memory(bundle_path, data=None, *, capacity: int = DEFAULT_CAPACITY,
             raise MemoryBuildError(f"{noise_dir or root}: no background-noise recordings for "
                                    f"the memory's noise windows")
         mem.set_noise(_noise_windows(paths, noise_windows, rng, fe.sample_rate, fe.clip_samples))
-    built = {"data": str(root), "task": task, "split_seed": split_seed, "seed": int(seed),
+    built = {"data": root if isinstance(root, list) else str(root), "task": task,
+             "split_seed": split_seed, "seed": int(seed),
              "train_clips": len(train), "offered": int(len(order)),
              "unreadable": len(problems),
              "noise": str(noise_dir) if noise_dir else "training split noise",

@@ -48,6 +48,12 @@ def fsdd() -> Path:
     return _need("fsdd")
 
 
+@pytest.fixture(scope="session")
+def sc_extra() -> Path:
+    """26,862 more Speech Commands clips (15 words, no on/off; Opus) in the archive's layout."""
+    return _need("speech_commands_extra")
+
+
 # Test files that take minutes, started first so that two xdist workers (--dist loadfile) do
 # not end with one of them running a long file alone.
 LONG_FILES = ("test_train_distribute.py", "test_tf_without_onednn.py", "test_models_arch.py",

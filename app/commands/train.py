@@ -46,9 +46,16 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="SPEC",
+    g.add_argument("--data", metavar="SPEC", action="append",
                    help="dataset: a folder (kind detected) or sc:PATH, fsdd:PATH, mswc:PATH, "
-                        "folder:PATH (required unless --resume, which reuses the run's)")
+                        "folder:PATH (required unless --resume, which reuses the run's). "
+                        "Repeat it to train on several corpora together: each is split on its "
+                        "own (same task and split seed), speakers one holds out never train "
+                        "through another, and RUN/data_sources.json says what came from where")
+    g.add_argument("--class-balance", type=float, default=d.class_balance, metavar="ALPHA",
+                   help="weigh each clip's task loss by n_c^-ALPHA (n_c: training clips of its "
+                        "class; mean weight 1): 0 off, 1 every class counts the same, 0.5 "
+                        "between; for pooled corpora whose classes are unbalanced")
     g.add_argument("--task", default=d.task,
                    help="Speech Commands (and MSWC) task: 12, 35/all, or a comma list of words")
     g.add_argument("--max-train-clips", type=int, default=None, metavar="N",
@@ -265,7 +272,7 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "speed_range", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_min_clips",
            "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline",
-           "shuffle_buffer")
+           "shuffle_buffer", "class_balance")
 
 
 def config_from_args(args):

@@ -7,8 +7,9 @@ features and training pipelines live in :mod:`bnnkws.kws.features.cache` and
 from .base import (BACKGROUND, SILENCE, SPLITS, UNKNOWN, Clip, ClipList, Dataset, check_file,
                    speaker_from_name)
 from .spec import DatasetError, detect_kind, load_dataset, parse_spec, same_dataset
+from .multi import merge, sources
 from .speech_commands import LABELS12, WORDS12
 
 __all__ = ["Clip", "ClipList", "Dataset", "DatasetError", "load_dataset", "parse_spec",
            "same_dataset", "detect_kind", "check_file", "speaker_from_name", "SPLITS", "SILENCE",
-           "UNKNOWN", "BACKGROUND", "LABELS12", "WORDS12"]
+           "UNKNOWN", "BACKGROUND", "LABELS12", "WORDS12", "merge", "sources"]

@@ -40,6 +40,8 @@ def same_dataset(recorded, spec) -> bool:
     """
     if not recorded:
         return False
+    if isinstance(recorded, (list, tuple)):  # a run trained on several corpora
+        return any(same_dataset(r, spec) for r in recorded)
     _, rec = parse_spec(recorded)
     _, got = parse_spec(spec)
     got = got.resolve()
@@ -84,7 +86,24 @@ def load_dataset(spec, task=None, seed: int = 0, val_frac: float = 0.1,
     file names carry a speaker; Speech Commands archives use their official lists when present.
     ``unknown_pct``/``silence_pct`` apply where ``_unknown_``/``_silence_`` are drawn (Speech
     Commands archives); the prepared test layout keeps its own folders as they are.
+
+    ``spec`` may also be a list of SPECs (``kws train --data A --data B``): each corpus is read
+    and split on its own, then joined by :func:`bnnkws.kws.data.multi.merge` (speakers one
+    corpus holds out never train through another).
     """
+    if isinstance(spec, (list, tuple)):
+        from .multi import MergeError, merge
+
+        specs = [str(s) for s in spec]
+        if len(specs) == 1:
+            return load_dataset(specs[0], task, seed, val_frac, test_frac, unknown_pct,
+                                silence_pct)
+        parts = [load_dataset(s, task, seed, val_frac, test_frac, unknown_pct, silence_pct)
+                 for s in specs]
+        try:
+            return merge(parts, specs)
+        except MergeError as e:
+            raise DatasetError(str(e)) from e
     kind, path = parse_spec(spec)
     if kind is None:
         kind = detect_kind(path)

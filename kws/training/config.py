@@ -37,7 +37,8 @@ class TrainError(ValueError):
 class TrainConfig:
     """Every option of ``kws train`` (saved as ``train_config.json`` in the run directory)."""
 
-    data: str = ""
+    # A dataset SPEC, or a list of them trained together (bnnkws.kws.data.multi).
+    data: str | list = ""
     arch: str = "quicknet"
     task: Optional[str] = "12"
     width: float = 1.0
@@ -98,6 +99,10 @@ class TrainConfig:
     # real ones; bnnkws.kws.features.augment.speed_perturb). In-memory pipeline only.
     speed_prob: float = 0.0
     speed_range: tuple = (0.9, 1.1)
+    # Class-balanced task loss: class c's clips weigh n_c ** -class_balance (normalised so the
+    # mean weight over the training clips is 1). 0 = every clip counts 1; 1 = every class
+    # counts the same; 0.5 between (pooled corpora leave on/off with a seventh of up's clips).
+    class_balance: float = 0.0
     # Auxiliary vocabulary heads (training only, bnnkws.kws.data.vocab): one per exit, classifying
     # the clip's word; aux_data adds corpora (dataset SPECs) whose clips train with their word;
     # aux_holdout words get no auxiliary class (None = vocab.DEFAULT_HOLDOUT); each aux head's
@@ -141,6 +146,8 @@ class TrainConfig:
         self.snr_db = [float(v) for v in self.snr_db]
         self.band_limit_hz = tuple(float(v) for v in self.band_limit_hz)
         self.speed_range = tuple(float(v) for v in self.speed_range)
+        if isinstance(self.data, (list, tuple)):
+            self.data = [str(v) for v in self.data] if len(self.data) != 1 else str(self.data[0])
         for name in ("noise_dirs", "aux_data", "aux_synth", "aux_holdout"):
             if getattr(self, name) is not None:
                 setattr(self, name, [str(v) for v in getattr(self, name)])
@@ -202,6 +209,8 @@ class TrainConfig:
         if self.offset_prob + self.partial_prob > 1:
             raise TrainError(f"offset-prob + partial-prob must be <= 1, got "
                              f"{self.offset_prob} + {self.partial_prob}")
+        if not 0 <= self.class_balance <= 1:
+            raise TrainError(f"class-balance must be in [0, 1], got {self.class_balance}")
         if not self.aux_weight >= 0:
             raise TrainError(f"aux-weight must be >= 0, got {self.aux_weight}")
         if not 0 <= self.aux_margin < 1:

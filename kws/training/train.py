@@ -52,7 +52,7 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "aux_min_clips", "aux_weight", "aux_margin", "aux_scale", "distill",
                     "distill_weight",
                     "band_limit_prob", "band_limit_hz", "speed_prob", "speed_range", "pipeline",
-                    "shuffle_buffer")
+                    "shuffle_buffer", "class_balance")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +92,10 @@ class TrainData:
     val_stream: Optional[Callable] = None  # batch_size -> tf.data.Dataset
     test_stream: Optional[Callable] = None
     pipeline: str = "memory"
+    # Training clips per task label (for --class-balance) and, for several corpora, what came
+    # from where ({spec: {split: {label: clips}}} and the merge's notes).
+    class_counts: Optional[list] = None
+    sources: dict = field(default_factory=dict)
 
     @property
     def num_train(self) -> int:
@@ -147,10 +151,17 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
     from bnnkws.kws.features import pipeline
 
     frontend = frontend or DEFAULT_FRONTEND
+    specs = tc.data if isinstance(tc.data, list) else [tc.data]
     try:
-        ds = kdata.load_dataset(tc.data, task=tc.task, seed=tc.speaker_split_seed)
+        parts = [kdata.load_dataset(s, task=tc.task, seed=tc.speaker_split_seed) for s in specs]
+        ds = parts[0] if len(parts) == 1 else kdata.merge(parts, specs)
     except (FileNotFoundError, ValueError) as e:
-        raise TrainError(f"--data {tc.data}: {e}") from e
+        raise TrainError(f"--data {' --data '.join(specs)}: {e}") from e
+    sources = {} if len(parts) == 1 else {"corpora": kdata.sources(parts, specs, ds),
+                                          "notes": list(ds.notes)}
+    if sources and tc.verbose:
+        for note in ds.notes:
+            print(f"data: {note}", file=sys.stderr)
     train = list(ds.train)
     if tc.max_train_clips is not None and len(train) > tc.max_train_clips:
         # A fixed random subset (not the first N, which would be few words/speakers).
@@ -171,6 +182,9 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         except (FileNotFoundError, ValueError) as e:
             raise TrainError(f"--aux-data {tc.aux_data} / --aux-synth {tc.aux_synth}: {e}") \
                 from e
+        # A corpus named by both --data and --aux-data gives its task clips once.
+        seen = {c.path for c in train}
+        extra = [c for c in extra if c.path not in seen]
         train = train + extra
         aux_labels = kvocab.vocabulary(train, holdout, tc.aux_min_clips)
         if not aux_labels:
@@ -198,9 +212,12 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         train_aux = np.stack([lab, np.arange(len(train))], axis=1).astype(np.int32)
         vlab = val_aux if val_aux is not None else np.full(len(val), -1)
         val_aux = np.stack([vlab, len(train) + np.arange(len(val))], axis=1).astype(np.int32)
+    counts = [sum(1 for c in train if c.label == lab) for lab in labels]
     if sharded:
-        return _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux,
+        data = _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux,
                              aux_labels, aux_info)
+        data.class_counts, data.sources = counts, sources
+        return data
     cache = tc.cache_dir
     show = tc.verbose > 0
     train_x, train_y = _arrays(train, frontend, labels, cache, show, train_aux)
@@ -237,7 +254,8 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
                      val_y=val_y, test_x=test_x, test_y=test_y, split=split,
                      name=getattr(ds, "name", str(tc.data)), augmented=augmented,
                      aux_labels=aux_labels, train_aux=train_aux, val_aux=val_aux,
-                     aux_info=aux_info, teacher=teacher)
+                     aux_info=aux_info, teacher=teacher, class_counts=counts,
+                     sources=sources)
 
 
 def _teacher_table(tc: TrainConfig, train, val, frontend) -> np.ndarray:
@@ -266,6 +284,7 @@ def _teacher_table(tc: TrainConfig, train, val, frontend) -> np.ndarray:
     return np.concatenate([t, np.zeros((1, t.shape[1]), np.float32)])
 
 
+DATA_SOURCES = "data_sources.json"  # several corpora / class weights: what came from where
 SHARDS_ABOVE = 30_000  # --pipeline auto streams shards above this many training clips
 NORM_CLIPS = 2_000  # sharded pipeline: clips whose log-mel give the normalisation
 
@@ -393,12 +412,35 @@ def epochs_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
 # ---------------------------------------------------------------------------------------------
 # model, loss, optimizer
 # ---------------------------------------------------------------------------------------------
-def sparse_ce(num_classes: int, label_smoothing: float = 0.0):
+def class_weights(counts, alpha: float) -> Optional[np.ndarray]:
+    """Per-class loss weights ``w_c = n_c ** -alpha / Z`` with ``Z`` chosen so that the mean
+    weight over the training clips, ``sum_c n_c w_c / sum_c n_c``, is 1 (the loss keeps its
+    scale, so Bop's threshold means what it meant). ``alpha = 1`` gives every class the same
+    total weight, ``0`` every clip the same; None when ``alpha`` is 0. A class without clips
+    gets weight 0 (nothing to weigh)."""
+    if not alpha:
+        return None
+    n = np.asarray(counts, np.float64)
+    w = np.where(n > 0, np.maximum(n, 1.0) ** -float(alpha), 0.0)
+    return (w * n.sum() / max(float((w * n).sum()), 1e-12)).astype(np.float32)
+
+
+def sparse_ce(num_classes: int, label_smoothing: float = 0.0, weights=None):
     """Cross-entropy on logits with integer labels (label smoothing needs one-hot targets).
 
     Clips labelled -1 (``--aux-synth`` words that are not task labels, ``kws.vocab.AUX_ONLY``)
-    count 0: they train only their auxiliary word.
+    count 0: they train only their auxiliary word. ``weights`` (``(num_classes,)``, see
+    :func:`class_weights`) scale each clip's loss by its class's weight.
     """
+    if weights is not None:
+        base = sparse_ce(num_classes, label_smoothing)
+        w = tf.constant(np.asarray(weights, np.float32))
+
+        def weighted(y_true, logits):
+            y = tf.maximum(tf.cast(tf.reshape(y_true, [-1]), tf.int32), 0)
+            return base(y_true, logits) * tf.gather(w, y)
+
+        return weighted
     if not label_smoothing:
         return masked_sparse_ce
 
@@ -563,11 +605,12 @@ def make_optimizer(tc: TrainConfig, steps_per_epoch: int):
 
 def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0.0,
                   aux_weight: Optional[float] = None, distill_weight: Optional[float] = None,
-                  aux_margin: Optional[tuple] = None):
+                  aux_margin: Optional[tuple] = None, weights=None):
     """``aux_margin``: ``(num_aux, scale, margin)`` when the auxiliary heads output cosines
-    (``with_aux_heads(..., cosine=True)``), trained with :func:`am_softmax_ce`."""
+    (``with_aux_heads(..., cosine=True)``), trained with :func:`am_softmax_ce`. ``weights``:
+    per-class weights of the task loss (:func:`class_weights`)."""
     names = list(cfg.exit_names)
-    loss = {n: sparse_ce(cfg.num_classes, label_smoothing) for n in names}
+    loss = {n: sparse_ce(cfg.num_classes, label_smoothing, weights) for n in names}
     weights = {n: cfg.exit_loss_weights[int(n[4:]) - 1] for n in names}
     metrics = {n: ["accuracy"] for n in names}
     if aux_weight is not None:  # auxiliary vocabulary heads aux1..auxN
@@ -609,6 +652,10 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
         atomic_write_text(path, buf.getvalue())
 
 
+def _abs_specs(data) -> list:
+    return [os.path.abspath(s) for s in (data if isinstance(data, list) else [data])]
+
+
 def _resolve_resume(tc: TrainConfig, out: Path) -> TrainConfig:
     saved_path = out / rundir.TRAIN_CONFIG
     if not saved_path.is_file():
@@ -616,7 +663,7 @@ def _resolve_resume(tc: TrainConfig, out: Path) -> TrainConfig:
     saved = TrainConfig.from_dict({k: v for k, v in rundir.read_json(saved_path).items()})
     diffs = [k for k in _FIXED_ON_RESUME if tc.data and getattr(tc, k) != getattr(saved, k)
              and k not in ("data",)]
-    if tc.data and os.path.abspath(tc.data) != os.path.abspath(saved.data):
+    if tc.data and _abs_specs(tc.data) != _abs_specs(saved.data):
         diffs.append("data")
     if diffs:
         detail = ", ".join(f"{k}: run has {getattr(saved, k)!r}, asked {getattr(tc, k)!r}"
@@ -716,6 +763,19 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         optimizer = make_optimizer(tc, spe)
     if aux and not tc.resume and place.is_chief:
         rundir.write_json(out / AUX_VOCAB, data.aux_info or {"words": list(data.aux_labels)})
+    weights = (class_weights(data.class_counts, tc.class_balance)
+               if data.class_counts is not None else None)
+    if not tc.resume and place.is_chief and (data.sources or weights is not None):
+        record = dict(data.sources)
+        if data.class_counts is not None:
+            record["train_clips_per_class"] = dict(zip(data.labels, data.class_counts))
+        if weights is not None:
+            record["class_weights"] = dict(zip(data.labels, np.round(weights, 4).tolist()))
+            if tc.verbose:
+                print("class weights (--class-balance " f"{tc.class_balance:g}): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in zip(data.labels, weights)),
+                      file=sys.stderr)
+        rundir.write_json(out / DATA_SOURCES, record)
 
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val")
@@ -833,7 +893,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
                           tc.aux_weight if aux else None,
                           tc.distill_weight if distill else None,
                           (len(data.aux_labels), tc.aux_scale, tc.aux_margin)
-                          if aux and tc.aux_margin else None)
+                          if aux and tc.aux_margin else None, weights)
         try:
             train_model.fit(stream(a, p_end), epochs=p_end, initial_epoch=a, steps_per_epoch=spe,
                       validation_data=val, callbacks=callbacks, verbose=tc.verbose)
