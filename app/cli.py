@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Order is the order shown in `kws --help`.
 COMMAND_MODULES = [
     "listen",
+    "serve",
     "features",
     "data",
     "synth",

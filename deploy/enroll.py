@@ -284,6 +284,37 @@ def _stack_logits(heads: dict, exits, feats) -> np.ndarray:
                     axis=1)
 
 
+def _hearing(bundle: Bundle, logits: np.ndarray) -> dict:
+    """The exit rule (with the bundle's per-word minimum exits) on takes' logits ``(n, E, C)``
+    before a word is learned: ``{"exits", "probs"}`` per take and ``"heard_as"``, the label
+    counts :func:`enroll` records as ``takes_heard_as`` and `kws enroll` prints."""
+    from bnnkws.kws.continual.operating_point import decide, heard_as
+
+    policy, min_exits = _policy(bundle), label_min_exits(bundle)
+    exits, probs = decide(logits, policy, min_exits)
+    return {"exits": exits, "probs": probs,
+            "heard_as": heard_as(logits, policy, bundle.labels, min_exits)}
+
+
+def hear_takes(bundle, clips: np.ndarray, word: Optional[str] = None, detector=None) -> dict:
+    """What the model hears in a word's takes before it is enrolled, as :func:`enroll` reports
+    it, without changing anything: ``{"takes": [{"label", "probability", "exit"}] per take,
+    "heard_as": {label: count}, "confusable_with": [labels]}`` (the words ``word`` is likely
+    to be mistaken for). ``clips (n, samples)``: one second of each take, as :func:`load_clips`
+    cuts them; ``bundle``: a :class:`Bundle` or its folder."""
+    from bnnkws.kws.continual.operating_point import confusable
+
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    exits = bundle.exits
+    feats = Embedder(bundle, detector)(np.asarray(clips, np.float32))
+    x = [head_input(linear_head(bundle.heads[k])[2])(f) for k, f in zip(exits, feats)]
+    h = _hearing(bundle, _stack_logits(bundle.heads, exits, x))
+    takes = [{"label": bundle.labels[int(np.argmax(p))], "probability": round(float(p.max()), 4),
+              "exit": int(e)} for e, p in zip(h["exits"], h["probs"])]
+    return {"takes": takes, "heard_as": h["heard_as"],
+            "confusable_with": confusable(h["heard_as"], word) if word else []}
+
+
 def set_operating_point(bundle_path, word: str, threshold: Optional[float] = None,
                         min_exit: Optional[int] = None) -> Bundle:
     """Override an enrolled word's detection threshold and/or minimum exit (atomic)."""
@@ -339,7 +370,7 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     """
     from bnnkws.kws.continual.cwr import CWRStar, Precision
     from bnnkws.kws.continual.operating_point import (DEFAULT_TARGET_FA_PER_HOUR, calibrate,
-                                                      confusable, heard_as)
+                                                      confusable)
 
     from .memory import MEMORY, memory_info, read_memory
 
@@ -388,8 +419,7 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     # what the model made of the takes before learning the word: a word it already hears in
     # them is one the new word will be mistaken for (and fire on)
     policy = _policy(bundle)
-    heard = heard_as(_stack_logits(bundle.heads, exits, takes_x), policy, labels,
-                     label_min_exits(bundle))
+    heard = _hearing(bundle, _stack_logits(bundle.heads, exits, takes_x))["heard_as"]
     t1 = time.perf_counter()
 
     new_labels = list(labels) if word in labels else list(labels) + [word]
@@ -555,4 +585,4 @@ def words(bundle_path) -> dict:
 __all__ = ["EnrolmentError", "MIN_EXAMPLES", "SILENCE_DBFS", "enroll", "forget", "words",
            "augment_takes", "set_operating_point", "word_settings", "label_min_exits",
            "load_clips", "list_clips", "check_audio", "check_enrolment_support", "peak_dbfs",
-           "loudest_window"]
+           "loudest_window", "hear_takes"]

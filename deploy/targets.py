@@ -1,8 +1,9 @@
 """Packaging a bundle for a device: ``pi`` (aarch64 Linux) or ``android`` (arm64 phone).
 
 ``pi``: the bundle, bnn-kws's own numpy-side code (``lib/bnnkws``), a runner for live detection
-(``run_pi.py``, the app's ``listen`` command), a pip-only install (ai-edge-litert on the portable
-stages), a README on LCE's faster runtime there and a per-stage benchmark script.
+(``run_pi.py``, the app's ``listen`` command, and ``run_pi.py serve``, its web console), a
+pip-only install (ai-edge-litert on the portable stages), a README on LCE's faster runtime
+there and a per-stage benchmark script.
 ``android``: the bundle and an adb script that benchmarks every stage with
 ``lce_benchmark_model_android_arm64`` and prints per-exit cumulative latency.
 Nothing here runs on the device; see the README each target gets.
@@ -20,8 +21,9 @@ from .bundle import MANIFEST, Bundle, now_iso, write_manifest
 
 TEMPLATES = Path(__file__).parent / "templates"
 TARGETS = ("pi", "android")
+# aiohttp: the `serve` extra, so `run_pi.py serve` (the web console) runs too.
 PI_REQUIREMENTS = ["numpy>=1.23,<2", "ai-edge-litert>=1.0", "sounddevice>=0.4.6", "soxr>=0.3",
-                   "soundfile>=0.12", "tqdm"]
+                   "soundfile>=0.12", "tqdm", "aiohttp>=3.9,<4"]
 # The streaming frontend's mel filterbank, computed here with librosa and shipped so the Pi
 # needs no librosa (which would pull in scipy, scikit-learn and numba); run_pi.py serves it.
 MEL_FILE = "mel_filterbank.npz"

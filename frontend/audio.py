@@ -16,6 +16,7 @@ __all__ = [
     "AudioFileNotFoundError",
     "load_audio",
     "loudest_window",
+    "loudest_offset",
     "pad_or_crop",
     "resample",
     "to_mono",
@@ -177,10 +178,19 @@ def loudest_window(y: np.ndarray, length: int, hop: int = 160) -> np.ndarray:
         off = (length - len(y)) // 2
         out[off:off + len(y)] = y
         return out
+    best = loudest_offset(y, length, hop)
+    return y[best:best + length].copy()
+
+
+def loudest_offset(y: np.ndarray, length: int, hop: int = 160) -> int:
+    """Where :func:`loudest_window` cuts ``y``: the start sample of its loudest ``length``
+    samples (0 when ``y`` is not longer than that; the web console shades this window)."""
+    y = np.asarray(y, np.float32)
+    if len(y) <= length:
+        return 0
     e = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
     starts = np.arange(0, len(y) - length + 1, hop)
-    best = int(starts[np.argmax(e[starts + length] - e[starts])])
-    return y[best:best + length].copy()
+    return int(starts[np.argmax(e[starts + length] - e[starts])])
 
 
 def load_audio(

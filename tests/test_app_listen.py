@@ -298,3 +298,65 @@ def test_enrolment_snr_by_source_is_the_nominal_snr_moved_by_each_corpus_level()
     got = snr_by_source(events, 10.0)
     assert got == pytest.approx({"new:fsdd": 10 + 10 * np.log10(0.25 / 0.625),
                                  "other:speech_commands": 10 + 10 * np.log10(1 / 0.625)})
+
+
+# ---- adopting a changed bundle while listening (issue 40: `kws serve` enrols without a restart) ----
+def _default_streamer(bundle):
+    from bnnkws.app.cli import build_parser
+    from bnnkws.app.commands.listen import build_streamer
+
+    args = build_parser().parse_args(["listen", str(bundle), "--fast"])
+    return build_streamer(bundle, args)[1]
+
+
+@pytest.mark.parametrize("cut_s", [0.5, 2.35, 3.9, 5.0])
+def test_adopting_a_detector_of_the_same_bundle_mid_stream_changes_no_detection(
+        app_bundle, keyword_sequence, cut_s):
+    """The frontend, ring, smoother window and gate state carry over: a listener that adopts
+    a new streamer at any block (inside a word too) detects exactly what it did without."""
+    path, events = keyword_sequence
+    y = load_audio(path)
+    ref = run_stream(iter(ArraySource(y, block_ms=50)), _default_streamer(app_bundle))
+    assert [d.label for d in ref.detections] == [e["label"] for e in events]
+    live = _default_streamer(app_bundle)
+    late = []
+
+    def blocks():
+        for i, block in enumerate(ArraySource(y, block_ms=50)):
+            if i == int(cut_s * 20):
+                late.extend(h.detection for h in live.adopt(_default_streamer(app_bundle))
+                            if h.detection is not None)
+            yield block
+
+    got = late + run_stream(blocks(), live).detections
+    assert sorted((round(d.time_s, 3), d.label) for d in got) == \
+        [(round(d.time_s, 3), d.label) for d in ref.detections]
+
+
+def test_the_smoother_carries_its_window_over_to_new_labels():
+    """A word enrolled while listening: results are mapped by label name (the new word scores
+    0 in them), the last detection and the word waiting to be re-armed carry over."""
+    old = RecognizeCommands(LABELS, minimum_count=1, suppression_ms=0)
+    p = np.zeros(len(LABELS))
+    p[LABELS.index("go")] = 0.9
+    p[LABELS.index("_unknown_")] = 0.1
+    for t in (0, 100, 200):
+        r = old.process(p, t)
+    assert r.label == "go"
+    labels = [lab for lab in LABELS if lab != "yes"] + ["marvin"]  # one forgotten, one enrolled
+    new = RecognizeCommands(labels, minimum_count=1, suppression_ms=0)
+    new.continue_from(old)
+    q = np.zeros(len(labels))
+    q[labels.index("go")] = 0.9
+    q[labels.index("_unknown_")] = 0.1
+    r = new.process(q, 300)
+    # "go" fired before the change and is still waiting to be re-armed: it does not fire again
+    assert r.label == "go" and r.score == pytest.approx(0.9) and not r.is_new
+    q = np.zeros(len(labels))
+    q[labels.index("marvin")] = 1.0
+    fired = [new.process(q, t) for t in (400, 500, 600, 700, 800)]
+    assert [r.label for r in fired if r.is_new] == ["marvin"]  # its own unit, its own detection
+    assert fired[-1].score == pytest.approx(1.0)  # the results from before it aged out
+    with pytest.raises(ValueError, match="frontend or hop"):
+        sd = StreamingDetector(SpyDetector(), hop_ms=100)
+        sd.adopt(StreamingDetector(SpyDetector(), hop_ms=200))

@@ -116,6 +116,6 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
 
 def test_every_kws_and_app_subpackage_says_what_it_owns():
     for folder in ("kws/data", "kws/features", "kws/models", "kws/training", "kws/evaluation",
-                   "kws/continual", "app/commands", "app/listener", "app/bench"):
+                   "kws/continual", "app/commands", "app/listener", "app/bench", "app/serve"):
         doc = ast.get_docstring(ast.parse((REPO / folder / "__init__.py").read_text()))
         assert doc and len(doc) > 80, folder

@@ -227,33 +227,44 @@ def run_enroll(args) -> int:
             print(f"warning: {w.message}", file=sys.stderr)
     except (EnrolmentError, BundleError, AudioError, ValueError, FileNotFoundError) as e:
         raise _cli_error(e) from e
+    lines, warns = enrol_report(res, args.bundle)
+    for line in lines:
+        print(line)
+    for w in warns:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def enrol_report(res, bundle=None) -> tuple:
+    """``(lines, warnings)`` that report an enrolment (``EnrolResult``): what `kws enroll`
+    prints, and the web console shows (``bnnkws.app.serve``)."""
     verb = "updated" if res.updated else "enrolled"
-    print(f"{verb} {res.word!r} from {res.examples} examples in {args.bundle} "
-          f"(embedding {res.seconds_embed:.2f} s, CWR* {res.seconds_update * 1e3:.0f} ms, "
-          f"{res.seconds_total:.2f} s in all; training accuracy {res.train_accuracy:.0%})")
+    where = f" in {bundle}" if bundle is not None else ""
+    lines = [f"{verb} {res.word!r} from {res.examples} examples{where} "
+             f"(embedding {res.seconds_embed:.2f} s, CWR* {res.seconds_update * 1e3:.0f} ms, "
+             f"{res.seconds_total:.2f} s in all; training accuracy {res.train_accuracy:.0%})"]
     if res.replayed:
-        print(f"replayed {res.replayed} memory samples"
-              + (f"; {res.moved} memory samples of _unknown_ were {res.word!r} and moved to it"
-                 if res.moved else "")
-              + (f"; {res.negatives} negatives" if res.negatives else ""))
+        lines.append(f"replayed {res.replayed} memory samples"
+                     + (f"; {res.moved} memory samples of _unknown_ were {res.word!r} and moved "
+                        f"to it" if res.moved else "")
+                     + (f"; {res.negatives} negatives" if res.negatives else ""))
     op = res.operating_point
     cal = op.get("calibration", {})
-    print(f"operating point: threshold {op['threshold']:.3f} ({op['threshold_source']}), "
-          f"min exit {op['min_exit']} ({op['min_exit_source']})"
-          + (f"; on calibration takes {cal['recall']:.0%} recall, "
-             f"{cal['negative_rate']:.2%} of {cal['negatives']} negatives above it"
-             if cal else ""))
+    lines.append(f"operating point: threshold {op['threshold']:.3f} ({op['threshold_source']}), "
+                 f"min exit {op['min_exit']} ({op['min_exit_source']})"
+                 + (f"; on calibration takes {cal['recall']:.0%} recall, "
+                    f"{cal['negative_rate']:.2%} of {cal['negatives']} negatives above it"
+                    if cal else ""))
     heard = op.get("takes_heard_as")
     if heard:
-        print("before learning it, the model heard the takes as: "
-              + ", ".join(f"{k} {v}" for k, v in heard.items()))
-    for other in op.get("confusable_with", []):
-        print(f"warning: {res.word!r} may be confused with {other!r} ({heard[other]} of "
-              f"{res.examples} takes were heard as {other!r} before enrolment): expect each to "
-              f"fire on the other; a more distinct word keeps them apart (`kws forget "
-              f"{res.word}`, then enrol another)", file=sys.stderr)
-    print(f"words ({len(res.labels)}): {', '.join(res.labels)}")
-    return 0
+        lines.append("before learning it, the model heard the takes as: "
+                     + ", ".join(f"{k} {v}" for k, v in heard.items()))
+    warns = [f"{res.word!r} may be confused with {other!r} ({heard[other]} of {res.examples} "
+             f"takes were heard as {other!r} before enrolment): expect each to fire on the "
+             f"other; a more distinct word keeps them apart (`kws forget {res.word}`, then "
+             f"enrol another)" for other in op.get("confusable_with", [])]
+    lines.append(f"words ({len(res.labels)}): {', '.join(res.labels)}")
+    return lines, warns
 
 
 def run_forget(args) -> int:

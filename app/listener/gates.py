@@ -159,6 +159,12 @@ class EnergyGate:
         self._since_active = 0  # frames since the last active frame (0: this one was active)
         self.last_db = float("nan")
 
+    def continue_from(self, other: "EnergyGate") -> None:
+        """Take over ``other``'s tracked background and recent activity (the same stream, a
+        detector with other labels: see ``StreamingDetector.adopt``)."""
+        self.floor_db, self.frames = other.floor_db, other.frames
+        self._since_active, self.last_db = other._since_active, other.last_db
+
     @staticmethod
     def frame_db(frame) -> float:
         """Frame energy in dB: 10 log10 of the summed mel power (log-mel is ln(power + offset))."""

@@ -364,6 +364,32 @@ class StreamingDetector:
         return [self._emit(self._classify(g, self.ring.total - f), f, ms, level)
                 for f, g, ms, level in pending]
 
+    def adopt(self, other: "StreamingDetector") -> List[HopResult]:
+        """Carry on this stream with ``other``'s detector, smoother and gates: the bundle
+        changed under a running listener (a word enrolled, forgotten or re-thresholded, see
+        ``kws serve``), and ``other`` was built from it with the same options.
+
+        The hops still waiting for the hop skipper are classified first, by the current
+        detector, and returned. The frontend, the frame ring and the stream time carry on, so
+        no audio is lost and the next hop comes on time; the smoother's window, last detection
+        and re-arming, and the energy gate's background floor, carry over too (mapped by label
+        name), so adopting an identical detector changes no detection.
+        """
+        if other.cfg != self.cfg or other.hop_frames != self.hop_frames:
+            raise ValueError("adopt: the new detector's frontend or hop differs from this "
+                             "stream's")
+        if other.ring.capacity > self.ring.capacity:
+            raise ValueError("adopt: the new hop skipper waits for more hops than this "
+                             "stream's ring holds")
+        out = self.flush()
+        other.smoother.continue_from(self.smoother)
+        if self.gate is not None and other.gate is not None:
+            other.gate.continue_from(self.gate)
+        self.detector, self.labels, self.smoother = other.detector, other.labels, other.smoother
+        self.gate, self.stop, self.skip = other.gate, other.stop, other.skip
+        self._last_probs, self._last_idle = None, False  # the next hop is classified
+        return out
+
     def _level_db(self) -> float:
         # Several hops completed by one large block share that block's level.
         if self._nsq:

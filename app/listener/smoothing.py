@@ -112,6 +112,25 @@ class RecognizeCommands:
         self._last_fire_ms = -np.inf
         self._armed_block: Optional[int] = None  # label index that fired and is not re-armed yet
 
+    def continue_from(self, other: "RecognizeCommands") -> None:
+        """Take over ``other``'s place in a stream: the results in its window, its last
+        detection and the label waiting to be re-armed, mapped by label name. The labels may
+        differ (a word enrolled or forgotten while listening): a label ``other`` did not have
+        scores 0 in its results."""
+        src = np.array([other.labels.index(lab) if lab in other.labels else -1
+                        for lab in self.labels])
+        known = src >= 0
+
+        def index(i: Optional[int]) -> Optional[int]:
+            lab = other.labels[i] if i is not None else None
+            return self.labels.index(lab) if lab in self.labels else None
+
+        self._results = deque((t, np.where(known, p[np.maximum(src, 0)], 0.0))
+                              for t, p in other._results)
+        self._top_index = index(other._top_index) or 0
+        self._last_fire_ms = other._last_fire_ms
+        self._armed_block = index(other._armed_block)
+
     def process(self, probs, time_ms: float) -> Recognition:
         probs = np.asarray(probs, dtype=np.float64).reshape(-1)
         if probs.shape[0] != len(self.labels):

@@ -5,6 +5,7 @@
     python3 run_pi.py --input x.wav   # stream a recording through the same path
     python3 run_pi.py bench           # per-exit latency of the bundle with this runtime
     python3 run_pi.py classify a.wav  # one clip, early exit, with stage timings
+    python3 run_pi.py serve           # web console on 127.0.0.1:8000 (live view, enrolment)
 
 Runs on numpy + ai-edge-litert (portable stages) with no TensorFlow; if LCE's Python
 interpreter is importable (built from source, see README.md) it uses the LCE stages instead.
@@ -66,6 +67,14 @@ def main(argv):
             print(f"{path}: {r.label} (exit {r.exit}, entropy {r.entropy:.3f}, "
                   f"stages {', '.join(f'{t:.2f}' for t in r.stage_ms)} ms)")
         return 0
+    if argv[:1] == ["serve"]:  # `kws serve` on this bundle (needs aiohttp: install_pi.sh)
+        from bnnkws.app.commands import serve as cmd_serve
+
+        cmd_serve.COMMAND = "python3 run_pi.py serve"  # its printed hints name this script
+        p = argparse.ArgumentParser(prog="run_pi.py")
+        cmd_serve.register(p.add_subparsers(dest="command"))
+        args = p.parse_args(["serve", BUNDLE] + argv[1:])
+        return int(args.func(args) or 0)
     from bnnkws.app.commands import listen as cmd_listen
 
     cmd_listen.COMMAND = "python3 run_pi.py"  # its printed hints name this script
