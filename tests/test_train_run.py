@@ -155,3 +155,26 @@ def test_split_seed_keeps_the_speakers_while_the_seed_changes(sc_v2, tmp_path):
     tc = json.loads((run / "train_config.json").read_text())
     assert tc["seed"] == 1 and split_seed(tc) == 0
     assert split_seed({"seed": 3}) == 3 and split_seed({}) == 0  # runs from before the option
+
+
+def test_jit_compile_reaches_keras_and_may_change_on_resume(tiny_run, tmp_path):
+    """--jit-compile compiles the training step with XLA (Keras' jit_compile); it changes no
+    trajectory option, so a run trained without it may resume with it."""
+    import tensorflow as tf
+
+    from bnnkws.app.commands import train as cmd_train
+    from bnnkws.kws.config import ModelConfig
+    from bnnkws.kws.models import build_model
+    from bnnkws.kws.training.train import compile_model
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    args = cli.build_parser().parse_args(["train", "--resume", "--out", str(run),
+                                          "--jit-compile"])
+    tc = cmd_train.config_from_args(args)
+    assert tc.jit_compile and tc.resume
+    cfg = ModelConfig(arch="quicknet", width=0.25)
+    for jit in (False, True):
+        model = build_model(cfg)
+        compile_model(model, cfg, tf.keras.optimizers.Adam(), jit_compile=jit)
+        assert bool(model._jit_compile) is jit

@@ -232,6 +232,9 @@ def register(subparsers) -> None:
                    help="with --pipeline shards: records are permuted within windows of N "
                         "(each shard already holds a random sample of the corpus); two windows "
                         "are in memory, about 2 x N x 32 KB for 1-s clips")
+    g.add_argument("--jit-compile", action="store_true",
+                   help="compile each training step with XLA (fewer, fused kernels; measured "
+                        "faster on CPU for the shipped recipe's model, see docs/results.md)")
     g.add_argument("--distribute", choices=["none", "mirrored", "multiworker"],
                    default=d.distribute,
                    help="none: one device; mirrored: tf.distribute.MirroredStrategy over the "
@@ -272,7 +275,7 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "speed_range", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_min_clips",
            "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline",
-           "shuffle_buffer", "class_balance")
+           "shuffle_buffer", "class_balance", "jit_compile")
 
 
 def config_from_args(args):

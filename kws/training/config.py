@@ -103,6 +103,10 @@ class TrainConfig:
     # mean weight over the training clips is 1). 0 = every clip counts 1; 1 = every class
     # counts the same; 0.5 between (pooled corpora leave on/off with a seventh of up's clips).
     class_balance: float = 0.0
+    # Compile each training step with XLA (Keras' jit_compile): the same computation fused into
+    # fewer kernels; not part of the trajectory (float rounding aside), so a run may resume
+    # with it on or off.
+    jit_compile: bool = False
     # Auxiliary vocabulary heads (training only, bnnkws.kws.data.vocab): one per exit, classifying
     # the clip's word; aux_data adds corpora (dataset SPECs) whose clips train with their word;
     # aux_holdout words get no auxiliary class (None = vocab.DEFAULT_HOLDOUT); each aux head's

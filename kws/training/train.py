@@ -605,7 +605,7 @@ def make_optimizer(tc: TrainConfig, steps_per_epoch: int):
 
 def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0.0,
                   aux_weight: Optional[float] = None, distill_weight: Optional[float] = None,
-                  aux_margin: Optional[tuple] = None, weights=None):
+                  aux_margin: Optional[tuple] = None, weights=None, jit_compile: bool = False):
     """``aux_margin``: ``(num_aux, scale, margin)`` when the auxiliary heads output cosines
     (``with_aux_heads(..., cosine=True)``), trained with :func:`am_softmax_ce`. ``weights``:
     per-class weights of the task loss (:func:`class_weights`)."""
@@ -624,7 +624,8 @@ def compile_model(model, cfg: ModelConfig, optimizer, label_smoothing: float = 0
         for n in names:
             loss[f"distill{n[4:]}"] = cosine_loss
             weights[f"distill{n[4:]}"] = distill_weight * weights[n]
-    model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, metrics=metrics,
+                  jit_compile=jit_compile)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,6 +673,7 @@ def _resolve_resume(tc: TrainConfig, out: Path) -> TrainConfig:
                          f"({detail}); drop them or start a new --out")
     # Only the length of the run (and verbosity) may change on resume.
     return dataclasses.replace(saved, epochs=tc.epochs, resume=True, verbose=tc.verbose,
+                               jit_compile=tc.jit_compile,
                                out=str(out), distribute=tc.distribute, devices=tc.devices,
                                cache_dir=tc.cache_dir or saved.cache_dir)
 
@@ -893,7 +895,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
                           tc.aux_weight if aux else None,
                           tc.distill_weight if distill else None,
                           (len(data.aux_labels), tc.aux_scale, tc.aux_margin)
-                          if aux and tc.aux_margin else None, weights)
+                          if aux and tc.aux_margin else None, weights, tc.jit_compile)
         try:
             train_model.fit(stream(a, p_end), epochs=p_end, initial_epoch=a, steps_per_epoch=spe,
                       validation_data=val, callbacks=callbacks, verbose=tc.verbose)
