@@ -1,4 +1,5 @@
-"""`kws data summary SPEC`: what a dataset holds, how it splits, and which files are broken."""
+"""`kws data summary SPEC`: what a dataset holds, how it splits, and which files are broken;
+`kws data words SPEC --out DIR`: a word corpus cut from transcribed speech."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,9 @@ from bnnkws.app.cli import CLIError
 
 SPEC_HELP = ("dataset folder, auto-detected (Speech Commands archive, prepared 12-class test "
              "layout with _silence_/_unknown_, FSDD, an MSWC language, or one folder per "
-             "class); prefix sc:, fsdd:, mswc: or folder: to force the reader")
+             "class); prefix sc:, fsdd:, mswc: or folder: to force the reader. A transcribed "
+             "corpus (Kaldi, LibriSpeech, Common Voice) is cut into words by `kws data words` "
+             "first, then read as mswc:")
 
 
 def add_dataset_args(p: argparse.ArgumentParser, spec: bool = True) -> None:
@@ -52,7 +55,8 @@ def load_from_args(args):
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "data", help="inspect datasets: classes, splits, speakers, durations, broken files",
-        description="Inspect speech datasets the way training will read them.")
+        description="Inspect speech datasets the way training will read them, and cut "
+                    "transcribed speech into a word corpus (`kws data words`).")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     s = sub.add_parser(
         "summary",
@@ -121,7 +125,90 @@ def register(subparsers) -> None:
     b.add_argument("--dft", default=None, choices=("fourstep", "rfft", "matmul"),
                    help="LogMel DFT mode of the tf.data row (default: the augmenter's)")
     b.set_defaults(func=run_bench)
+    w = sub.add_parser(
+        "words",
+        help="cut a transcribed corpus into one 1-s clip per spoken word (MSWC's layout)",
+        description=(
+            "Cut every word of a transcribed speech corpus into its own clip, the way MSWC "
+            "was made: each utterance is aligned with its transcript by PocketSphinx's en-us "
+            "model (offline; pip install 'bnn-kws[words]'), each word is cut with a little "
+            "context, faded, and centred in a zero-padded 1-s 16-kHz clip. Words neither "
+            "CMUdict nor the corpus lexicon knows make their utterance unalignable, and "
+            "implausible segments (too short, too long, silent) are rejected: all are counted "
+            "by reason. The result, OUT/<lang>/clips/<word>/*.opus and <lang>_splits.csv with "
+            "the corpus' speaker-disjoint split, is read by mswc:OUT (kws data summary, kws "
+            "train --data/--aux-data/--aux-only). An interrupted run resumes where it "
+            "stopped when started again with the same options; a summary is printed and "
+            "written to OUT/words_summary.json."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    w.add_argument("spec", metavar="SPEC",
+                   help="transcribed corpus folder, auto-detected: a Kaldi data folder (wav.scp, "
+                        "text, utt2spk; or train/, dev/, test/ holding them, as speechocean762), "
+                        "LibriSpeech (<speaker>/<chapter>/*.trans.txt) or one Common Voice "
+                        "language (validated.tsv, clips/); prefix kaldi:, librispeech: or "
+                        "commonvoice: to force the reader")
+    w.add_argument("--out", required=True, help="output folder (created; resumed if it holds "
+                                                 "an unfinished run of the same options)")
+    w.add_argument("--lang", default=None,
+                   help="language folder name in OUT (default: the corpus' locale, else en)")
+    w.add_argument("--lexicon", default=None, metavar="FILE",
+                   help="pronunciations for words CMUdict lacks (WORD PH PH ..., CMU/Kaldi "
+                        "phones, stress marks allowed); default: the corpus' lexicon.txt "
+                        "(resource/, local/dict/) when it has one")
+    w.add_argument("--format", choices=("opus", "wav"), default="opus",
+                   help="clip files: Opus (about 4 KB a clip) or 16-bit WAV (32 KB)")
+    w.add_argument("--context-ms", type=float, default=75.0,
+                   help="audio kept on each side of the aligned word")
+    w.add_argument("--min-word-ms", type=float, default=100.0,
+                   help="aligned words shorter than this (or than 30 ms per phone, the model's "
+                        "minimum) are rejected as misaligned")
+    w.add_argument("--max-word-ms", type=float, default=1000.0,
+                   help="aligned words longer than this are rejected (at most the 1-s clip)")
+    w.add_argument("--silence-db", type=float, default=12.0,
+                   help="a word whose loudest 25 ms is less than this many dB above its "
+                        "utterance's noise floor (10th percentile) is rejected as silent")
+    w.add_argument("--workers", type=int, default=None,
+                   help="aligning processes (default: one per core)")
+    w.add_argument("--seed", type=int, default=0,
+                   help="seed of the speaker split where the corpus lacks a side")
+    w.add_argument("--val-frac", type=float, default=0.1,
+                   help="share of training clips whose speakers form the validation side when "
+                        "the corpus has none (and of all clips where it has no split at all)")
+    w.add_argument("--test-frac", type=float, default=0.1,
+                   help="likewise for the test side")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+    w.add_argument("--json", action="store_true", help="print the summary as JSON")
+    w.set_defaults(func=run_words)
     p.set_defaults(func=lambda args: p.print_help())
+
+
+def run_words(args) -> int:
+    """`kws data words`: see its --help."""
+    import sys
+
+    from bnnkws.kws.data.transcripts import load_corpus
+    from bnnkws.kws.data.words import CutConfig, build_words, format_summary
+
+    try:
+        cfg = CutConfig(context=args.context_ms / 1000, min_word=args.min_word_ms / 1000,
+                        max_word=args.max_word_ms / 1000, silence_db=args.silence_db,
+                        format=args.format)
+        corpus = load_corpus(args.spec, seed=args.seed, val_frac=args.val_frac,
+                             test_frac=args.test_frac, lexicon=args.lexicon,
+                             language=args.lang)
+        if not args.json:
+            for n in corpus.notes:
+                print(f"note     {n}")
+        summary = build_words(corpus, args.out, lang=args.lang, cfg=cfg, workers=args.workers,
+                              progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as exc:  # includes a missing pocketsphinx
+        raise CLIError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to resume (finished utterances are "
+              f"kept in {args.out})", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
 
 
 def run_shards(args) -> int:

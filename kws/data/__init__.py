@@ -2,7 +2,9 @@
 
 ``load_dataset(spec, task=..., seed=...)`` returns a :class:`Dataset` of :class:`Clip`s;
 features and training pipelines live in :mod:`bnnkws.kws.features.cache` and
-:mod:`bnnkws.kws.features.pipeline`. Nothing here imports TensorFlow.
+:mod:`bnnkws.kws.features.pipeline`. Transcribed sentences (:mod:`.transcripts`) are cut into
+a word corpus in MSWC's layout by forced alignment (:mod:`.align`, :mod:`.words`). Nothing
+here imports TensorFlow.
 """
 from .base import (BACKGROUND, SILENCE, SPLITS, UNKNOWN, Clip, ClipList, Dataset, check_file,
                    speaker_from_name)

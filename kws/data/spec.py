@@ -1,5 +1,6 @@
 """Dataset SPEC strings: a path, auto-detected, or ``sc:PATH``, ``fsdd:PATH``, ``mswc:PATH``,
-``folder:PATH``."""
+``folder:PATH``; transcribed corpora (``kaldi:``, ``librispeech:``, ``commonvoice:``, see
+:mod:`.transcripts`) are detected too, and named as the input of ``kws data words``."""
 from __future__ import annotations
 
 import os
@@ -11,8 +12,10 @@ from .fsdd import is_fsdd, load_fsdd
 from .mswc import is_mswc, load_mswc
 from .speech_commands import (is_prepared_test, is_speech_commands, load_prepared_test,
                               load_speech_commands)
+from .transcripts import KINDS as TRANSCRIBED
+from .transcripts import detect_corpus
 
-KINDS = ("sc", "fsdd", "mswc", "folder")
+KINDS = ("sc", "fsdd", "mswc", "folder") + TRANSCRIBED
 
 
 class DatasetError(ValueError):
@@ -54,7 +57,9 @@ def same_dataset(recorded, spec) -> bool:
 
 
 def detect_kind(path: Path) -> str:
-    """``sc_test`` | ``sc`` | ``fsdd`` | ``mswc`` | ``folder`` for a dataset folder."""
+    """``sc_test`` | ``sc`` | ``fsdd`` | ``mswc`` | ``folder`` for a dataset folder, or
+    ``kaldi`` | ``librispeech`` | ``commonvoice`` for a transcribed corpus (sentences, not
+    words: :func:`load_dataset` refuses it and says how to cut it into words)."""
     if not path.exists():
         raise DatasetError(f"dataset {path} does not exist")
     if not path.is_dir():
@@ -67,13 +72,18 @@ def detect_kind(path: Path) -> str:
         return "fsdd"
     if is_mswc(path):
         return "mswc"
+    corpus = detect_corpus(path)
+    if corpus:
+        return corpus
     if is_folder_dataset(path):
         return "folder"
     raise DatasetError(
         f"{path}: not a dataset I can read. Expected Speech Commands (word folders, "
         f"testing_list.txt, _background_noise_), the prepared test layout (_silence_/_unknown_), "
         f"FSDD (<digit>_<speaker>_<n>.wav), MSWC (<lang>/clips/, <lang>/<lang>_splits.csv) or "
-        f"one folder per class (root/<label>/*.wav)")
+        f"one folder per class (root/<label>/*.wav); or a transcribed corpus to cut into "
+        f"words with `kws data words` (Kaldi wav.scp/text, LibriSpeech *.trans.txt, Common "
+        f"Voice validated.tsv)")
 
 
 def load_dataset(spec, task=None, seed: int = 0, val_frac: float = 0.1,
@@ -109,6 +119,10 @@ def load_dataset(spec, task=None, seed: int = 0, val_frac: float = 0.1,
         kind = detect_kind(path)
     elif not path.is_dir():
         raise DatasetError(f"dataset {path} does not exist or is not a folder")
+    if kind in TRANSCRIBED:
+        raise DatasetError(f"{path}: a transcribed corpus ({kind}), sentences rather than "
+                           f"words; cut it into words first (kws data words {spec} --out "
+                           f"DIR), then use mswc:DIR")
     try:
         if kind in ("sc", "sc_test"):
             if is_prepared_test(path):
