@@ -19,13 +19,14 @@ from bnnkws.kws.data import WORDS12
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "shipped_model.sh"
+MULTI = REPO / "recipes" / "multi_corpus.sh"  # the candidate recipe on every corpus (issue 38)
 WORDS = REPO / "recipes" / "synth165_words.txt"
 
 
-def recipe_commands() -> list[list[str]]:
+def recipe_commands(script=RECIPE) -> list[list[str]]:
     """The `kws ...` invocations of the script, continuation lines joined, shell variables and
     command substitutions replaced by placeholders."""
-    text = RECIPE.read_text().replace("\\\n", " ")
+    text = script.read_text().replace("\\\n", " ")
     out = []
     for line in text.splitlines():
         m = re.search(r"(?:^|\|\|\s*|&&\s*)kws\s+(.*)$", line.strip())
@@ -33,7 +34,7 @@ def recipe_commands() -> list[list[str]]:
             continue
         body = re.sub(r'"\$\(cat [^)]*\)"', "apple,baby", m.group(1))
         body = re.sub(r'"\$\{resume\[@\]\}"', "", body)
-        body = body.replace('"$delta"', "0.2")  # the one numeric variable
+        body = body.replace('"$delta"', "0.2").replace('"$epochs"', "3")  # numeric variables
         body = re.sub(r'\$\{?(\w+)\}?', r"PLACEHOLDER_\1", body)
         out.append(shlex.split(body))
     return out
@@ -59,3 +60,15 @@ def test_synthetic_vocabulary_holds_no_task_or_held_out_word():
     leaked = sorted(set(words) & forbidden)
     assert leaked == [], f"{WORDS}: benchmark or task words in the training vocabulary: {leaked}"
     assert all(re.fullmatch(r"[a-z]+", w) for w in words), "one plain lower-case word each"
+
+
+def test_multi_corpus_recipe_parses_and_trains_on_every_corpus():
+    subprocess.run(["bash", "-n", str(MULTI)], check=True)
+    cmds = recipe_commands(MULTI)
+    assert [c[0] for c in cmds] == ["data", "synth", "train", "eval", "export"]
+    parser = cli.build_parser()
+    for argv in cmds:
+        assert parser.parse_args(argv).func is not None
+    train = parser.parse_args(cmds[2])
+    assert len(train.data) == 2 and train.class_balance > 0 and train.jit_compile
+    assert any("so762" in d for d in train.aux_data) and train.aux_synth

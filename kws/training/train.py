@@ -772,7 +772,8 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         if data.class_counts is not None:
             record["train_clips_per_class"] = dict(zip(data.labels, data.class_counts))
         if weights is not None:
-            record["class_weights"] = dict(zip(data.labels, np.round(weights, 4).tolist()))
+            rounded = np.round(weights.astype(float), 4).tolist()
+            record["class_weights"] = dict(zip(data.labels, rounded))
             if tc.verbose:
                 print("class weights (--class-balance " f"{tc.class_balance:g}): "
                       + ", ".join(f"{k} {v:.2f}" for k, v in zip(data.labels, weights)),

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Candidate recipe for the next shipped model (issue 38), NOT the shipped one yet: the shipped
+# recipe's architecture and augmentation on every corpus in ../shared/data together.
+#   - the 12-class task from the Speech Commands subset and its 26,862 extra clips (each corpus
+#     keeps its own speaker-disjoint split; the subset's split is the one scored),
+#   - classes weighed by their size (--class-balance: on/off have a seventh of up's clips),
+#   - `_unknown_` and the auxiliary vocabulary from every word the corpora have: the extra
+#     clips' 7 non-task words, the v0.01 sample and the speechocean762 word corpus that
+#     `kws data words` cuts (2,499 words, 250 voices, children and accents),
+#   - the training step compiled with XLA (--jit-compile, about 2x here).
+# ~49,600 training clips an epoch (two thirds `_unknown_`); see docs/results.md section 13 for
+# what an epoch costs on 2 CPU cores. The run checkpoints every epoch and this script resumes
+# it (a session that ends mid-run loses at most one epoch).
+# Usage: recipes/multi_corpus.sh [WORK_DIR]   (EPOCHS=N to size the run to the machine)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+work="${1:-runs/multi-corpus}"
+shared="${SHARED:-../shared/data}"
+epochs="${EPOCHS:-10}"
+mkdir -p "$work"
+
+# speechocean762's sentences cut into words (resumes if interrupted; ~9 CPU-minutes per core).
+kws data words "$shared/speechocean762" --out "$work/so762"
+
+# The shipped recipe's 165 espeak-ng words (auxiliary classes only).
+[ -d "$work/synth" ] || kws synth --words "$(cat "$here/synth165_words.txt")" \
+    --out "$work/synth" --per-word 12
+
+resume=(); [ -f "$work/run/train_config.json" ] && resume=(--resume)   # continue an interrupted run
+kws train --data "$shared/speech_commands_v2_test" --data "sc:$shared/speech_commands_extra" \
+    --class-balance 0.5 --arch quicknet --stage-filters 64,128,256,512,512 \
+    --binary-bn-epsilon 1.0 --exit-weights 3,2,1,1,1 \
+    --noise-dir "$shared/speech_commands_background_noise" --noise-prob 0.8 --snr-db 0 20 \
+    --generated-noise-prob 0.2 --offset-prob 0.5 --partial-prob 0.1 \
+    --aux-vocab --aux-data "sc:$shared/speech_commands_extra" --aux-data "mswc:$work/so762" \
+    --aux-data "$shared/speech_commands_v1_sample" --aux-min-clips 5 --aux-weight 0.5 \
+    --aux-synth "$work/synth" --jit-compile --pipeline memory \
+    --epochs "$epochs" --out "$work/run" "${resume[@]}"
+
+kws eval "$work/run" --data "$shared/speech_commands_v2_test" --split validation --calibrate \
+    --out "$work/eval-val"
+delta="${DELTA:-0.25}"
+kws export "$work/run" --out "$work/bundle" --delta "$delta" --lean --overwrite
+echo "bundle: $work/bundle (delta $delta); kws report $work/bundle --docs $work/report --work $work/report/raw --readme '' measures it"
