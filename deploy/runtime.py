@@ -193,6 +193,25 @@ class Detector:
         return {"logits": np.stack(logits), "embeddings": embs, "tflite_logits": tfl,
                 "stage_ms": stage_ms}
 
+    def run_stage(self, k: int, x=None, *, audio=None, features=None) -> dict:
+        """Stage ``k`` (1-based) alone, through the interpreter :meth:`classify` uses for it:
+        ``{"fmap", "embedding", "logits"}`` by name (no ``fmap`` on the last stage).
+
+        Stage 1 takes ``audio=`` (raw samples, as :meth:`classify`) or ``features=`` (log-mel);
+        stage k > 1 takes ``x``, stage k-1's ``fmap``. Nothing is stored: this is for comparing
+        two interpreters, or a bundle and its Keras model, stage by stage on the same input.
+        """
+        k = int(k)
+        if not 1 <= k <= len(self.stages):
+            raise ValueError(f"stage {k}: the bundle has stages 1..{len(self.stages)}")
+        if k == 1:
+            runner, x = self._first(audio, features)
+        elif audio is not None or features is not None or x is None:
+            raise ValueError(f"stage {k} takes x= (stage {k - 1}'s fmap), not audio or features")
+        else:
+            runner = self._rest[k - 2]
+        return runner.run(x)
+
     def exit_logits(self, audio=None, features=None) -> np.ndarray:
         """Logits of every exit for one clip, ``(E, C)`` (all stages run; for evaluation)."""
         return self.run_all(audio, features)["logits"]

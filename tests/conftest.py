@@ -266,8 +266,10 @@ def tiny_bundle_keras(tiny_bundle, sc_v2):
 def tiny_run(sc_v2, tmp_path_factory) -> Path:
     """A real `kws train` run directory: QuickNet width 0.25, Bop, 2 epochs on 1,600 clips of the
     sc_v2 12-class task (no augmentation, seed 0). It holds config.json, weights.h5, best.h5,
-    history.csv, split.json, checkpoints/ and test_metrics.json; accuracy is about 50 % (enough
-    that agreement tests are not decided by tied logits; not a quality model). Set KWS_TEST_TINY_RUN=DIR to reuse a run made earlier."""
+    history.csv, split.json, checkpoints/ and test_metrics.json; accuracy is about 50 % (not a
+    quality model: the agreement tests compare it stage by stage, element by element,
+    tests/stage_agreement.py, so their verdict does not rest on its draw). Set
+    KWS_TEST_TINY_RUN=DIR to reuse a run made earlier."""
     override = os.environ.get("KWS_TEST_TINY_RUN")
     if override:
         return Path(override)

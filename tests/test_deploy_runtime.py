@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from bnnkws.deploy.bundle import Bundle
+from bnnkws.deploy.interpreters import open_file
 from bnnkws.deploy.runtime import Detector
+from stage_agreement import (assert_same_network, compare_stages, detector_stages, keras_stages,
+                             lce_file_runner, per_clip, replace_stage, threshold_off_by_one)
 
 
 @pytest.fixture(scope="module")
@@ -39,50 +42,111 @@ def lce_logits(tiny_bundle, clips):
     return Detector(tiny_bundle, backend="lce").exit_logits_batch(audio=clips[0])
 
 
-# The tiny model is near chance, so a single binary activation that LCE's fused integer
-# arithmetic rounds to the other side of zero can move a clip's argmax. Which clip (if any) does
-# depends on the trained draw, and the draw depends on the CPU's TensorFlow kernels (a run trained
-# with oneDNN off had one such clip of 72, with top-2 margins of 0.18 on both sides: not a tie).
-# So each comparison allows one clip; a broken conversion moves many.
-ONE_CLIP = 1
+# Agreement between two implementations of the network is judged stage by stage, each stage fed
+# the same input, per element (tests/stage_agreement.py says why and with which bounds): the
+# tiny model is trained afresh in every session, and a binary activation that sits within
+# rounding of zero may take the other sign in LCE's fused integer arithmetic; how many clips
+# such flips reach end to end depends on the draw and the CPU's kernels (issue 36).
 
 
-def test_per_exit_top1_agreement_keras_vs_bundle(keras_logits, lce_logits, clips):
-    differ = (keras_logits.argmax(-1) != lce_logits.argmax(-1)).sum(axis=0)
-    acc_k = (keras_logits.argmax(-1) == clips[1][:, None]).mean(axis=0)
-    print("per-exit clips that differ", differ, "keras accuracy", np.round(acc_k, 3))
-    assert np.all(differ <= ONE_CLIP), differ
+def test_bundle_computes_the_keras_network_stage_by_stage(tiny_bundle, tiny_bundle_keras, clips,
+                                                          lce_logits):
+    """Every LCE stage computes the Keras stage it was converted from: stage 1 both on the
+    reference log-mel of the 72 clips, stage k both on the bundle's stage k-1 fmap; per stage
+    the fmap elements within float tolerance, the embedding signs (what the heads read) and
+    values, and the clips on which all of them agree."""
+    from bnnkws.frontend.reference import log_mel_batch
+
+    cfg, model = tiny_bundle_keras
+    det = Detector(tiny_bundle, backend="lce")
+    agree = compare_stages(detector_stages(det, "features"), keras_stages(cfg, model),
+                           log_mel_batch(clips[0]))
+    assert [a.stage for a in agree] == [s.index for s in det.stages]
+    assert_same_network(agree, "LCE vs Keras")
     # not a degenerate model: predictions vary across clips
     assert len(np.unique(lce_logits[:, -1].argmax(-1))) > 1
 
 
 @pytest.mark.parametrize("delta", [0.3, 0.6, 0.9])
 def test_detector_decisions_equal_keras_policy(tiny_bundle, keras_logits, clips, delta):
+    """The runtime's early exit (Detector.classify) is the evaluation's rule (decide_batch, as
+    `kws eval` applies it to Keras logits) with the bundle's settings: the same exit and label
+    on every clip, given the same exit logits. Compared on the runtime's own logits, so the
+    verdict does not depend on rounding flips (the network itself is compared with Keras stage
+    by stage above); where Keras's logits are the bundle's, Keras's decisions are the same too."""
     from bnnkws.kws.policy import ExitPolicy, decide_batch
 
     b = Bundle.load(tiny_bundle)
     det = Detector(b, delta=delta)
     pol = ExitPolicy(delta, normalized=b.policy_settings["normalized"],
                      min_exit=b.policy_settings["min_exit"], temperatures=b.temperatures)
-    exits, labels, _ = decide_batch(keras_logits, pol)
+    z = det.exit_logits_batch(audio=clips[0])
+    exits, labels, _ = decide_batch(z, pol)
     res = det.classify_batch(audio=clips[0])
-    same = [(r.exit, r.label_index) == (e, l) for r, e, l in zip(res, exits, labels)]
-    print(f"delta {delta}: same decision {np.mean(same):.3f}, "
-          f"mean exit {np.mean([r.exit for r in res]):.2f}")
-    assert len(same) - sum(same) <= ONE_CLIP
+    got = [(r.exit, r.label_index) for r in res]
+    assert got == list(zip(exits.tolist(), labels.tolist()))
+    tol = 1e-4 * max(1.0, float(np.abs(z).max()))
+    same = np.all(np.abs(keras_logits - z) <= tol, axis=(1, 2))
+    k_exits, k_labels, _ = decide_batch(keras_logits, pol)
+    print(f"delta {delta}: mean exit {np.mean([r.exit for r in res]):.2f}; Keras logits equal "
+          f"on {same.sum()} of {len(same)} clips")
+    assert np.array_equal(k_exits[same], exits[same])
+    assert np.array_equal(k_labels[same], labels[same])
     # early exit really skips stages
     for r in res:
         assert len(r.stage_ms) == r.exit and r.label == b.labels[r.label_index]
 
 
-def test_portable_path_agrees_with_lce(tiny_bundle, clips, lce_logits):
+def test_portable_path_agrees_with_lce(tiny_bundle, clips):
+    """The portable stages on ai-edge-litert compute the LCE stages' network: stage by stage
+    on the same input (stage 1: the clip's audio; stage k: LCE's stage k-1 fmap), judged per
+    element (tests/stage_agreement.py)."""
     det = Detector(tiny_bundle, backend="litert")
     assert det.backend == "litert"
-    z = det.exit_logits_batch(audio=clips[0][:24])
-    assert (z.argmax(-1) != lce_logits[:24].argmax(-1)).any(axis=1).sum() <= ONE_CLIP
-    close = np.all(np.isclose(z, lce_logits[:24], rtol=0, atol=1e-3 * max(1, np.abs(z).max())),
-                   axis=(1, 2))
-    assert close.sum() >= len(close) - ONE_CLIP, np.flatnonzero(~close)
+    agree = compare_stages(detector_stages(Detector(tiny_bundle, backend="lce")),
+                           detector_stages(det), clips[0])
+    assert len(agree) == len(det.stages)
+    assert_same_network(agree, "LCE vs portable")
+
+
+BROKEN = ([("threshold", k) for k in range(1, 6)] + [("one channel", k) for k in (2, 5)]
+          + [("float twin", k) for k in (1, 3, 5)] + [("stage 4 at 5", 5), ("keras", 3)])
+
+
+@pytest.mark.parametrize("case,stage", BROKEN, ids=[f"{c}-stage{k}" for c, k in BROKEN])
+def test_stage_comparison_rejects_a_broken_conversion(request, tiny_bundle, clips, tmp_path,
+                                                      case, stage):
+    """The comparisons above must still fail a wrong conversion, at the stage that is wrong and
+    only there. Broken on purpose in the LCE chain, compared with the portable stages:
+    "threshold": the stage's first binary convolution with every output threshold one popcount
+    step off (the smallest error an integer threshold can have); "one channel": the same for
+    its channel with the largest multiplier only; "float twin": the stage of another model, the
+    real-valued twin on the same latent weights; "stage 4 at 5": a stage run in the wrong place
+    (stages 4 and 5 take the same input); "keras": the "threshold" stage compared with Keras
+    instead (stage 1 on log-mel), as the Keras test above compares."""
+    from bnnkws.frontend.reference import log_mel_batch
+
+    b = Bundle.load(tiny_bundle)
+    spec = b.stages[stage - 1]
+    if case in ("threshold", "one channel", "keras"):
+        data = (tiny_bundle / spec.file).read_bytes()
+        channels = "largest" if case == "one channel" else None
+        wrong = lce_file_runner(b, spec.file, threshold_off_by_one(data, 0, channels), tmp_path)
+    elif case == "float twin":
+        wrong = open_file(b, spec.float32, "lce").run
+    else:
+        wrong = open_file(b, b.stages[3].file, "lce").run
+    x = clips[0][::3]
+    if case == "keras":
+        ref = keras_stages(*request.getfixturevalue("tiny_bundle_keras"))
+        lce, x = detector_stages(Detector(b, backend="lce"), "features"), log_mel_batch(x)
+    else:
+        ref = detector_stages(Detector(b, backend="litert"))
+        lce = detector_stages(Detector(b, backend="lce"))
+    agree = compare_stages(ref, replace_stage(lce, stage, wrong), x)
+    for a in agree:
+        print(case, a)
+    assert [a.stage for a in agree if not a.ok] == [stage]
 
 
 def test_numpy_heads_equal_tflite_logits(tiny_bundle, clips):
@@ -93,15 +157,16 @@ def test_numpy_heads_equal_tflite_logits(tiny_bundle, clips):
 
 
 def test_stage1_audio_equals_stage1_features_on_reference_logmel(tiny_bundle, clips):
+    """Stage 1 with raw audio in (the TFLite log-mel inside) computes stage 1 with log-mel in
+    fed the numpy reference log-mel: compared on stage 1's outputs, per element, over the 72
+    clips (later stages are the same files; comparing them end to end would only compound
+    rounding flips, tests/stage_agreement.py)."""
     from bnnkws.frontend.reference import log_mel
 
     det = Detector(tiny_bundle)
-    for x in clips[0][::12]:
-        a = det.run_all(audio=x)
-        f = det.run_all(features=log_mel(x))
-        assert np.array_equal(a["logits"].argmax(-1), f["logits"].argmax(-1))
-        np.testing.assert_allclose(a["embeddings"][0], f["embeddings"][0],
-                                   atol=0.05 * max(1.0, np.abs(f["embeddings"][0]).max()))
+    agree = compare_stages(per_clip(lambda k, x: det.run_stage(1, features=log_mel(x))),
+                           per_clip(lambda k, x: det.run_stage(1, audio=x)), clips[0], stages=1)
+    assert_same_network(agree, "stage 1 log-mel in vs audio in")
 
 
 def test_bench_report(tiny_bundle, clips, tmp_path):
@@ -190,7 +255,7 @@ def test_deploy_android_script(tiny_bundle, tmp_path):
 def test_deploy_pi_completes_a_lean_bundle_from_its_run_or_refuses(tiny_run, clips, tmp_path):
     """A Pi has no LCE Python wheel, so a lean bundle (LCE stages only) gets its portable stages
     converted again from its run: the package must then run them on ai-edge-litert with the
-    LCE stages' decisions. With the run gone, deploy must say so and leave no half-made package."""
+    LCE stages' network. With the run gone, deploy must say so and leave no half-made package."""
     import json
     import shutil
 
@@ -207,14 +272,14 @@ def test_deploy_pi_completes_a_lean_bundle_from_its_run_or_refuses(tiny_run, cli
     assert all(s.portable for s in done.stages) and done.manifest["twins_added"]
     for s in done.stages:  # the device runs the bundle it was given, byte for byte
         assert (out / "bundle" / s.file).read_bytes() == (lean / s.file).read_bytes()
-    audio = clips[0][:24]
-    z_lce = Detector(lean, backend="lce").exit_logits_batch(audio=audio)
     det = Detector(out / "bundle", backend="litert")
     assert det.backend == "litert"
-    z = det.exit_logits_batch(audio=audio)
-    assert (z.argmax(-1) != z_lce.argmax(-1)).any(axis=1).sum() <= ONE_CLIP
-    close = np.all(np.isclose(z, z_lce, rtol=0, atol=1e-3 * max(1, np.abs(z).max())), axis=(1, 2))
-    assert close.sum() >= len(close) - ONE_CLIP, np.flatnonzero(~close)
+    # the device's portable stages compute the lean bundle's LCE stages: stage by stage on the
+    # same input, per element (tests/stage_agreement.py), not a count of clips end to end
+    agree = compare_stages(detector_stages(Detector(lean, backend="lce")), detector_stages(det),
+                           clips[0])
+    assert len(agree) == len(done.stages)
+    assert_same_network(agree, "lean LCE vs Pi portable")
 
     m = json.loads((orphan / "manifest.json").read_text())
     m["source"]["run"] = str(tmp_path / "no_such_run")

@@ -102,12 +102,19 @@ def test_kws_eval_user_errors(eval_run, tmp_path, capsys):
 
 def test_kws_eval_bundle_goes_through_the_runtime(tiny_bundle, tiny_bundle_keras, sc_v2,
                                                   tmp_path, capsys):
-    """A bundle is scored by the deployed runtime; its per-exit accuracy is the Keras model's."""
+    """A bundle is scored by the deployed runtime: the report's per-exit accuracy is, exactly,
+    the accuracy of the Detector's exit logits on the same clips; and the runtime's network is
+    the Keras model's, compared stage by stage on these clips' log-mels (per element, see
+    tests/stage_agreement.py). Comparing the two accuracies instead would count clips whose
+    argmax a rounding flip moved, which depends on the trained draw (issue 36)."""
     from bnnkws.app.commands.eval import _subset
+    from bnnkws.deploy.runtime import Detector
     from bnnkws.kws import data as kdata
-    from bnnkws.kws.features import cache as features
-    from bnnkws.kws.evaluation.report import per_exit_accuracy
     from bnnkws.kws.evaluation.evaluate import ModelLogits
+    from bnnkws.kws.evaluation.report import per_exit_accuracy
+    from bnnkws.kws.features import cache as features
+    from bnnkws.kws.features.cache import read_clip
+    from stage_agreement import assert_same_network, compare_stages, detector_stages, keras_stages
 
     out = tmp_path / "bundle_report"
     rc = main(["eval", str(tiny_bundle), "--data", str(sc_v2), "--out", str(out),
@@ -115,17 +122,22 @@ def test_kws_eval_bundle_goes_through_the_runtime(tiny_bundle, tiny_bundle_keras
     assert rc == 0
     assert "deployed runtime" in capsys.readouterr().out
     s = json.loads((out / "summary.json").read_text())
+    assert s["models"][0]["kind"] == "bundle"
     cfg, model = tiny_bundle_keras
     clips = _subset(list(kdata.load_dataset(str(sc_v2), task="12", seed=0).testing), 48, 0)
     clips = [c for c in clips if c.label in cfg.labels]
+    labels = [cfg.labels.index(c.label) for c in clips]
+    det = Detector(tiny_bundle)
+    z = det.exit_logits_batch(audio=np.stack([read_clip(c, det.bundle.frontend) for c in clips]))
+    runtime = per_exit_accuracy(ModelLogits.from_config("b", cfg, z, labels))
+    assert s["per_exit_accuracy"] == pytest.approx(runtime, abs=1e-12)
     x = features.extract(clips, cfg.frontend, progress=False)
+    agree = compare_stages(detector_stages(det, "features"), keras_stages(cfg, model), x)
+    assert len(agree) == len(det.stages)
+    assert_same_network(agree, "bundle vs Keras on the eval clips")
     o = model.predict(x, verbose=0)
-    keras = ModelLogits.from_config("k", cfg, np.stack([o[n] for n in cfg.exit_names], 1),
-                                    [cfg.labels.index(c.label) for c in clips])
-    want = per_exit_accuracy(keras)
-    for name, acc in s["per_exit_accuracy"].items():
-        assert abs(acc - want[name]) <= 1.0 / len(clips) + 1e-9, (name, acc, want[name])
-    assert s["models"][0]["kind"] == "bundle"
+    keras = ModelLogits.from_config("k", cfg, np.stack([o[n] for n in cfg.exit_names], 1), labels)
+    print("per-exit accuracy: runtime", runtime, "Keras", per_exit_accuracy(keras))
 
 
 def test_runtime_decisions_equal_the_report_rule(tiny_bundle, sc_v2):

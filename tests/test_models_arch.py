@@ -205,27 +205,50 @@ def test_exit_head_numpy_arithmetic_reproduces_logits(speech, binary):
         h = out.get("fmap")
 
 
-def test_lce_converts_every_binary_conv_to_lce_bconv2d(built):
+def test_lce_converts_every_binary_conv_to_lce_bconv2d(built, speech):
+    """Every binary conv becomes an LceBconv2d, and the converted graph computes what Keras
+    computes. Compared stage by stage on the 24 speech clips: the converted model outputs every
+    stage's fmap and embedding beside the logits, and Keras's stage k is fed LCE's stage k-1
+    fmap; judged per element (tests/stage_agreement.py). Logits of one input end to end are
+    not compared: in an untrained net some pre-activations sit within rounding of zero, whether
+    LCE's fused arithmetic rounds them to the other sign depends on the weight draw and the
+    CPU's kernels, and one such flip moves every later logit (unseeded, that check failed 3 of
+    4 runs; issue 36)."""
     import larq_compute_engine as lce
     from larq_compute_engine.tflite.python.interpreter import Interpreter
 
+    from bnnkws.deploy.export import stage_models, tflite_io
+    from stage_agreement import assert_same_network, compare_stages, keras_stages
+
     cfg, model = built
     n_binary = len(binary_convs(model))
-    fb = lce.convert_keras_model(model)
+    stages = stage_models(model, cfg)
+    inp = tf.keras.Input((98, 64), batch_size=1, name="log_mel")
+    h, outs = inp, {}
+    for k, st in enumerate(stages, start=1):
+        o = st(h)
+        for name in ("fmap", "embedding", "logits"):
+            if name in o:
+                named = tf.keras.layers.Activation("linear", name=f"{name}{k}")
+                outs[f"{name}{k}"] = named(o[name])
+        h = o.get("fmap")
+    fb = lce.convert_keras_model(tf.keras.Model(inp, outs))
     ops = tflite_op_counts(fb)
     assert ops["LceBconv2d"] == n_binary, ops
     assert ops["CONV_2D"] < n_binary  # the real-valued convs stay few (stem, transitions)
-    # the converted graph computes what Keras computes
-    x = np.random.default_rng(1).normal(size=(1, 98, 64)).astype("float32")
+    position = {o["name"]: o["index"] for o in tflite_io(fb)[1]}
+    assert len(position) == len(outs)
+    x, _ = speech
     interp = Interpreter(fb, num_threads=1)
-    got = interp.predict(x)
-    want = model(x, training=False)
-    got = got if isinstance(got, list) else [got]
-    want_arrays = sorted((v.numpy() for v in want.values()), key=lambda a: float(a.sum()))
-    got_arrays = sorted((np.asarray(g).reshape(1, -1) for g in got), key=lambda a: float(a.sum()))
-    assert len(got_arrays) == 5
-    for g, w in zip(got_arrays, want_arrays):
-        np.testing.assert_allclose(g, w, atol=2e-3 * max(1.0, float(np.abs(w).max())))
+    got = [interp.predict(xi[None]) for xi in x]
+
+    def lce_stage(k, xs):  # stage k of LCE's own chain, i.e. fed LCE's stage k-1 fmap (= xs)
+        return {name: np.stack([np.asarray(g[position[f"{name}{k}"]])[0] for g in got])
+                for name in ("fmap", "embedding") if f"{name}{k}" in position}
+
+    agree = compare_stages(lce_stage, keras_stages(cfg, model), x)
+    assert len(agree) == len(stages)
+    assert_same_network(agree, f"{cfg.arch}: LCE vs Keras")
 
 
 def test_expanded_exit_head_is_one_more_binary_conv_and_keeps_the_head_contract(speech):
