@@ -120,10 +120,12 @@ def stage_models(model, cfg) -> list:
 def float_twin_stages(cfg, stages) -> list:
     """Real-valued stages (``binary=False``) carrying the binary stages' latent weights."""
     from bnnkws.kws.models import build_stages
+    from bnnkws.kws.models.pa import twin_weights
 
     fstages = build_stages(cfg.replace(binary=False))
     for s, f in zip(stages, fstages):
-        ws, wf = s.get_weights(), f.get_weights()
+        # a PA model's staircase parameters have no counterpart in the twin
+        ws, wf = twin_weights(s), f.get_weights()
         if [w.shape for w in ws] != [w.shape for w in wf]:
             raise ExportError(f"{s.name}: the real-valued twin's weights do not line up with the "
                               f"binary model's")

@@ -32,6 +32,36 @@ class ConfigError(ValueError):
     """A configuration value (or file) is invalid; the message names it."""
 
 
+PA_MAX_BASES = 8  # piecewise approximation: at most 8 weight / activation bases (the paper's M)
+
+
+def pa_stage_bases(value, num_stages: int) -> list:
+    """``ModelConfig.pa_bases`` as one ``(M, N)`` tuple per stage (ConfigError if malformed).
+
+    ``None`` or ``[M, N]`` apply to every stage; a list of ``num_stages`` pairs sets each
+    stage. M (weight bases) and N (activation bases) are whole numbers in 1..PA_MAX_BASES.
+    """
+    if value is None:
+        return [(1, 1)] * num_stages
+    pairs = None
+    try:
+        if len(value) == 2 and all(isinstance(v, int) for v in value):
+            pairs = [tuple(value)] * num_stages
+        elif all(len(p) == 2 for p in value):
+            pairs = [tuple(p) for p in value]
+    except TypeError:
+        pass
+    if pairs is None or len(pairs) != num_stages:
+        raise ConfigError(f"pa_bases must be [M, N] or {num_stages} [M, N] pairs (one per "
+                          f"stage), got {value!r}")
+    for m, n in pairs:
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= PA_MAX_BASES
+                   for v in (m, n)):
+            raise ConfigError(f"pa_bases: M and N must be whole numbers in 1..{PA_MAX_BASES}, "
+                              f"got {value!r}")
+    return pairs
+
+
 def unsupported_options(arch: str, stage_filters=None,
                         binary_bn_epsilon: float = BINARY_BN_EPSILON) -> list:
     """Names of the QuickNet-only options set away from their default for another ``arch``."""
@@ -76,6 +106,11 @@ class ModelConfig:
     # K x multiplier and which turns one flipped input sign into a jump of 60. An epsilon of
     # one count bounds the multiplier by gamma and leaves live channels (variance ~1e3) alone.
     binary_bn_epsilon: float = BINARY_BN_EPSILON
+    # Piecewise approximation (Zhu et al. 2020, bnnkws.kws.models.pa): [M, N] weight and
+    # activation bases of every binary convolution in the stages, or one [M, N] per stage;
+    # each becomes M x N binary convolutions. None (= [1, 1]) is the 1-bit network. Exit heads
+    # stay 1-bit; the real-valued twin (binary=False) ignores it.
+    pa_bases: Optional[list] = None
     frontend: FrontendConfig = field(default_factory=lambda: DEFAULT_FRONTEND)
 
     def __post_init__(self):
@@ -93,6 +128,9 @@ class ModelConfig:
         self.head_channels = [int(c) for c in self.head_channels]
         if self.stage_filters is not None:
             self.stage_filters = [int(c) for c in self.stage_filters]
+        if self.pa_bases is not None:  # JSON gives lists; keep lists so round trips compare equal
+            self.pa_bases = [list(p) if isinstance(p, (list, tuple)) else p
+                             for p in self.pa_bases]
         self.validate()
 
     # -- checks -------------------------------------------------------------------------------
@@ -131,6 +169,7 @@ class ModelConfig:
                                   f"got {self.stage_filters}")
         if not self.binary_bn_epsilon > 0:
             raise ConfigError(f"binary_bn_epsilon must be > 0, got {self.binary_bn_epsilon}")
+        pa_stage_bases(self.pa_bases, self.num_exits)
         if not 1 <= self.min_exit <= self.num_exits:
             raise ConfigError(f"min_exit must be in 1..{self.num_exits}, got {self.min_exit}")
         if not self.norm_std > 0:
@@ -154,6 +193,16 @@ class ModelConfig:
     def num_stages(self) -> int:
         """Stages the built model runs: all of them, or 1..single_exit for an E_s baseline."""
         return self.single_exit if self.single_exit is not None else self.num_exits
+
+    @property
+    def stage_pa_bases(self) -> list:
+        """``(M, N)`` per stage (all ``(1, 1)`` for the 1-bit network); see ``pa_bases``."""
+        return pa_stage_bases(self.pa_bases, self.num_exits)
+
+    @property
+    def uses_pa(self) -> bool:
+        """Whether any binary convolution has more than one weight or activation base."""
+        return self.binary and any(p != (1, 1) for p in self.stage_pa_bases)
 
     @property
     def exit_names(self) -> list:

@@ -178,3 +178,17 @@ def test_jit_compile_reaches_keras_and_may_change_on_resume(tiny_run, tmp_path):
         model = build_model(cfg)
         compile_model(model, cfg, tf.keras.optimizers.Adam(), jit_compile=jit)
         assert bool(model._jit_compile) is jit
+
+
+def test_pa_bases_option_reaches_the_model_config():
+    """--pa-bases M,N (issue 41) is saved with the run and builds ModelConfig.pa_bases; a run
+    without it stays the 1-bit network (no pa_bases)."""
+    from bnnkws.app.commands import train as cmd_train
+    from bnnkws.kws.data import LABELS12
+    from bnnkws.kws.training.train import make_model_config
+
+    for argv, want in ((["--pa-bases", "2,2"], [2, 2]), ([], None)):
+        args = cli.build_parser().parse_args(["train", "--data", "x", *argv])
+        tc = cmd_train.config_from_args(args)
+        assert tc.pa_bases == want
+        assert make_model_config(tc, LABELS12, 0.0, 1.0).pa_bases == want

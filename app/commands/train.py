@@ -25,6 +25,21 @@ def _comma_list(cast, what: str):
     return parse
 
 
+def _pa_bases(text: str) -> list:
+    """An argparse type for --pa-bases: ``"M,N"`` -> ``[M, N]``; ``"1x1,2x2,..."`` -> one
+    ``[M, N]`` per stage."""
+    try:
+        if "x" in text:
+            return [[int(v) for v in pair.split("x")] for pair in text.split(",") if pair.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = None
+    if values is None or len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected M,N or one MxN per stage (e.g. "
+                                         f"1x1,1x1,2x2,2x2,2x2), got {text!r}")
+    return values
+
+
 def register(subparsers) -> None:
     from bnnkws.kws.config import ARCHS
     from bnnkws.kws.training.teacher import TEACHERS
@@ -178,6 +193,19 @@ def register(subparsers) -> None:
                         "(one count) keeps channels that rarely fire from getting huge "
                         "multipliers, which LCE rounds coarsely and which amplify sign flips")
 
+    g.add_argument("--pa-bases", type=_pa_bases, default=None, metavar="M,N",
+                   help="piecewise approximation (Zhu et al. 2020): every binary convolution of "
+                        "the stages gets M weight and N activation bases, {0,1} tensors with "
+                        "one coefficient each, and runs as M x N binary convolutions (about "
+                        "M x N times the binary work, still LCE bitwise kernels): an accuracy "
+                        "knob between 1-bit and int8. Weight endpoints are fixed from the "
+                        "kernel's mean and std (uniform in +-2 std), activation endpoints and "
+                        "coefficients are learnt. 1,1 (default) is the 1-bit network; a side "
+                        "with 1 base keeps the architecture's 1-bit quantizer; MxN per stage "
+                        "(e.g. 1x1,1x1,2x2,2x2,2x2) spends the bases where they are wanted. "
+                        "Multi-base kernels train with Adam on latent weights (Bop takes 1-bit "
+                        "kernels only); M, N <= 8; exit heads stay 1-bit")
+
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["bop", "adam", "two-stage"], default=None,
                    help="bop: Bop on binary kernels + Adam on the rest (default for binary "
@@ -268,7 +296,7 @@ def _defaults():
 _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer", "bop_threshold",
            "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule", "lr_final",
            "stage1_epochs", "exit_weights", "head_channels", "stage_filters", "binary_bn_epsilon",
-           "single_exit", "real_valued",
+           "pa_bases", "single_exit", "real_valued",
            "label_smoothing", "seed", "split_seed", "max_train_clips", "augment", "time_shift",
            "noise", "gain", "spec_augment", "noise_prob", "snr_db", "init_from", "cache_dir",
            "noise_dirs", "generated_noise_prob", "band_limit_prob", "band_limit_hz", "speed_prob",

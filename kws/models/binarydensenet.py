@@ -20,9 +20,9 @@ from .meliusnet import transition_block
 PLAN = [(64, 32, 4, None), (96, 32, 4, 2), (128, 64, 4, 2), (192, 64, 4, 1), (224, 64, 4, 1)]
 
 
-def densely_connected_block(x, growth: int, binary: bool, name: str):
+def densely_connected_block(x, growth: int, binary: bool, name: str, pa=(1, 1)):
     y = bn(x, name=f"{name}_bn")
-    y = binary_conv(y, growth, 3, DENSENET_Q, binary, name=f"{name}_bconv")
+    y = binary_conv(y, growth, 3, DENSENET_Q, binary, name=f"{name}_bconv", pa=pa)
     return tf.keras.layers.Concatenate(name=f"{name}_concat")([x, y])
 
 
@@ -31,13 +31,14 @@ def stage_bodies(cfg):
     for k, (base, growth, layers, pool) in enumerate(PLAN, start=1):
         filters, growth = channels(base, cfg.width), channels(growth, cfg.width)
 
-        def body(x, k=k, filters=filters, growth=growth, layers=layers, pool=pool):
+        def body(x, k=k, filters=filters, growth=growth, layers=layers, pool=pool,
+                 pa=cfg.stage_pa_bases[k - 1]):
             if k == 1:
                 x = stem(x, filters)
             else:
                 x = transition_block(x, filters, pool, name=f"s{k}_trans")
             for b in range(layers):
-                x = densely_connected_block(x, growth, cfg.binary, name=f"s{k}_l{b}")
+                x = densely_connected_block(x, growth, cfg.binary, name=f"s{k}_l{b}", pa=pa)
             return x
 
         bodies.append(body)

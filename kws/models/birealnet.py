@@ -21,7 +21,7 @@ from .blocks import BIREALNET_Q, binary_conv, bn, channels, real_conv, stem
 PLAN = [(64, 4), (128, 4), (256, 2), (256, 2), (256, 2)]
 
 
-def residual_block(x, out_filters: int, binary: bool, name: str):
+def residual_block(x, out_filters: int, binary: bool, name: str, pa=(1, 1)):
     in_filters = int(x.shape[-1])
     shortcut = x
     strides = 1
@@ -32,7 +32,7 @@ def residual_block(x, out_filters: int, binary: bool, name: str):
         shortcut = real_conv(shortcut, out_filters, 1, name=f"{name}_sc_conv")
         shortcut = bn(shortcut, name=f"{name}_sc_bn", momentum=0.8)
     y = binary_conv(x, out_filters, 3, BIREALNET_Q, binary, strides=strides,
-                    name=f"{name}_bconv")
+                    name=f"{name}_bconv", pa=pa)
     y = bn(y, name=f"{name}_bn", momentum=0.8)
     return tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
 
@@ -42,11 +42,11 @@ def stage_bodies(cfg):
     for k, (base, blocks) in enumerate(PLAN, start=1):
         filters = channels(base, cfg.width)
 
-        def body(x, k=k, filters=filters, blocks=blocks):
+        def body(x, k=k, filters=filters, blocks=blocks, pa=cfg.stage_pa_bases[k - 1]):
             if k == 1:
                 x = stem(x, filters)
             for b in range(blocks):
-                x = residual_block(x, filters, cfg.binary, name=f"s{k}_b{b}")
+                x = residual_block(x, filters, cfg.binary, name=f"s{k}_b{b}", pa=pa)
             return x
 
         bodies.append(body)

@@ -6,6 +6,9 @@ to a BatchNorm / residual output (never after a ReLU, which would make every inp
 kernel quantizer with a weight-clip constraint, no bias, and ``pad_values=1.0`` with "same"
 padding (LCE's fast path; +1 padding is exact for sign inputs).
 
+``pa=(M, N)`` (ModelConfig.pa_bases) builds the piecewise-approximation variant of a binary
+convolution, M weight and N activation bases (:mod:`bnnkws.kws.models.pa`).
+
 ``binary=False`` builds the real-valued twin with the same graph: the kernel is unquantised and
 unconstrained, and the input sign is replaced by its straight-through surrogate, the hard tanh
 ``clip(x, -1, 1)`` (a twin with no input activation at all would be a linear network inside
@@ -73,8 +76,25 @@ def channels(base: int, width: float, multiple: int = 8) -> int:
 # layers
 # ---------------------------------------------------------------------------------------------
 def binary_conv(x, filters: int, kernel, q: QuantSpec, binary: bool, *, strides=1,
-                activation=None, name: Optional[str] = None):
-    """A binary convolution (LceBconv2d after conversion), or its real twin."""
+                activation=None, name: Optional[str] = None, pa=(1, 1)):
+    """A binary convolution (LceBconv2d after conversion), or its real twin.
+
+    ``pa = (M, N)`` with M or N > 1 makes it a piecewise-approximation convolution
+    (:class:`bnnkws.kws.models.pa.PAConv2D`, M x N LceBconv2d after conversion): M kernel
+    bases and N input bases; a side with one base keeps the architecture's 1-bit quantizer.
+    (1, 1) is the plain binary convolution. The real twin ignores ``pa``.
+    """
+    m, n = (int(v) for v in pa)
+    if binary and (m > 1 or n > 1):
+        from .pa import PAActivation, PAConv2D, PAWeight
+
+        return PAConv2D(
+            filters, kernel, strides=strides, padding="same", pad_values=1.0,
+            input_quantizer=PAActivation(n) if n > 1 else q.make_input_quantizer(),
+            kernel_quantizer=PAWeight(m) if m > 1 else q.make_kernel_quantizer(),
+            kernel_constraint=q.make_constraint(),
+            kernel_initializer="glorot_normal", use_bias=False, activation=activation,
+            name=name)(x)
     if binary:
         return lq.layers.QuantConv2D(
             filters, kernel, strides=strides, padding="same", pad_values=1.0,

@@ -85,6 +85,9 @@ def build_model(cfg: ModelConfig, *, stages: list | None = None, **kw) -> tf.ker
         if "fmap" in out:
             x = out["fmap"]
     name = f"{cfg.arch}_{'bin' if cfg.binary else 'real'}_w{cfg.width:g}"
+    if cfg.uses_pa:
+        pairs = set(cfg.stage_pa_bases[:cfg.num_stages])
+        name += f"_pa{'%dx%d' % next(iter(pairs)) if len(pairs) == 1 else ''}"
     if cfg.single_exit is not None:
         name += f"_es{cfg.single_exit}"
     return tf.keras.Model(inp, outputs, name=name)

@@ -29,6 +29,8 @@ def fold_dead_channels(model, threshold: float = DEAD_VARIANCE) -> int:
     import larq as lq
     import tensorflow as tf
 
+    from .pa import PAConv2D
+
     folded = 0
     for layer in _all_layers(model):
         if not isinstance(layer, tf.keras.layers.BatchNormalization):
@@ -36,6 +38,8 @@ def fold_dead_channels(model, threshold: float = DEAD_VARIANCE) -> int:
         src = _input_layer(layer)
         if not (isinstance(src, lq.layers.QuantConv2D) and src.kernel_quantizer is not None):
             continue
+        if isinstance(src, PAConv2D):  # a sum of scaled bconvs: not a count, and LCE cannot
+            continue                   # fuse the BN into one bconv's output transform anyway
         gamma = layer.gamma.numpy() if layer.gamma is not None else None
         beta = layer.beta.numpy() if layer.beta is not None else None
         mean, var = layer.moving_mean.numpy(), layer.moving_variance.numpy()

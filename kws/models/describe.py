@@ -57,11 +57,18 @@ class Description(list):
 
 
 def stage_profile(stage: tf.keras.Model) -> dict:
-    """Non-cumulative counts of one stage model (larq-summary arithmetic)."""
+    """Non-cumulative counts of one stage model (larq-summary arithmetic).
+
+    Piecewise-approximation convolutions (:mod:`.pa`) are counted by
+    :func:`.pa.layer_cost` instead: M x N binary MACs per MAC and M bits per weight (larq's
+    profile would file their M- or N-bit MACs under neither 1 nor 32 bits).
+    """
+    from .pa import PAConv2D, layer_cost
+
     p = lq.models.ModelProfile(stage)
     total_params = p.weight_count()
     binary_params = p.weight_count(bitwidth=1)
-    return {
+    out = {
         "binary_macs": int(p.op_count("mac", 1)),
         "real_macs": int(p.op_count("mac", 32)),
         "binary_params": int(binary_params),
@@ -69,6 +76,18 @@ def stage_profile(stage: tf.keras.Model) -> dict:
         "binary_size_bits": int(p.memory),
         "float32_size_bits": int(p.fp_equivalent_memory),
     }
+    for lp in p.layer_profiles:
+        if not isinstance(lp._layer, PAConv2D):
+            continue
+        binary = lp.weight_count(bitwidth=1)
+        larq_counts = {"binary_macs": lp.op_count("mac", 1) or 0,
+                       "real_macs": lp.op_count("mac", 32) or 0,
+                       "binary_params": binary, "real_params": lp.weight_count() - binary,
+                       "binary_size_bits": lp.memory,
+                       "float32_size_bits": lp.fp_equivalent_memory}
+        for key, v in layer_cost(lp._layer).items():
+            out[key] += int(v) - int(larq_counts[key])
+    return out
 
 
 def describe(cfg_or_model, stages: list | None = None) -> Description:

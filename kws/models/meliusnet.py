@@ -28,15 +28,15 @@ PLAN = [(64, 32, 2, None), (96, 32, 3, 2), (128, 64, 2, 2), (None, 64, 2, None),
         (None, 64, 2, None)]
 
 
-def dense_block(x, growth: int, binary: bool, name: str):
+def dense_block(x, growth: int, binary: bool, name: str, pa=(1, 1)):
     w = bn(x, name=f"{name}_bn")
-    w = binary_conv(w, growth, 3, MELIUSNET_Q, binary, name=f"{name}_bconv")
+    w = binary_conv(w, growth, 3, MELIUSNET_Q, binary, name=f"{name}_bconv", pa=pa)
     return tf.keras.layers.Concatenate(name=f"{name}_concat")([x, w])
 
 
-def improvement_block(x, growth: int, binary: bool, name: str):
+def improvement_block(x, growth: int, binary: bool, name: str, pa=(1, 1)):
     w = bn(x, name=f"{name}_bn")
-    w = binary_conv(w, growth, 3, MELIUSNET_Q, binary, name=f"{name}_bconv")
+    w = binary_conv(w, growth, 3, MELIUSNET_Q, binary, name=f"{name}_bconv", pa=pa)
     return AddToLastChannels(name=f"{name}_merge")([x, w])
 
 
@@ -53,14 +53,15 @@ def stage_bodies(cfg):
         filters = channels(base, cfg.width) if base else None
         growth = channels(growth, cfg.width)
 
-        def body(x, k=k, filters=filters, growth=growth, blocks=blocks, pool=pool):
+        def body(x, k=k, filters=filters, growth=growth, blocks=blocks, pool=pool,
+                 pa=cfg.stage_pa_bases[k - 1]):
             if k == 1:
                 x = stem(x, filters)
             elif pool:
                 x = transition_block(x, filters, pool, name=f"s{k}_trans")
             for b in range(blocks):
-                x = dense_block(x, growth, cfg.binary, name=f"s{k}_b{b}_dense")
-                x = improvement_block(x, growth, cfg.binary, name=f"s{k}_b{b}_improve")
+                x = dense_block(x, growth, cfg.binary, name=f"s{k}_b{b}_dense", pa=pa)
+                x = improvement_block(x, growth, cfg.binary, name=f"s{k}_b{b}_improve", pa=pa)
             return x
 
         bodies.append(body)

@@ -21,9 +21,9 @@ from .blocks import QUICKNET_Q, binary_conv, blurpool_initializer, bn, channels,
 PLAN = [(64, 3, None), (128, 3, 2), (256, 2, 2), (256, 2, 1), (256, 2, 1)]
 
 
-def residual_block(x, binary: bool, name: str, bn_epsilon: float):
+def residual_block(x, binary: bool, name: str, bn_epsilon: float, pa=(1, 1)):
     y = binary_conv(x, int(x.shape[-1]), 3, QUICKNET_Q, binary, activation="relu",
-                    name=f"{name}_bconv")
+                    name=f"{name}_bconv", pa=pa)
     y = bn(y, name=f"{name}_bn", epsilon=bn_epsilon)
     return tf.keras.layers.Add(name=f"{name}_add")([x, y])
 
@@ -51,14 +51,15 @@ def stage_bodies(cfg):
     for k, ((_, blocks, stride), base) in enumerate(zip(PLAN, bases), start=1):
         filters = channels(base, cfg.width)
 
-        def body(x, k=k, filters=filters, blocks=blocks, stride=stride):
+        def body(x, k=k, filters=filters, blocks=blocks, stride=stride,
+                 pa=cfg.stage_pa_bases[k - 1]):
             if k == 1:
                 x = stem(x, filters)
             elif filters != int(x.shape[-1]) or stride > 1:
                 x = transition_block(x, filters, stride, name=f"s{k}_trans")
             for b in range(blocks):
                 x = residual_block(x, cfg.binary, name=f"s{k}_b{b}",
-                                   bn_epsilon=cfg.binary_bn_epsilon)
+                                   bn_epsilon=cfg.binary_bn_epsilon, pa=pa)
             return x
 
         bodies.append(body)

@@ -9,7 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from bnnkws.kws.config import BINARY_BN_EPSILON, STAGE_FILTER_ARCHS, unsupported_options
+from bnnkws.kws.config import (BINARY_BN_EPSILON, STAGE_FILTER_ARCHS, ConfigError, ModelConfig,
+                               pa_stage_bases, unsupported_options)
 
 OPTIMIZERS = ("bop", "adam", "two-stage")
 GAMMA_DECAYS = ("exp", "cosine", "none")
@@ -65,6 +66,7 @@ class TrainConfig:
     head_channels: Optional[list] = None  # ModelConfig.head_channels
     stage_filters: Optional[list] = None  # ModelConfig.stage_filters
     binary_bn_epsilon: float = BINARY_BN_EPSILON  # ModelConfig.binary_bn_epsilon
+    pa_bases: Optional[list] = None  # ModelConfig.pa_bases: [M, N] or one [M, N] per stage
     single_exit: Optional[int] = None
     real_valued: bool = False
     label_smoothing: float = 0.0
@@ -147,6 +149,9 @@ class TrainConfig:
             self.head_channels = [int(c) for c in self.head_channels]
         if self.stage_filters is not None:
             self.stage_filters = [int(c) for c in self.stage_filters]
+        if self.pa_bases is not None:
+            self.pa_bases = [list(p) if isinstance(p, (list, tuple)) else p
+                             for p in self.pa_bases]
         self.snr_db = [float(v) for v in self.snr_db]
         self.band_limit_hz = tuple(float(v) for v in self.band_limit_hz)
         self.speed_range = tuple(float(v) for v in self.speed_range)
@@ -177,6 +182,13 @@ class TrainConfig:
             raise TrainError(f"--stage-filters must be >= 1, got {self.stage_filters}")
         if not self.binary_bn_epsilon > 0:
             raise TrainError(f"--binary-bn-epsilon must be > 0, got {self.binary_bn_epsilon}")
+        try:
+            pa = pa_stage_bases(self.pa_bases, ModelConfig().num_exits)
+        except ConfigError as e:
+            raise TrainError(f"--pa-bases: {e}") from e
+        if self.real_valued and any(p != (1, 1) for p in pa):
+            raise TrainError("--pa-bases approximates binary convolutions; the --real-valued "
+                             "twin has none (train it without --pa-bases)")
         if self.batch_size < 1:
             raise TrainError(f"batch size must be >= 1, got {self.batch_size}")
         for name in ("bop_threshold", "bop_gamma", "lr"):

@@ -43,7 +43,7 @@ AUX_VOCAB = "aux_vocab.json"  # the auxiliary heads' words, counts and holdout (
 _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", "bop_threshold",
                     "bop_gamma", "bop_gamma_decay", "bop_gamma_final", "lr", "lr_schedule",
                     "lr_final", "stage1_epochs", "exit_weights", "head_channels", "stage_filters",
-                    "binary_bn_epsilon", "single_exit",
+                    "binary_bn_epsilon", "single_exit", "pa_bases",
                     "real_valued", "label_smoothing", "seed", "split_seed", "max_train_clips",
                     "augment", "time_shift", "noise", "gain", "spec_augment", "noise_prob",
                     "snr_db",
@@ -590,7 +590,7 @@ def make_model_config(tc: TrainConfig, labels, norm_mean: float, norm_std: float
                        single_exit=tc.single_exit, binary=not tc.real_valued,
                        norm_mean=norm_mean, norm_std=norm_std, exit_loss_weights=tc.exit_weights,
                        head_channels=tc.head_channels, stage_filters=tc.stage_filters,
-                       binary_bn_epsilon=tc.binary_bn_epsilon)
+                       binary_bn_epsilon=tc.binary_bn_epsilon, pa_bases=tc.pa_bases)
 
 
 def make_optimizer(tc: TrainConfig, steps_per_epoch: int):
