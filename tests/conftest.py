@@ -57,7 +57,7 @@ def sc_extra() -> Path:
 # Test files that take minutes, started first so that two xdist workers (--dist loadfile) do
 # not end with one of them running a long file alone.
 LONG_FILES = ("test_train_distribute.py", "test_tf_without_onednn.py", "test_models_arch.py",
-              "test_train_core.py")
+              "test_models_pa.py", "test_train_core.py", "test_app_serve.py")
 
 
 def pytest_collection_modifyitems(items):
