@@ -187,6 +187,7 @@ DEFAULT_BATCH_NEW = 8  # new samples per mixed minibatch (plus ratio x as many r
 CALIBRATION_TAKES = 4  # fresh augmented copies per take, used only to calibrate the threshold
 CALIBRATION_SHARE = 4  # every 4th memory sample is held out of replay to calibrate on
 UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
 
 
 @dataclass
@@ -210,15 +211,54 @@ class EnrolResult:
 # ---------------------------------------------------------------------------------------------
 # augmentation (numpy only: it runs on the device)
 # ---------------------------------------------------------------------------------------------
+def vtlp(y: np.ndarray, alpha: float, sr: int = 16000, n_fft: int = 512, hop: int = 128,
+         f_hi: float = 4800.0) -> np.ndarray:
+    """Vocal-tract-length perturbation of a waveform: its spectrum warped by ``alpha`` (Jaitly &
+    Hinton 2013's piecewise-linear warp: ``f -> alpha f`` up to ``f_hi min(alpha, 1) / alpha``,
+    then linear to Nyquist), duration unchanged. ``alpha > 1`` moves formants up (a shorter
+    vocal tract), ``< 1`` down. STFT magnitude warped, phase kept, overlap-add (numpy only)."""
+    y = np.asarray(y, np.float64)
+    n = len(y)
+    win = np.hanning(n_fft + 1)[:-1]
+    pad = np.pad(y, (n_fft // 2, n_fft // 2 + hop))
+    frames = np.lib.stride_tricks.sliding_window_view(pad, n_fft)[::hop] * win
+    spec = np.fft.rfft(frames, axis=1)
+    nyq = sr / 2.0
+    f = np.linspace(0.0, nyq, spec.shape[1])
+    knee = f_hi * min(alpha, 1.0) / alpha
+    warped = np.where(f <= knee, alpha * f,
+                      nyq - (nyq - alpha * knee) / (nyq - knee) * (nyq - f))
+    src = np.interp(f, warped, f)  # the source frequency each output bin takes its level from
+    mag = np.abs(spec)
+    pos = src / nyq * (spec.shape[1] - 1)
+    lo = np.floor(pos).astype(int).clip(0, spec.shape[1] - 1)
+    hi = (lo + 1).clip(0, spec.shape[1] - 1)
+    frac = pos - lo
+    new = (mag[:, lo] * (1 - frac) + mag[:, hi] * frac) * np.exp(1j * np.angle(spec))
+    out_frames = np.fft.irfft(new, n=n_fft, axis=1) * win
+    k = n_fft // hop  # overlap-add: hop divides n_fft, so k shifted copies cover every frame
+    m = len(out_frames)
+    blocks = out_frames.reshape(m, k, hop)
+    out = np.zeros((m + k - 1, hop))
+    wsq = np.zeros((m + k - 1, hop))
+    for j in range(k):
+        out[j:j + m] += blocks[:, j]
+        wsq[j:j + m] += (win ** 2).reshape(k, hop)[j]
+    out = (out / np.maximum(wsq, 1e-8)).reshape(-1)
+    return out[n_fft // 2:n_fft // 2 + n].astype(np.float32)
+
+
 def augment_takes(clips: np.ndarray, copies: int, noise: np.ndarray, rng,
                   sr: int = 16000, snr_db: tuple = (5.0, 20.0),
-                  noise_p: float = 0.8) -> np.ndarray:
+                  noise_p: float = 0.8, warp: Optional[tuple] = None) -> np.ndarray:
     """``copies`` variants of each take: speed/pitch, time shift, gain and background noise.
 
     Per copy: resampled by a factor in [0.92, 1.08] (linear interpolation: speed and pitch move
     together by up to 8 %), shifted by up to 100 ms (zero fill), gain within +-6 dB, and with
     probability ``noise_p`` a random noise window (``noise (m, samples)``) mixed at ``snr_db``
-    (default 5-20 dB) SNR. Returns
+    (default 5-20 dB) SNR. With ``warp (lo, hi)`` each copy's spectrum is first warped by a
+    factor drawn log-uniformly in it (:func:`vtlp`: formants of a shorter or longer vocal tract,
+    duration unchanged). Returns
     ``(len(clips) * copies, samples)`` float32 in [-1, 1].
     """
     clips = np.asarray(clips, np.float32)
@@ -226,6 +266,8 @@ def augment_takes(clips: np.ndarray, copies: int, noise: np.ndarray, rng,
     out = np.zeros((len(clips) * copies, n), np.float32)
     t = np.arange(n, dtype=np.float64)
     for i, y in enumerate(np.repeat(clips, copies, axis=0)):
+        if warp:
+            y = vtlp(y, float(np.exp(rng.uniform(np.log(warp[0]), np.log(warp[1])))), sr)
         f = rng.uniform(0.92, 1.08)
         z = np.interp(np.arange(0, n, f), t, y)  # new length n / f
         if len(z) >= n:
@@ -349,13 +391,64 @@ def _warn_no_memory(bundle: Bundle) -> None:
                   stacklevel=3)
 
 
+DEFAULT_SETTINGS = {"rule": "cwr", "warp": None, "weight_decay": 0.0, "margin": 0.0,
+                    "margin_against": "all"}
+MARGIN_AGAINST = ("all", "unknown")
+SETTINGS_KEY = "enrolment_settings"  # optional manifest entry: the bundle's own defaults
+
+
+def settings(bundle: Bundle, **given) -> dict:
+    """Enrolment's learning settings: ``given`` (not None) over the manifest's
+    ``enrolment_settings`` over :data:`DEFAULT_SETTINGS`. ``rule``: how the word's column is
+    made (:data:`bnnkws.kws.continual.fewshot.RULES`); ``warp``: ``(lo, hi)`` vocal-tract
+    warp of the augmented takes (:func:`vtlp`) or None (``(1, 1)`` also means none);
+    ``weight_decay``: L2 on the heads' temporary weights during CWR*; ``margin``: logits the
+    word must win its takes by (LDAM), against every label (``margin_against="all"``) or only
+    ``_unknown_`` and ``_silence_`` (``"unknown"``). The default is plain CWR* (what the README's
+    enrolment figures measure); weight decay 0.01 measured better on false accepts and old
+    words (docs/results.md, section 5, "Other voices") and becomes the default once ``kws
+    report`` regenerates those figures; the others are there to compare."""
+    from bnnkws.kws.continual.fewshot import parse_rule
+
+    man = bundle.manifest.get(SETTINGS_KEY) or {}
+    unknown = sorted(set(man) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise EnrolmentError(f"{bundle.path}: manifest {SETTINGS_KEY} has unknown keys "
+                             f"{unknown}; known: {sorted(DEFAULT_SETTINGS)}")
+    out = {**DEFAULT_SETTINGS, **man, **{k: v for k, v in given.items() if v is not None}}
+    try:
+        out["rule"] = parse_rule(out["rule"])
+    except ValueError as e:
+        raise EnrolmentError(str(e)) from None
+    w = out["warp"]
+    if w is not None:
+        w = tuple(float(v) for v in (w if not isinstance(w, (int, float)) else (1 / w, w)))
+        if len(w) != 2 or not 0.5 <= w[0] <= w[1] <= 2.0:
+            raise EnrolmentError(f"warp must be (lo, hi) with 0.5 <= lo <= hi <= 2, got "
+                                 f"{out['warp']!r}")
+        out["warp"] = None if w == (1.0, 1.0) else w
+    out["weight_decay"] = float(out["weight_decay"])
+    out["margin"] = float(out["margin"])
+    if not out["margin"] >= 0:
+        raise EnrolmentError(f"margin must be >= 0, got {out['margin']!r}")
+    if out["margin_against"] not in MARGIN_AGAINST:
+        raise EnrolmentError(f"margin against must be one of {', '.join(MARGIN_AGAINST)}, got "
+                             f"{out['margin_against']!r}")
+    if not out["weight_decay"] >= 0:
+        raise EnrolmentError(f"weight decay must be >= 0, got {out['weight_decay']!r}")
+    return out
+
+
 def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
            names: Optional[Sequence[str]] = None, source: str = "", lr: float = 0.05,
            epochs: int = 30, lp=None, hp=None, detector=None, progress: bool = False,
            seed: int = 0, negatives: Optional[np.ndarray] = None,
            ratio: float = DEFAULT_RATIO, augment: int = DEFAULT_AUGMENT,
            target_fa_per_hour: Optional[float] = None, threshold: Optional[float] = None,
-           min_exit: Optional[int] = None, batch_new: int = DEFAULT_BATCH_NEW) -> EnrolResult:
+           min_exit: Optional[int] = None, batch_new: int = DEFAULT_BATCH_NEW,
+           rule: Optional[str] = None, warp: Optional[tuple] = None,
+           weight_decay: Optional[float] = None, margin: Optional[float] = None,
+           margin_against: Optional[str] = None) -> EnrolResult:
     """Add (or with ``update=True`` refine) ``word`` from ``clips (n, samples)`` with CWR*.
 
     With a replay memory in the bundle (:mod:`bnnkws.deploy.memory`): memory samples of
@@ -366,8 +459,12 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     calibrated on held-out memory samples, the user's negatives and fresh augmented takes
     (:func:`bnnkws.kws.continual.operating_point.calibrate`; ``threshold``/``min_exit`` override);
     then the takes and negatives enter the memory. Heads, memory and manifest are swapped in at
-    once.
+    once. ``rule``, ``warp``, ``weight_decay``, ``margin``, ``margin_against``: how the word's
+    column is learnt (:func:`settings`; None: the bundle's ``enrolment_settings``, else
+    :data:`DEFAULT_SETTINGS`); whatever they are, the result is a linear head the runtime runs
+    as any other, and the history records them.
     """
+    from bnnkws.kws.continual import fewshot as FS
     from bnnkws.kws.continual.cwr import CWRStar, Precision
     from bnnkws.kws.continual.operating_point import (DEFAULT_TARGET_FA_PER_HOUR, calibrate,
                                                       confusable)
@@ -407,8 +504,12 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     noise = memory.noise_float() if memory is not None else np.zeros((0, clips.shape[1]))
 
     t0 = time.perf_counter()
-    aug = augment_takes(clips, augment, noise, rng, fe.sample_rate) if augment else clips[:0]
-    cal = augment_takes(clips, CALIBRATION_TAKES, noise, rng, fe.sample_rate)
+    cfg = settings(bundle, rule=rule, warp=warp, weight_decay=weight_decay, margin=margin,
+                   margin_against=margin_against)
+    rule, warp, wd, margin = cfg["rule"], cfg["warp"], cfg["weight_decay"], cfg["margin"]
+    aug = augment_takes(clips, augment, noise, rng, fe.sample_rate, warp=warp) if augment \
+        else clips[:0]
+    cal = augment_takes(clips, CALIBRATION_TAKES, noise, rng, fe.sample_rate, warp=warp)
     parts = [clips, aug, cal, negs]
     allf = Embedder(bundle, detector)(np.concatenate(parts), progress=progress)
     cuts = np.cumsum([len(p) for p in parts])[:-1]
@@ -444,20 +545,30 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
     y_neg = np.full(len(neg_x[0]), unk if unk is not None else -1)
     use_neg = unk is not None and len(y_neg) > 0
     evidence = {target: len(clips), **({unk: len(negs)} if use_neg else {})}
+    rivals = None  # a margin taken against _unknown_ and _silence_ only
+    if cfg["margin_against"] == "unknown":
+        rivals = [new_labels.index(c) for c in (UNKNOWN, SILENCE) if c in new_labels]
     for j, k in enumerate(exits):
         w, b, sign_in = linear_head(bundle.heads[k])
-        h = CWRStar(w, b, past=past.copy(), lr=lr, epochs=epochs,
+        h = CWRStar(w, b, past=past.copy(), lr=lr, epochs=epochs, weight_decay=wd,
                     precision=Precision(lp, hp), seed=seed + j)
         if target == h.num_classes:
             h.add_class()
         x_new = np.concatenate([takes_x[j], aug_x[j]] + ([neg_x[j]] if use_neg else []))
         y_new = np.concatenate([y_take] + ([y_neg] if use_neg else []))
+        x_pos, held = [takes_x[j], aug_x[j]], None
         if memory is not None:
-            h.fit_mixed(x_new, y_new, mem_x[j][~is_cal], mem_y[~is_cal], ratio=ratio,
-                        batch_new=batch_new, evidence=evidence)
+            replay = (mem_x[j][~is_cal], mem_y[~is_cal])
+            # earlier takes (an --update) and memory samples moved to the word are its own
+            x_pos.append(mem_x[j][~is_cal & (mem_y == target)])
+            held = (np.concatenate([cal_x[j], mem_x[j][is_cal]]),
+                    np.concatenate([np.full(len(cal_x[j]), target), mem_y[is_cal]]))
         else:
-            h.fit_mixed(x_new, y_new, x_new[:0], y_new[:0], ratio=0, batch_new=batch_new,
-                        evidence=evidence)
+            replay = (x_new[:0], y_new[:0])
+        FS.learn_column(h, rule, target, x_new, y_new, replay, np.concatenate(x_pos), held,
+                        takes=len(clips), ratio=ratio if memory is not None else 0,
+                        batch_new=batch_new, evidence=evidence, margin=margin,
+                        margin_against=rivals)
         accs.append(float(np.mean(h.predict(takes_x[j]) == target)))
         heads[k] = cwr_head(h.cw, h.cb, sign_in)
         new_past = h.past
@@ -505,7 +616,9 @@ def enroll(bundle_path, word: str, clips: np.ndarray, *, update: bool = False,
              "examples": int(len(clips)), "source": str(source), "method": "cwr*",
              "lr": lr, "epochs": epochs, "replay": memory is not None,
              "replay_ratio": ratio if memory is not None else 0, "augment": int(augment),
-             "negatives": int(len(negs)), "moved_from_unknown": int(moved)}
+             "negatives": int(len(negs)), "moved_from_unknown": int(moved),
+             "rule": rule, "warp": list(warp) if warp else None, "weight_decay": wd,
+             "margin": margin, "margin_against": cfg["margin_against"]}
     committed = commit(bundle.path, heads, new_labels,
                        dict(zip(new_labels, new_past.tolist())), event, files=files,
                        manifest_updates=updates)

@@ -24,6 +24,11 @@ Protocol (speaker-disjoint everywhere):
   clips of the digit; espeak-ng: fresh takes in the enrolment voice) are tested and streamed
   too, and counted apart (:func:`own_voice`; ``own_recall`` in :func:`match`): a user who
   enrols a word is also the one who says it;
+* the pull on each enrolled word (:func:`pull`): per exit, its logit's margin over
+  ``_unknown_``, ``_silence_`` and the best old word, and which label tops, on the other
+  speakers' clips, the own-voice takes and the stream's other utterances; with
+  ``other_corpus`` the words' clips from another corpus too (:func:`other_corpus`);
+* enrolment settings (``enrol``: rule, weight decay, warp, margin) passed to ``enroll()``;
 * openWakeWord 0.4.0's shipped models (alexa, hey_jarvis, hey_mycroft) on the same stream when
   the optional ``bench`` extra is installed.
 
@@ -93,6 +98,8 @@ class BenchConfig:
     gate: Optional[str] = None  # `kws listen --gate` for the stream (None: its default)
     user_negatives: int = 0  # recordings per word passed as `kws enroll --negatives`
     own_voice: int = 0  # takes per word by the enrolling speaker/voice, streamed and tested
+    enrol: dict = field(default_factory=dict)  # extra `enroll()` settings (rule, warp, ...)
+    other_corpus: Optional[str] = None  # Speech Commands layout: the words in other voices
 
 
 @dataclass
@@ -204,6 +211,123 @@ def accuracies(bundle, feats: list, labels: list) -> dict:
     return {"last_exit": float(np.mean(z[:, -1].argmax(1) == y)),
             "delta": float(np.mean(probs.argmax(1) == y)), "mean_exit": float(exits.mean()),
             "n": int(len(y))}
+
+
+# ---------------------------------------------------------------------------------------------
+# the pull on an enrolled word
+# ---------------------------------------------------------------------------------------------
+SILENCE, UNKNOWN = "_silence_", "_unknown_"
+
+
+def pull(bundle, feats: list, word: str, enrolled=()) -> dict:
+    """How an enrolled word's logit stands against its rivals on clips ``feats`` (per exit
+    ``(n, D_k)`` embeddings), exit by exit: the median margin of the word's logit over
+    ``_unknown_``'s, ``_silence_``'s and the best old word's (the bundle's exported words), and
+    which of them has the top logit (shares of the clips: the word, ``_unknown_``,
+    ``_silence_``, an old word, another enrolled word). Lists are per exit, in exit order."""
+    from bnnkws.deploy.bundle import head_logits
+
+    labels = bundle.labels
+    k = labels.index(word)
+    unk = labels.index(UNKNOWN) if UNKNOWN in labels else None
+    sil = labels.index(SILENCE) if SILENCE in labels else None
+    new = {labels.index(w) for w in enrolled if w in labels} | {k}
+    old = [j for j, lab in enumerate(labels) if j not in new and j not in (unk, sil)]
+    out = {"n": int(len(feats[0])), "word_minus_unknown": [], "word_minus_silence": [],
+           "word_minus_old": [], "top_word": [], "top_unknown": [], "top_silence": [],
+           "top_old": [], "top_other_new": []}
+    if not len(feats[0]):
+        return out
+    for ex, f in zip(bundle.exits, feats):
+        z = head_logits(bundle.heads[ex], f)
+        top = z.argmax(1)
+        med = lambda v: round(float(np.median(v)), 3)  # noqa: E731
+        out["word_minus_unknown"].append(med(z[:, k] - z[:, unk]) if unk is not None else None)
+        out["word_minus_silence"].append(med(z[:, k] - z[:, sil]) if sil is not None else None)
+        out["word_minus_old"].append(med(z[:, k] - z[:, old].max(1)) if old else None)
+        share = lambda m: round(float(np.mean(m)), 4)  # noqa: E731
+        out["top_word"].append(share(top == k))
+        out["top_unknown"].append(share(top == unk))
+        out["top_silence"].append(share(top == sil))
+        out["top_old"].append(share(np.isin(top, old)))
+        out["top_other_new"].append(share(np.isin(top, sorted(new - {k}))))
+    return out
+
+
+def heard(bundle, feats: list, word: str) -> dict:
+    """Clip by clip, the early-exit rule's answer: the share whose label is ``word`` with a
+    probability above its threshold (``heard``, what `kws listen` would fire on for a lone
+    clip) and the share labelled ``_unknown_`` (``as_unknown``)."""
+    from bnnkws.deploy.bundle import head_logits
+    from bnnkws.deploy.enroll import _policy, label_min_exits, word_settings
+    from bnnkws.kws.continual.operating_point import decide
+
+    z = np.stack([head_logits(bundle.heads[k], f) for k, f in zip(bundle.exits, feats)], 1)
+    _, probs = decide(z, _policy(bundle), label_min_exits(bundle))
+    k = bundle.labels.index(word)
+    t = float(word_settings(bundle).get(word, {}).get("threshold", 0.0))
+    top = probs.argmax(1)
+    unk = bundle.labels.index(UNKNOWN) if UNKNOWN in bundle.labels else -1
+    return {"heard": float(np.mean((top == k) & (probs[:, k] > t))),
+            "as_unknown": float(np.mean(top == unk))}
+
+
+def pulls(bundle, words, new_feats, own_feats, neg_feats) -> dict:
+    """:func:`pull` of every enrolled word on its other speakers' clips (``others``), its own
+    speaker's other takes (``own``, where there are some) and the stream's other utterances
+    (``negatives``)."""
+    out = {}
+    for w in words:
+        out[w] = {"others": pull(bundle, new_feats[w], w, words)}
+        if w in own_feats:
+            out[w]["own"] = pull(bundle, own_feats[w], w, words)
+        if neg_feats is not None:
+            out[w]["negatives"] = pull(bundle, neg_feats, w, words)
+    return out
+
+
+def _pull_table(p: dict, exits: list) -> list:
+    """Markdown lines: per exit the medians over the words of :func:`pulls`."""
+    def med(part, key, e):
+        v = [d[part][key][e] for d in p.values() if part in d and len(d[part][key]) > e
+             and d[part][key][e] is not None]
+        return float(np.median(v)) if v else float("nan")
+
+    lines = ["", "The pull on the enrolled words: each exit's logits on clean clips after every "
+                 "word is enrolled, as the margin of the word's logit over a rival's (median "
+                 "over clips, then over words; above 0 the word wins) and the share of clips "
+                 "whose top logit is the word, `_unknown_`, `_silence_`, an old word or another "
+                 "new word (mean over words):", "",
+             "| exit | others: word - `_unknown_` | word - `_silence_` | word - best old word "
+             "| others' top: word / unk / sil / old / new | own voice: word - `_unknown_` "
+             "| own top: word | negatives: word - `_unknown_` | negatives' top: word |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def mean(part, key, e):
+        v = [d[part][key][e] for d in p.values() if part in d and len(d[part][key]) > e]
+        return float(np.mean(v)) if v else float("nan")
+
+    for e, ex in enumerate(exits):
+        tops = " / ".join(_f(mean("others", key, e)) for key in
+                          ("top_word", "top_unknown", "top_silence", "top_old", "top_other_new"))
+        lines.append(f"| {ex} | {med('others', 'word_minus_unknown', e):+.2f} "
+                     f"| {med('others', 'word_minus_silence', e):+.2f} "
+                     f"| {med('others', 'word_minus_old', e):+.2f} | {tops} "
+                     f"| {med('own', 'word_minus_unknown', e):+.2f} "
+                     f"| {_f(mean('own', 'top_word', e))} "
+                     f"| {med('negatives', 'word_minus_unknown', e):+.2f} "
+                     f"| {_f(mean('negatives', 'top_word', e))} |")
+    lines += ["", "Per word, last exit (others: median margins and top-logit shares):", "",
+              "| word | word - `_unknown_` | word - best old word | top: word | top: `_unknown_` "
+              "| negatives: word - `_unknown_` |", "|---|---|---|---|---|---|"]
+    for w, d in p.items():
+        o, n = d["others"], d.get("negatives")
+        if not o["top_word"]:
+            continue
+        lines.append(f"| {w} | {o['word_minus_unknown'][-1]:+.2f} | {o['word_minus_old'][-1]:+.2f} "
+                     f"| {_f(o['top_word'][-1])} | {_f(o['top_unknown'][-1])} "
+                     f"| {(n['word_minus_unknown'][-1] if n else float('nan')):+.2f} |")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,11 +647,16 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
             for w, v in user_negs.items()))
     own = own_voice(cfg, words)
     own_feats = {w: embed(a) for w, a in own.items() if len(a)}
+    neg_feats = _negative_feats(embed, negatives, old_items, old_feats)
+    corpus = other_corpus(cfg, words)
+    corpus_feats = {w: embed(a) for w, a in corpus.items()}
+    if corpus_feats:
+        log("other corpus: " + ", ".join(f"{w} {len(a)}" for w, a in corpus.items()))
     if own_feats:
         log("own voice: " + ", ".join(f"{w} {len(own[w])}" for w in own_feats))
 
     methods = ["replay"] + (["no_memory"] if cfg.baseline and memory_file(base) else [])
-    results = {"config": asdict(cfg), "words": [
+    results = {"config": asdict(cfg), "exits": list(base.exits), "words": [
         {**asdict(w), "train": [str(f) for f in w.train], "test": [str(f) for f in w.test],
          "user_negatives": user_negs[w.name]["what"]}
         for w in words], "methods": {}}
@@ -550,7 +679,7 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
                 warnings.simplefilter("ignore")
                 res = enroll(work, w.name, clips, source=w.source, seed=cfg.seed + i,
                              negatives=user_negs[w.name]["audio"] if cfg.user_negatives
-                             else None)
+                             else None, **cfg.enrol)
             wall = time.perf_counter() - t
             b = Bundle.load(work)
             enrol_log.append({"word": w.name, "wall_s": wall, "embed_s": res.seconds_embed,
@@ -573,6 +702,11 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
         if own_feats:  # the enrolling speakers' other takes, after every word is enrolled
             results["methods"][method]["own_voice"] = {
                 w: accuracies(b, f, [w] * len(f[0])) for w, f in own_feats.items()}
+        results["methods"][method]["pull"] = pulls(b, names, new_feats, own_feats, neg_feats)
+        if corpus_feats:
+            results["methods"][method]["other_corpus"] = {
+                w: {**accuracies(b, f, [w] * len(f[0])), **heard(b, f, w),
+                    "pull": pull(b, f, w, names)} for w, f in corpus_feats.items()}
 
     # the stream
     positives = [(a, w.name, w.source) for w in words for a in new_audio[w.name]]
@@ -612,6 +746,15 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
     results["wall_seconds"] = time.perf_counter() - t_all
     write_reports(results, out)
     return results
+
+
+def _negative_feats(embed, negatives, old_items, old_feats) -> list:
+    """Per exit embeddings of the stream's other utterances (the old-class test clips among
+    them are embedded already)."""
+    keep = np.array([it.label != SILENCE for it in old_items])
+    extra = [a for a, src in negatives if not src.startswith("speech_commands:")]
+    feats = embed(np.stack(extra)) if extra else [f[:0] for f in old_feats]
+    return [np.concatenate([o[keep], x]) for o, x in zip(old_feats, feats)]
 
 
 def _drop_memory(path: Path) -> None:
@@ -707,6 +850,32 @@ def user_negatives(cfg, words, stream_files: set, known=()) -> dict:
     return out
 
 
+def other_corpus(cfg, words) -> dict:
+    """Clips of the enrolled words from another corpus (``cfg.other_corpus``, Speech Commands
+    layout: ``WORD/*.wav|opus``, its ``testing_list.txt`` when present): other speakers and
+    another microphone, as a user's family would say the word. Up to ``2 *
+    cfg.test_per_word`` per word with a folder there, drawn from their own seed.
+    ``{word: (n, samples)}``."""
+    if not cfg.other_corpus:
+        return {}
+    root = Path(cfg.other_corpus)
+    listed = root / "testing_list.txt"
+    test = set(listed.read_text().split()) if listed.is_file() else None
+    rng = np.random.default_rng([cfg.seed, 29])
+    out = {}
+    for w in words:
+        folder = root / w.name.replace(" ", "_")
+        files = sorted(f for f in folder.glob("*") if f.suffix.lower() in (".wav", ".opus",
+                                                                            ".flac", ".ogg"))
+        if test is not None:
+            files = [f for f in files if f"{folder.name}/{f.name}" in test]
+        if not files:
+            continue
+        pick = sorted(rng.permutation(len(files))[:2 * cfg.test_per_word])
+        out[w.name] = np.stack([read_clip_file(files[i]) for i in pick])
+    return out
+
+
 def wake_voices(cfg) -> dict:
     """speaker -> (voice, variant) of the wake words' takes (the voice pool of
     :func:`bnnkws.kws.data.synth.plan` depends on the seed and speaker count alone)."""
@@ -772,6 +941,9 @@ def table_markdown(res: dict) -> str:
              f"Speech Commands test words, FSDD digits, espeak-ng phrases) over background "
              f"noise at {cfg['snr_db']:g} dB SNR; `kws listen` defaults (gate "
              f"{cfg.get('gate')}) with per-word thresholds and minimum exits.", ""]
+    if cfg.get("enrol"):
+        lines += ["Enrolment settings: " + ", ".join(f"{k} {v}" for k, v in cfg["enrol"].items())
+                  + ".", ""]
     if cfg.get("user_negatives"):
         lines += [f"Each word enrolled with up to {cfg['user_negatives']} recordings of other "
                   "things by the speaker of its takes as `kws enroll --negatives`: "
@@ -828,6 +1000,21 @@ def table_markdown(res: dict) -> str:
                 fmt = lambda c: ", ".join(f"{k} {v}" for k, v in c.items()) or "-"  # noqa: E731
                 lines.append(f"| {w} | {fmt(before.get(w, {}))} | {fmt(d['missed_as'])} "
                              f"| {fmt(d['false_accepts_on'])} |")
+        if m.get("pull"):
+            lines += _pull_table(m["pull"], res.get("exits") or [])
+        oc = m.get("other_corpus")
+        if oc:
+            lines += ["", f"The same words from another corpus ({cfg['other_corpus']}: other "
+                          "speakers and microphones), clip by clip: accuracy at delta, heard "
+                          "(the word above its threshold) and heard as `_unknown_`; the pull at "
+                          "the last exit:", "",
+                      "| word | clips | acc at delta | heard | as `_unknown_` | word - `_unknown_` "
+                      "| word - best old word |", "|---|---|---|---|---|---|---|"]
+            for w, d in oc.items():
+                pl = d["pull"]
+                lines.append(f"| {w} | {d['n']} | {_f(d['delta'])} | {_f(d['heard'])} "
+                             f"| {_f(d['as_unknown'])} | {pl['word_minus_unknown'][-1]:+.2f} "
+                             f"| {pl['word_minus_old'][-1]:+.2f} |")
         best = (m.get("threshold_sweep") or {}).get("best_at_5_fa_per_hour")
         if best:
             lines += ["", "Threshold sweep on this stream (the listener's smoother re-run on "

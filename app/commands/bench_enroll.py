@@ -66,6 +66,26 @@ def register(subparsers) -> None:
                         "takes in the enrolment voice; v0.01 words have none), reported apart "
                         "as own-voice recall and accuracy: a user enrolling a word speaks it "
                         "too. The stream then holds these takes as well (default 0: none)")
+    p.add_argument("--other-corpus", default=None, metavar="DIR",
+                   help="also test each enrolled word on its clips in DIR, a Speech Commands "
+                        "layout (WORD/*.wav or .opus; its testing_list.txt when present), "
+                        "e.g. ../shared/data/speech_commands_extra with --digits four,five,eight: "
+                        "other speakers on other microphones, clip by clip (default: none)")
+    p.add_argument("--rule", default=None,
+                   help="how each word's column is learnt, as `kws enroll --rule` (default: "
+                        "the bundle's enrolment settings)")
+    p.add_argument("--warp", default=None, metavar="LO,HI",
+                   help="vocal-tract warp of the augmented takes, as `kws enroll --warp` "
+                        "(default: the bundle's enrolment settings)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 on the heads' weights while the word is learnt, as `kws enroll "
+                        "--weight-decay` (default: the bundle's enrolment settings)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="the word's training margin in logits, as `kws enroll --margin` "
+                        "(default: the bundle's enrolment settings)")
+    p.add_argument("--margin-against", default=None, choices=["all", "unknown"],
+                   help="whom --margin is taken against, as `kws enroll --margin-against` "
+                        "(default: the bundle's enrolment settings)")
     p.add_argument("--seed", type=int, default=0, help="data and enrolment seed (default 0)")
     p.set_defaults(func=run)
 
@@ -80,10 +100,17 @@ def run(args) -> int:
             raise CLIError(f"--{name.replace('_', '-')} must be 0 or more, got "
                            f"{getattr(args, name)}")
     bundle = resolve_bundle(args.bundle)
-    for name in ("old_data", "fsdd", "sc_v1", "noise"):
+    for name in ("old_data", "fsdd", "sc_v1", "noise") + (("other_corpus",)
+                                                          if args.other_corpus else ()):
         if not Path(getattr(args, name)).is_dir():
             raise CLIError(f"--{name.replace('_', '-')} {getattr(args, name)}: not a folder")
     split = lambda s: [w.strip() for w in s.split(",") if w.strip()]  # noqa: E731
+    from bnnkws.app.commands.enroll import parse_warp
+
+    enrol = {k: v for k, v in (("rule", args.rule), ("warp", parse_warp(args.warp)),
+                               ("weight_decay", args.weight_decay), ("margin", args.margin),
+                               ("margin_against", args.margin_against))
+             if v is not None}
     cfg = BenchConfig(bundle=str(bundle), old_data=args.old_data, fsdd=args.fsdd,
                       sc_v1=args.sc_v1, noise=args.noise, digits=split(args.digits),
                       wake_words=split(args.wake_words), v1_words=split(args.v1_words),
@@ -91,7 +118,7 @@ def run(args) -> int:
                       snr_db=args.snr_db, seed=args.seed, synth_dir=args.synth_dir,
                       openwakeword=not args.no_openwakeword, baseline=args.baseline,
                       gate=args.gate, user_negatives=args.user_negatives,
-                      own_voice=args.own_voice)
+                      own_voice=args.own_voice, enrol=enrol, other_corpus=args.other_corpus)
     n = len(cfg.digits) + len(cfg.wake_words) + len(cfg.v1_words)
     cfg.checkpoints = sorted({min(3, n), n})
     try:

@@ -271,7 +271,8 @@ class CWRStar:
 
     def fit_mixed(self, x_new: np.ndarray, y_new: np.ndarray, x_replay: np.ndarray,
                   y_replay: np.ndarray, *, ratio: float = 4.0, batch_new: int = 8,
-                  evidence: Optional[dict] = None) -> dict:
+                  evidence: Optional[dict] = None, margin: Optional[dict] = None,
+                  margin_against: Optional[Sequence[int]] = None) -> dict:
         """Algorithm 3 on mixed minibatches: new samples beside class-balanced replayed ones.
 
         Every SGD minibatch holds ``b <= batch_new`` new samples and ``round(ratio * b)``
@@ -284,7 +285,12 @@ class CWRStar:
         ``cur_i`` = its samples in ``y_new`` (new evidence: ``past_i += cur_i``) or, for a class
         seen only in the replay, its distinct replayed samples (``past_i`` unchanged).
         ``evidence`` ({class: n}) replaces a new class's count in ``y_new``: augmented copies
-        of a take are not new evidence. Returns ``{class: cur_i}``.
+        of a take are not new evidence. ``margin`` ({class: m}) trains those classes with a
+        margin (LDAM, Cao et al. 2019): a sample of class ``c`` has ``m`` subtracted from its own
+        logit in the loss, so SGD keeps pushing until it wins by ``m``; the head itself is
+        unchanged at inference. With ``margin_against`` (class indices) the margin is taken
+        against those rivals only: their logits get ``+m`` for such a sample instead. Returns
+        ``{class: cur_i}``.
         """
         from bnnkws.kws.continual.memory import balanced_draw, class_members
 
@@ -314,6 +320,12 @@ class CWRStar:
         tw, tb = self._store(tw, tb)
         n = len(y_new)
         members = class_members(y_rep)
+        m_of = None
+        rivals = None if margin_against is None else np.asarray(list(margin_against), np.int64)
+        if margin:
+            m_of = np.zeros(self.num_classes)
+            for c, m in margin.items():
+                m_of[int(c)] = float(m)
         for _ in range(self.epochs):
             order = self._rng.permutation(n)
             for s in range(0, n, batch_new):
@@ -322,7 +334,12 @@ class CWRStar:
                 r = balanced_draw(y_rep, k, self._rng, members)
                 x = np.concatenate([x_new[idx], x_rep[r]])
                 y = np.concatenate([y_new[idx], y_rep[r]])
-                dw, db = cross_entropy_grad(x, softmax(self._forward(x, tw, tb)), y)
+                z = self._forward(x, tw, tb)
+                if m_of is not None and rivals is None:
+                    z[np.arange(len(y)), y] -= m_of[y]
+                elif m_of is not None:
+                    z[:, rivals] += m_of[y][:, None]
+                dw, db = cross_entropy_grad(x, softmax(z), y)
                 if self.weight_decay:
                     dw = dw + self.weight_decay * tw
                 tw, tb = self._store(tw - self.lr * dw,
