@@ -25,12 +25,10 @@ redoes nothing. The split list and the summary are written at the end.
 from __future__ import annotations
 
 import collections
-import concurrent.futures as cf
 import csv
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -39,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bnnkws.kws import fileio
+from bnnkws.kws.pool import bounded_map
 
 from .transcripts import Corpus, CorpusError, Utterance, safe_name
 
@@ -239,26 +238,7 @@ def _work(task) -> dict:
 def _run(utts, lexicon, lang_dir, state, cfg, workers: int):
     """Records of ``utts`` as they finish, at most ``4 * workers`` in flight."""
     tasks = ((u, lang_dir, state, cfg) for u in utts)
-    if workers == 1:
-        _init_worker(lexicon)
-        for t in tasks:
-            yield _work(t)
-        return
-    ctx = multiprocessing.get_context("spawn")  # the parent may hold threads (fork copies)
-    pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                  initargs=(lexicon,))
-    pending = set()
-    try:
-        for t in tasks:
-            pending.add(pool.submit(_work, t))
-            if len(pending) >= 4 * workers:
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for f in done:
-                    yield f.result()
-        for f in cf.as_completed(pending):
-            yield f.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from bounded_map(_work, tasks, workers, 4 * workers, _init_worker, (lexicon,))
 
 
 # ----------------------------------------------------------------------------- the corpus

@@ -44,11 +44,9 @@ differs between epochs. Only two windows and the interleave's open files are in 
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +56,7 @@ import numpy as np
 from bnnkws.frontend import DEFAULT_FRONTEND, FrontendConfig
 
 from bnnkws.kws import fileio
+from bnnkws.kws.pool import bounded_map
 from bnnkws.kws.features import cache as features
 from bnnkws.kws.features.pipeline import label_indices
 
@@ -290,27 +289,7 @@ def _tasks_for(clips, lab, aux, cfg, per_shard, num_labels, todo):
 def _run(tasks, workers: int):
     """Results of ``_encode_shard`` as they complete, at most ``2 * workers`` in flight (a
     finished shard waits in memory only until the parent has written it)."""
-    if workers == 1:
-        for t in tasks:
-            yield _encode_shard(t)
-        return
-    # spawn: the parent usually runs TensorFlow (threads), which fork would copy mid-state.
-    # As with any spawn pool, a calling script needs the `if __name__ == "__main__":` guard.
-    ctx = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(workers, mp_context=ctx)
-    pending = set()
-    try:
-        for t in tasks:
-            pending.add(pool.submit(_encode_shard, t))
-            if len(pending) >= 2 * workers:
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for f in done:
-                    yield f.result()
-        for f in cf.as_completed(pending):
-            yield f.result()
-    finally:
-        # on Ctrl-C or an error, do not decode shards nobody will write
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from bounded_map(_encode_shard, tasks, workers, 2 * workers)
 
 
 def _write_index(folder: Path, metas: list[dict], labels, aux: np.ndarray,
