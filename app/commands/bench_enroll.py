@@ -71,21 +71,9 @@ def register(subparsers) -> None:
                         "layout (WORD/*.wav or .opus; its testing_list.txt when present), "
                         "e.g. ../shared/data/speech_commands_extra with --digits four,five,eight: "
                         "other speakers on other microphones, clip by clip (default: none)")
-    p.add_argument("--rule", default=None,
-                   help="how each word's column is learnt, as `kws enroll --rule` (default: "
-                        "the bundle's enrolment settings)")
-    p.add_argument("--warp", default=None, metavar="LO,HI",
-                   help="vocal-tract warp of the augmented takes, as `kws enroll --warp` "
-                        "(default: the bundle's enrolment settings)")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 on the heads' weights while the word is learnt, as `kws enroll "
-                        "--weight-decay` (default: the bundle's enrolment settings)")
-    p.add_argument("--margin", type=float, default=None,
-                   help="the word's training margin in logits, as `kws enroll --margin` "
-                        "(default: the bundle's enrolment settings)")
-    p.add_argument("--margin-against", default=None, choices=["all", "unknown"],
-                   help="whom --margin is taken against, as `kws enroll --margin-against` "
-                        "(default: the bundle's enrolment settings)")
+    from bnnkws.app.commands.enroll import add_rule_options
+
+    add_rule_options(p)
     p.add_argument("--seed", type=int, default=0, help="data and enrolment seed (default 0)")
     p.set_defaults(func=run)
 
@@ -105,12 +93,9 @@ def run(args) -> int:
         if not Path(getattr(args, name)).is_dir():
             raise CLIError(f"--{name.replace('_', '-')} {getattr(args, name)}: not a folder")
     split = lambda s: [w.strip() for w in s.split(",") if w.strip()]  # noqa: E731
-    from bnnkws.app.commands.enroll import parse_warp
+    from bnnkws.app.commands.enroll import rule_options
 
-    enrol = {k: v for k, v in (("rule", args.rule), ("warp", parse_warp(args.warp)),
-                               ("weight_decay", args.weight_decay), ("margin", args.margin),
-                               ("margin_against", args.margin_against))
-             if v is not None}
+    enrol = rule_options(args)
     cfg = BenchConfig(bundle=str(bundle), old_data=args.old_data, fsdd=args.fsdd,
                       sc_v1=args.sc_v1, noise=args.noise, digits=split(args.digits),
                       wake_words=split(args.wake_words), v1_words=split(args.v1_words),

@@ -57,28 +57,7 @@ def register(subparsers) -> None:
                    help="set the word's detection threshold instead of calibrating it")
     p.add_argument("--min-exit", type=int, default=None,
                    help="set the word's minimum exit instead of calibrating it")
-    p.add_argument("--rule", default=None,
-                   help="how the word's column is learnt: cwr (CWR* against the replay "
-                        "memory), cwr+align (its norm set to the old words'), cwr+bic (a "
-                        "scale and bias fitted on held-out memory), imprint (the takes' class "
-                        "mean, no SGD), imprint+cwr, imprint+cwr+bic (default: the bundle's "
-                        "enrolment settings, else cwr)")
-    p.add_argument("--warp", default=None, metavar="LO,HI",
-                   help="also warp the augmented takes' spectra by a factor in [LO, HI] "
-                        "(vocal-tract length: other voices), e.g. 0.87,1.15; 'none' for no "
-                        "warp (default: the bundle's enrolment settings, else none)")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 on the heads' weights while the word is learnt: fewer false "
-                        "accepts, less cost to the old words (default: the bundle's enrolment "
-                        "settings, else 0 (plain CWR*); 0.01 measured fewer false accepts)")
-    p.add_argument("--margin", type=float, default=None,
-                   help="train the word to win by this many logits on its takes (LDAM), which "
-                        "moves its boundary out towards other voices (default: the bundle's "
-                        "enrolment settings, else 0)")
-    p.add_argument("--margin-against", default=None, choices=["all", "unknown"],
-                   help="whom the margin is taken against: every other label (all) or only "
-                        "_unknown_ and _silence_ (unknown), the rivals that pull other voices "
-                        "away (default: the bundle's enrolment settings, else all)")
+    add_rule_options(p)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of augmentation and replay draws (default 0)")
     p.set_defaults(func=run_enroll)
@@ -146,6 +125,41 @@ def register(subparsers) -> None:
     w.add_argument("--min-exit", type=int, default=None,
                    help="with --set: the earliest exit allowed to decide for the word")
     w.set_defaults(func=run_words)
+
+
+def add_rule_options(p) -> None:
+    """The enrolment rule's options, shared by `kws enroll` and `kws bench-enroll` so the
+    benchmark measures exactly what a user can set."""
+    p.add_argument("--rule", default=None,
+                   help="how the word's column is learnt: cwr (CWR* against the replay "
+                        "memory), cwr+align (its norm set to the old words'), cwr+bic (a "
+                        "scale and bias fitted on held-out memory), imprint (the takes' class "
+                        "mean, no SGD), imprint+cwr, imprint+cwr+bic (default: the bundle's "
+                        "enrolment settings, else cwr)")
+    p.add_argument("--warp", default=None, metavar="LO,HI",
+                   help="also warp the augmented takes' spectra by a factor in [LO, HI] "
+                        "(vocal-tract length: other voices), e.g. 0.87,1.15; 'none' for no "
+                        "warp (default: the bundle's enrolment settings, else none)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 on the heads' weights while the word is learnt: fewer false "
+                        "accepts, less cost to the old words (default: the bundle's enrolment "
+                        "settings, else 0 (plain CWR*); 0.01 measured fewer false accepts)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="train the word to win by this many logits on its takes (LDAM), which "
+                        "moves its boundary out towards other voices (default: the bundle's "
+                        "enrolment settings, else 0)")
+    p.add_argument("--margin-against", default=None, choices=["all", "unknown"],
+                   help="whom the margin is taken against: every other label (all) or only "
+                        "_unknown_ and _silence_ (unknown), the rivals that pull other voices "
+                        "away (default: the bundle's enrolment settings, else all)")
+
+
+def rule_options(args) -> dict:
+    """The rule options a user gave (None = the bundle's enrolment settings)."""
+    given = (("rule", args.rule), ("warp", parse_warp(args.warp)),
+             ("weight_decay", args.weight_decay), ("margin", args.margin),
+             ("margin_against", args.margin_against))
+    return {k: v for k, v in given if v is not None}
 
 
 def parse_warp(text):
@@ -259,9 +273,7 @@ def run_enroll(args) -> int:
                          ratio=E.DEFAULT_RATIO if args.ratio is None else args.ratio,
                          augment=E.DEFAULT_AUGMENT if args.augment is None else args.augment,
                          target_fa_per_hour=args.target_fa, threshold=args.threshold,
-                         min_exit=args.min_exit, rule=args.rule, warp=parse_warp(args.warp),
-                         weight_decay=args.weight_decay, margin=args.margin,
-                         margin_against=args.margin_against)
+                         min_exit=args.min_exit, **rule_options(args))
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except (EnrolmentError, BundleError, AudioError, ValueError, FileNotFoundError) as e:
