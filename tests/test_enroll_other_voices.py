@@ -283,3 +283,35 @@ def test_a_margin_against_unknown_moves_the_word_away_from_unknown_only():
         gaps[name] = (float(np.mean(z[:, 0] - z[:, 1])), float(np.mean(z[:, 0] - z[:, 2])))
     assert gaps["unknown"][0] > gaps["none"][0]
     assert gaps["unknown"][1] - gaps["none"][1] < gaps["all"][1] - gaps["none"][1]
+
+
+def test_cli_enroll_synth_adds_the_typed_word_in_other_voices(bundle_copy, sc_v1_sample,
+                                                                tmp_path, capsys):
+    """`kws enroll --synth N`: N espeak-ng/flite takes of the typed word join the user's 5,
+    each in its own voice, and the word is enrolled from all of them."""
+    from bnnkws.app.cli import main
+    from bnnkws.kws.data import synth
+
+    word = "marvin"
+    d = tmp_path / "takes"
+    d.mkdir()
+    for f in sorted((sc_v1_sample / word).glob("*.wav"))[:5]:
+        shutil.copy(f, d / f.name)
+    n_own = 5
+    extra, voices = synth.takes(word, 6, seed=0)
+    assert extra.shape == (6, 16000) and len(set(voices)) == 6
+    E.check_audio(extra, voices)  # none too quiet or clipped to enrol
+    assert main(["enroll", str(bundle_copy), "--word", word, "--from", str(d),
+                 "--synth", "6"]) == 0
+    out = capsys.readouterr().out
+    assert f"from {n_own + 6} examples" in out
+    m = Bundle.load(bundle_copy).manifest
+    assert m["cwr_past"][word] == n_own + 6
+    assert m["enrolment"][-1]["source"].endswith("+synth")
+    # the same draw every time (seeded), so re-enrolling is reproducible
+    again, voices2 = synth.takes(word, 6, seed=0)
+    np.testing.assert_array_equal(extra, again)
+    assert voices2 == voices
+    assert main(["enroll", str(bundle_copy), "--word", "x", "--from", str(d),
+                 "--synth", "-1"]) == 2
+    assert "--synth" in capsys.readouterr().err

@@ -99,6 +99,7 @@ class BenchConfig:
     user_negatives: int = 0  # recordings per word passed as `kws enroll --negatives`
     own_voice: int = 0  # takes per word by the enrolling speaker/voice, streamed and tested
     enrol: dict = field(default_factory=dict)  # extra `enroll()` settings (rule, warp, ...)
+    synth_takes: int = 0  # `kws enroll --synth`: typed-word takes added to each word's own
     other_corpus: Optional[str] = None  # Speech Commands layout: the words in other voices
 
 
@@ -674,6 +675,14 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
             import warnings
 
             clips = load_clips(w.train)
+            if cfg.synth_takes:
+                from bnnkws.app.commands.enroll import with_synth_takes
+
+                # the wake words' test voices are espeak-ng's: their extra takes come from
+                # flite only, so no test voice is enrolled
+                clips, _, _ = with_synth_takes(
+                    w.name, cfg.synth_takes, cfg.seed + i, clips, [], w.source,
+                    engines=("flite",) if w.source == "espeak-ng" else None)
             t = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

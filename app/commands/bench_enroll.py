@@ -74,6 +74,10 @@ def register(subparsers) -> None:
     from bnnkws.app.commands.enroll import add_rule_options
 
     add_rule_options(p)
+    p.add_argument("--synth-takes", type=int, default=0, metavar="N",
+                   help="enrol each word with N espeak-ng/flite takes of it besides its "
+                        "recorded ones, as `kws enroll --synth` (wake words, whose test voices "
+                        "are espeak-ng's, get flite takes only) (default 0: none)")
     p.add_argument("--seed", type=int, default=0, help="data and enrolment seed (default 0)")
     p.set_defaults(func=run)
 
@@ -83,7 +87,7 @@ def run(args) -> int:
     from bnnkws.app.cli import CLIError
     from bnnkws.app.commands.listen import resolve_bundle
 
-    for name in ("user_negatives", "own_voice"):
+    for name in ("user_negatives", "own_voice", "synth_takes"):
         if getattr(args, name) < 0:
             raise CLIError(f"--{name.replace('_', '-')} must be 0 or more, got "
                            f"{getattr(args, name)}")
@@ -103,7 +107,8 @@ def run(args) -> int:
                       snr_db=args.snr_db, seed=args.seed, synth_dir=args.synth_dir,
                       openwakeword=not args.no_openwakeword, baseline=args.baseline,
                       gate=args.gate, user_negatives=args.user_negatives,
-                      own_voice=args.own_voice, enrol=enrol, other_corpus=args.other_corpus)
+                      own_voice=args.own_voice, enrol=enrol, synth_takes=args.synth_takes,
+                      other_corpus=args.other_corpus)
     n = len(cfg.digits) + len(cfg.wake_words) + len(cfg.v1_words)
     cfg.checkpoints = sorted({min(3, n), n})
     try:

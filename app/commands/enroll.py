@@ -41,6 +41,10 @@ def register(subparsers) -> None:
                    help="weight-update precision of the head: 8, 16, 32 or float (default float)")
     p.add_argument("--backend", default="auto", choices=["auto", "lce", "litert"],
                    help="interpreter for the frozen stages (default: LCE when available)")
+    p.add_argument("--synth", type=int, default=0, metavar="N",
+                   help="also enrol N takes of the typed word spoken by espeak-ng and flite "
+                        "voices (needs `espeak-ng` and `flite` installed): extra positives in "
+                        "voices your own takes do not have (default 0: none)")
     p.add_argument("--negatives", metavar="DIR", default=None,
                    help="folder of recordings that must NOT trigger the word (a TV, a "
                         "similar-sounding name); trained as _unknown_ and kept in the memory")
@@ -255,6 +259,9 @@ def run_enroll(args) -> int:
                 names = [str(d / f"{args.word}_{i + 1:02d}.wav") for i in range(len(takes))]
             clips = np.stack([loudest_window(t, fe.clip_samples) for t in takes])
             source = "microphone"
+        if args.synth:
+            clips, names, source = with_synth_takes(args.word, args.synth, args.seed, clips,
+                                                    names, source)
         negatives = None
         if args.negatives:
             nfiles = list_clips(args.negatives)
@@ -284,6 +291,24 @@ def run_enroll(args) -> int:
     for w in warns:
         print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def with_synth_takes(word: str, n: int, seed: int, clips, names, source,
+                     engines=None) -> tuple:
+    """The user's takes plus ``n`` synthetic takes of ``word`` (``kws.data.synth.takes``)."""
+    import numpy as np
+
+    from bnnkws.deploy.enroll import EnrolmentError
+    from bnnkws.kws.data import synth
+
+    if n < 0:
+        raise EnrolmentError(f"--synth must be 0 or more, got {n}")
+    try:
+        extra, voices = synth.takes(word, n, seed=seed, engines=engines or synth.ENGINES)
+    except synth.SynthError as e:
+        raise EnrolmentError(f"--synth: {e}") from e
+    return (np.concatenate([clips, extra[:, :clips.shape[1]]]),
+            list(names) + [f"synth:{v}" for v in voices], f"{source}+synth")
 
 
 def enrol_report(res, bundle=None) -> tuple:

@@ -240,6 +240,22 @@ def _trim(y: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     return y[max(loud[0] - pad, 0):loud[-1] + pad]
 
 
+def takes(word: str, n: int, seed: int = 0, engines=ENGINES, sample_rate: int = 16000,
+          jobs: int = 2) -> tuple[np.ndarray, list[str]]:
+    """``n`` one-second takes of ``word`` in memory, each by a different synthetic speaker
+    where the engines have enough: ``(clips (n, sample_rate) float32, speaker names)``.
+
+    For enrolment (`kws enroll --synth`): typed-word takes as extra positives in voices the
+    user's own takes do not have.
+    """
+    if n < 1:
+        raise ValueError(f"the number of synthetic takes must be at least 1, got {n}")
+    utts = plan([word], per_word=n, seed=seed, speakers=n, engines=engines)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        clips = list(pool.map(lambda u: render(u, sample_rate, sample_rate), utts))
+    return np.stack(clips).astype(np.float32), [u.speaker for u in utts]
+
+
 def folder_name(word: str) -> str:
     name = re.sub(r"\s+", "_", word.strip().lower())
     if not name or name.startswith(("_", ".")) or "/" in name or "\\" in name:
