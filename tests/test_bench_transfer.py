@@ -17,9 +17,10 @@ BUNDLE = REPO / "app" / "default_bundle"
 
 @pytest.fixture(scope="module")
 def small_fsdd(fsdd, tmp_path_factory) -> Path:
-    """Three digits x two speakers x 7 clips of FSDD, linked (never copied) into a folder."""
+    """Four digits x two speakers x 7 clips of FSDD, linked (never copied) into a folder; four
+    is not among the default --fsdd-digits."""
     out = tmp_path_factory.mktemp("fsdd_small")
-    for d in ("1", "4", "7"):
+    for d in ("1", "4", "6", "7"):
         for spk in ("jackson", "theo"):
             for n in range(7):
                 os.symlink(fsdd / f"{d}_{spk}_{n}.wav", out / f"{d}_{spk}_{n}.wav")
@@ -36,6 +37,7 @@ def test_bench_transfer_learns_new_digits_from_another_speaker(small_fsdd, sc_v1
     doc = json.loads((out / "transfer.json").read_text())
     fsdd_row, v1_row = doc["results"]
     assert fsdd_row["corpus"] == "fsdd" and fsdd_row["pairs"] == 2  # jackson->theo, theo->jackson
+    assert fsdd_row["vocab"] == ["one", "seven", "six"]  # four is not a default digit
     assert v1_row["corpus"] == "v1" and v1_row["words"] == 2
     for row in doc["results"]:
         assert sorted(map(int, row["exits"])) == [1, 2, 3, 4, 5]
@@ -58,6 +60,9 @@ def test_bench_transfer_user_errors(small_fsdd, tmp_path, capsys):
     assert cli.main(["bench-transfer", str(BUNDLE), "--v1", str(tmp_path),
                      "--v1-words", "bird,dog", "--out", str(tmp_path)]) != 0
     assert str(tmp_path / "bird") in capsys.readouterr().err
+    assert cli.main(["bench-transfer", str(BUNDLE), "--fsdd", str(small_fsdd),
+                     "--fsdd-digits", "one,for", "--out", str(tmp_path)]) != 0
+    assert "for not a digit word" in capsys.readouterr().err
 
 
 def test_pooled_protocol_never_tests_on_a_training_speaker():

@@ -29,14 +29,14 @@ def _ints(text: str) -> list:
 
 
 def register(subparsers) -> None:
-    from bnnkws.kws.data.vocab import HOLDOUT_V1_WORDS
+    from bnnkws.kws.data.vocab import TRANSFER_DIGITS, TRANSFER_V1_WORDS
 
     p = subparsers.add_parser(
         "bench-transfer",
         help="linear probe and CWR* on new words and speakers, per exit (embedding quality)",
         description=(
             "Measure how well each exit's frozen embedding learns words the model never "
-            "heard. FSDD (--fsdd): the ten digits, trained on N clips per digit of one "
+            "heard. FSDD (--fsdd): the --fsdd-digits, trained on N clips per digit of one "
             "speaker and tested on every clip of another, over all ordered speaker pairs. "
             "Speech Commands v0.01 sample (--v1): the --v1-words, trained on N clips per word "
             "and tested on the clips of every other speaker. Per exit: a logistic-regression "
@@ -52,12 +52,17 @@ def register(subparsers) -> None:
     p.add_argument("--v1", metavar="DIR", default=None,
                    help="Speech Commands layout (word folders) holding the --v1-words, e.g. "
                         "../shared/data/speech_commands_v1_sample")
-    p.add_argument("--v1-words", default=",".join(HOLDOUT_V1_WORDS), metavar="W1,W2,...",
-                   help="words of --v1 to learn (default: %(default)s, the words "
-                        "`kws train --aux-vocab` holds out by default)")
-    p.add_argument("--words", type=_ints, default=[3, 10], metavar="N1,N2",
-                   help="FSDD: how many new digits per task; fewer than 10 draws a random "
-                        "subset per draw (default: 3,10)")
+    p.add_argument("--v1-words", default=",".join(TRANSFER_V1_WORDS), metavar="W1,W2,...",
+                   help="words of --v1 to learn (default: %(default)s, words "
+                        "`kws train --aux-vocab` holds out by default that no corpus in "
+                        "../shared/data has beyond a few `_unknown_` clips)")
+    p.add_argument("--fsdd-digits", default=",".join(TRANSFER_DIGITS), metavar="D1,D2,...",
+                   help="FSDD digits to learn, as words (default: %(default)s: four, five and "
+                        "eight are speech_commands_extra words a multi-corpus model trains "
+                        "as `_unknown_`; all ten: zero,one,...,nine)")
+    p.add_argument("--words", type=_ints, default=None, metavar="N1,N2",
+                   help="FSDD: how many new digits per task; fewer than --fsdd-digits draws a "
+                        "random subset per draw (default: 3 and all of them)")
     p.add_argument("--shots", type=_ints, default=[5, 50], metavar="N1,N2",
                    help="FSDD: training clips per digit of the one training speaker "
                         "(default: 5,50)")
@@ -84,13 +89,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _fsdd_clips(root: Path):
+def _fsdd_clips(root: Path, digits):
     from bnnkws.kws.data.fsdd import fsdd_files
     from bnnkws.kws.data.vocab import DIGIT_WORDS
 
-    files = fsdd_files(root)
+    unknown = sorted(set(digits) - set(DIGIT_WORDS))
+    if unknown:
+        raise CLIError(f"--fsdd-digits: {', '.join(unknown)} not a digit word "
+                       f"({','.join(DIGIT_WORDS)})")
+    files = [(p, m) for p, m in fsdd_files(root) if DIGIT_WORDS[int(m.group("digit"))] in digits]
     if not files:
-        raise CLIError(f"--fsdd {root}: no FSDD files (<digit>_<speaker>_<n>.wav) there")
+        raise CLIError(f"--fsdd {root}: no FSDD files (<digit>_<speaker>_<n>.wav) of "
+                       f"{','.join(digits)} there")
     return ([str(p) for p, _ in files], [DIGIT_WORDS[int(m.group("digit"))] for _, m in files],
             [m.group("speaker") for _, m in files])
 
@@ -175,7 +185,11 @@ def run(args) -> int:
         root = Path(args.fsdd)
         if not root.is_dir():
             raise CLIError(f"--fsdd {root}: not a folder")
-        corpora.append(("fsdd", *_fsdd_clips(root), True, args.words, args.shots))
+        digits = [d.strip() for d in args.fsdd_digits.split(",") if d.strip()]
+        fsdd = _fsdd_clips(root, digits)
+        n_digits = len(set(fsdd[1]))
+        corpora.append(("fsdd", *fsdd, True, args.words or sorted({min(3, n_digits), n_digits}),
+                        args.shots))
     if args.v1:
         root = Path(args.v1)
         if not root.is_dir():

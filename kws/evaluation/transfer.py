@@ -187,8 +187,8 @@ def run(corpus: Corpus, *, num_words: int, shots: int, draws: int = 5, seed: int
         raise ValueError(f"{corpus.name}: no train/test draw possible with {shots} clips of "
                          f"each of {num_words} words by one speaker and other speakers to test; "
                          f"use fewer shots")
-    out = {"corpus": corpus.name, "words": num_words, "shots": shots,
-           "pairs": len(groups[corpus.exits[0]]) if by_speaker else 0, "draws": draws,
+    out = {"corpus": corpus.name, "words": num_words, "vocab": sorted(set(map(str, corpus.words))),
+           "shots": shots, "pairs": len(groups[corpus.exits[0]]) if by_speaker else 0, "draws": draws,
            "by_speaker": bool(by_speaker), "exits": {}}
     for k in corpus.exits:
         gm = [float(np.mean(v)) for v in groups[k].values()]
