@@ -30,9 +30,13 @@ Protocol (speaker-disjoint everywhere):
   ``other_corpus`` the words' clips from another corpus too (:func:`other_corpus`);
 * enrolment settings (``enrol``: rule, weight decay, warp, margin) passed to ``enroll()``;
 * openWakeWord 0.4.0's shipped models (alexa, hey_jarvis, hey_mycroft) on the same stream when
-  the optional ``bench`` extra is installed.
+  the optional ``bench`` extra is installed;
+* with ``peers``, few-shot peers (:mod:`bnnkws.app.bench.peers`: EfficientWord-Net, local-wake)
+  given each word's enrolment takes and run on the same stream: recall and false accepts per
+  hour at a peer's documented threshold, and a threshold sweep (:func:`peer_sweep`).
 
-Writes ``results.json``, ``table.md`` and ``bench_enroll.png``.
+Writes ``results.json``, ``table.md`` and ``bench_enroll.png`` (and ``peer_<name>.npz``, each
+peer's per-window scores, with ``peers``).
 """
 from __future__ import annotations
 
@@ -101,6 +105,7 @@ class BenchConfig:
     enrol: dict = field(default_factory=dict)  # extra `enroll()` settings (rule, warp, ...)
     synth_takes: int = 0  # `kws enroll --synth`: typed-word takes added to each word's own
     other_corpus: Optional[str] = None  # Speech Commands layout: the words in other voices
+    peers: list = field(default_factory=list)  # few-shot peers to run (peers.PEERS names)
 
 
 @dataclass
@@ -547,19 +552,83 @@ def threshold_sweep(hops, labels, args, words, events, stream_s,
     for t in thresholds:
         dets = replay_detections(hops, labels, args, {w: float(t) for w in words})
         for w, m in match(dets, events, words, stream_s).items():
-            curves[w].append({"threshold": float(t), "recall": m["recall"],
-                              "fa_per_hour": m["fa_per_hour"],
-                              **({"own_recall": m["own_recall"]} if "own_recall" in m else {})})
-    out = {"curves": curves}
+            curves[w].append(_curve_point(t, m))
+    return {"curves": curves, **best_at_target(curves)}
+
+
+def _curve_point(threshold, m: dict) -> dict:
+    """One point of a sweep curve from a word's :func:`match` result."""
+    return {"threshold": float(threshold), "recall": m["recall"], "fa_per_hour": m["fa_per_hour"],
+            **({"own_recall": m["own_recall"]} if "own_recall" in m else {})}
+
+
+def best_at_target(curves: dict, stricter: int = 1) -> dict:
+    """Per word, the sweep point with the best recall (``best_at_5_fa_per_hour``; and the best
+    own-voice recall, ``own_best_at_5_fa_per_hour``, when the stream has own-voice takes) among
+    those with <= ``TARGET_FA_PER_HOUR`` false accepts per hour, None when there is none. Ties go
+    to the stricter threshold: the higher one for ``stricter=1`` (a score), the lower for -1 (a
+    distance)."""
+    out = {}
     for name, key in (("best_at_5_fa_per_hour", "recall"), ("own_best_at_5_fa_per_hour",
                                                             "own_recall")):
         best = {}
         for w, pts in curves.items():
             ok = [p for p in pts if p["fa_per_hour"] <= TARGET_FA_PER_HOUR and key in p]
-            best[w] = max(ok, key=lambda p: (p[key], p["threshold"])) if ok else None
+            best[w] = max(ok, key=lambda p: (p[key], stricter * p["threshold"])) if ok else None
         if name == "best_at_5_fa_per_hour" or any(best.values()):
             out[name] = best
     return out
+
+
+def peer_sweep(peer, events, stream_s) -> dict:
+    """:func:`threshold_sweep` for a few-shot peer (:class:`~bnnkws.app.bench.peers.PeerScores`):
+    its detection rule re-run on its recorded per-window scores at every threshold of
+    ``peer.sweep`` (one threshold for every word in a pass), each word's recall and false
+    accepts per hour, and each word's best point at <= ``TARGET_FA_PER_HOUR``. Tuned on the
+    test stream, like ours: an upper bound on what a threshold set in advance could reach."""
+    from bnnkws.app.bench.peers import detections
+
+    curves = {w: [] for w in peer.words}
+    for t in peer.sweep:
+        for w, m in match(detections(peer, float(t)), events, peer.words, stream_s).items():
+            curves[w].append(_curve_point(t, m))
+    return {"curves": curves, **best_at_target(curves, 1 if peer.higher else -1)}
+
+
+def run_peers(cfg, words, audio, events, stream_s, out: Path, log=print) -> dict:
+    """Every peer of ``cfg.peers`` on the stream, given the files each word is enrolled from
+    (``w.train``; not the ``synth_takes`` extras). Per peer: its version, model size (MB),
+    window, hop, documented threshold and the stream result there (:func:`match`; None when it
+    has no default), the sweep (:func:`peer_sweep`) and its wall time (references and stream);
+    ``{"error": install hint}`` when it is not installed. Each peer's per-window scores go to
+    ``out/peer_<name>.npz`` (``times``, ``scores``, ``words``) for sweeps of one's own."""
+    from bnnkws.app.bench.peers import INSTALL_HINTS, detections, run_peer
+
+    take_files = {w.name: list(w.train) for w in words}
+    res = {}
+    for name in cfg.peers:
+        t = time.perf_counter()
+        peer = run_peer(name, take_files, audio, seed=cfg.seed)
+        wall = time.perf_counter() - t
+        if peer is None:
+            res[name] = {"error": INSTALL_HINTS[name]}
+            log(f"peer {name}: {INSTALL_HINTS[name]}")
+            continue
+        np.savez_compressed(out / f"peer_{name}.npz", times=peer.times, scores=peer.scores,
+                            words=np.array(peer.words))
+        res[name] = {"version": peer.version, "model_mb": peer.model_mb,
+                     "window_s": peer.window_s, "hop_s": peer.hop_s,
+                     "score": "similarity" if peer.higher else "distance",
+                     "refractory_s": peer.refractory_s, "threshold": peer.threshold,
+                     "stream": None if peer.threshold is None else match(
+                         detections(peer, peer.threshold), events, peer.words, stream_s),
+                     "threshold_sweep": peer_sweep(peer, events, stream_s), "wall_s": wall}
+        log(f"peer {name} {peer.version}: {len(peer.times)} windows, {wall:.0f} s")
+    return res
+
+
+def _folder_mb(path) -> float:
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) / 1e6
 
 
 def at_target(stream: dict, key: str = "recall") -> list:
@@ -608,6 +677,13 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
     from bnnkws.app.listener import gates
 
     cfg.gate = cfg.gate or gates.DEFAULT_GATE  # recorded as the gate actually used
+    if cfg.peers:  # an unknown name fails now, not after the enrolments
+        from bnnkws.app.bench.peers import PEERS
+
+        unknown = [p for p in cfg.peers if p not in PEERS]
+        if unknown:
+            raise ValueError(f"unknown peer(s) {', '.join(map(repr, unknown))} (known: "
+                             f"{', '.join(PEERS)})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
@@ -752,6 +828,9 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
             results["openwakeword"] = {"models": oww["models"], "threshold": cfg.oww_threshold,
                                        "stream": match(oww["detections"], events,
                                                        list(oww["models"]), stream_s)}
+    if cfg.peers:
+        results["peers"] = run_peers(cfg, words, audio, events, stream_s, out, log)
+        results["bundle_mb"] = _folder_mb(out / "bundle_replay")
     results["wall_seconds"] = time.perf_counter() - t_all
     write_reports(results, out)
     return results
@@ -1057,8 +1136,109 @@ def table_markdown(res: dict) -> str:
                 lines.append(f"| {w} | {oww['models'][w]} | {_f(s['recall'])} "
                              f"| {_f(s['fa_per_hour'], False)} |")
         lines.append("")
+    if res.get("peers"):
+        lines += peers_markdown(res) + [""]
     lines.append(f"Wall time of the benchmark: {res['wall_seconds']:.0f} s.")
     return "\n".join(lines) + "\n"
+
+
+PEER_TITLES = {"efficientword-net": "EfficientWord-Net", "local-wake": "local-wake"}
+
+
+def _best_recalls(sweep: dict, key: str = "best_at_5_fa_per_hour", field: str = "recall") -> dict:
+    """Per word, the sweep's best recall at <= 5 false accepts per hour; 0 for a word no
+    threshold brings that low."""
+    return {w: (b[field] if b else 0.0) for w, b in ((sweep or {}).get(key) or {}).items()}
+
+
+def _summary(stream: Optional[dict], sweep: dict) -> dict:
+    """Median stream recall, false accepts per hour summed over the words, words at issue
+    17's bar, median own-voice recall (where there are own-voice takes) and the sweep's median
+    best recall at <= 5 false accepts per hour, for one method."""
+    med = lambda v: float(np.median(v)) if len(v) else float("nan")  # noqa: E731
+    out = {"sweep_median": med(list(_best_recalls(sweep).values()))}
+    if stream:
+        own = [m["own_recall"] for m in stream.values() if "own_recall" in m]
+        out.update(recall_median=med([m["recall"] for m in stream.values()]),
+                   fa_sum=float(sum(m["fa_per_hour"] for m in stream.values())),
+                   at_target=len(at_target(stream)), own_median=med(own))
+    return out
+
+
+def _best_cell(b: Optional[dict], threshold_fmt: str = "{:.2f}") -> str:
+    if not b:
+        return "- (none at <= 5 FA/h)"
+    return (f"{_f(b['recall'])} ({threshold_fmt.format(b['threshold'])}, "
+            f"{_f(b['fa_per_hour'], False)}/h)")
+
+
+def peers_markdown(res: dict) -> list:
+    """Markdown lines: the few-shot peers (``res["peers"]``) beside the bundle's replay
+    method on the same stream, a summary row per method (model size, threshold, median recall,
+    false accepts per hour summed over the words, words at issue 17's bar, the sweep's median
+    best recall at <= 5 false accepts per hour) and a row per word."""
+    peers = res["peers"]
+    ours = res["methods"]["replay"]
+    names = [w["name"] for w in res["words"]]
+    lines = ["## Few-shot peers on the same takes and stream", "",
+             "Each peer is given the recordings each word is enrolled from and runs on the same "
+             "stream. EfficientWord-Net: ResNet-50 (ArcFace) embeddings of 1.5 s windows every "
+             "0.75 s, score max (1 + cos) / 2 over the word's takes, threshold 0.7 (its "
+             "documented one), relaxation 2 s, the best word of a window fires. local-wake: "
+             "speech_embedding frames of 2 s windows every 0.25 s, distance the smallest "
+             "cosine-DTW distance to one of the word's takes (silence trimmed), no default "
+             "threshold, so a sweep only. Sweeps: one threshold for every word in a pass, each "
+             "word's best recall at <= 5 false accepts per hour, chosen on this stream (an upper "
+             "bound, as for ours); a word no threshold brings to <= 5 FA/h counts 0 in the "
+             "median. Model size: the ONNX file a peer runs; ours, the enrolled bundle's folder "
+             "(every model stage, the heads and the replay memory).", "",
+             "| method | model MB | threshold | stream recall, median | false accepts / h, sum "
+             "of words | words at >= 80 % with <= 5 FA/h | own-voice recall, median | best "
+             "recall at <= 5 FA/h (sweep), median | stream wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def row(title, mb, thr, stream, sweep, wall):
+        s = _summary(stream, sweep)
+        nums = (f"{_f(s['recall_median'])} | {_f(s['fa_sum'], False)} | {s['at_target']} "
+                f"| {_f(s['own_median'])}" if stream else "- | - | - | -")
+        return (f"| {title} | {_f(mb, False)} | {thr} | {nums} | {_f(s['sweep_median'])} "
+                f"| {wall:.0f} |")
+
+    lines.append(row("bnn-kws (enrolled bundle)", res.get("bundle_mb"), "per word",
+                     ours.get("stream"), ours.get("threshold_sweep"),
+                     ours.get("stream_seconds", float("nan"))))
+    for name, p in peers.items():
+        title = PEER_TITLES.get(name, name)
+        if "error" in p:
+            lines.append(f"| {title} | {p['error']} | | | | | | | |")
+            continue
+        thr = "-" if p["threshold"] is None else f"{p['threshold']:g}"
+        lines.append(row(f"{title} {p['version']}", p["model_mb"], thr, p["stream"],
+                         p["threshold_sweep"], p["wall_s"]))
+    ok = {n: p for n, p in peers.items() if "error" not in p}
+    lines += ["", "Per word: recall and false accepts per hour at the operating threshold, and "
+                  "the sweep's best recall at <= 5 false accepts per hour (threshold, false "
+                  "accepts per hour):", ""]
+    head = ["word", "bnn-kws recall / FA/h", "bnn-kws sweep"]
+    for n, p in ok.items():
+        title = PEER_TITLES.get(n, n)
+        if p["stream"] is not None:
+            head.append(f"{title} at {p['threshold']:g}: recall / FA/h")
+        head.append(f"{title} sweep")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best_ours = (ours.get("threshold_sweep") or {}).get("best_at_5_fa_per_hour") or {}
+    for w in names:
+        s = (ours.get("stream") or {}).get(w, {})
+        cells = [w, f"{_f(s.get('recall'))} / {_f(s.get('fa_per_hour'), False)}",
+                 _best_cell(best_ours.get(w))]
+        for p in ok.values():
+            if p["stream"] is not None:
+                m = p["stream"].get(w, {})
+                cells.append(f"{_f(m.get('recall'))} / {_f(m.get('fa_per_hour'), False)}")
+            cells.append(_best_cell(p["threshold_sweep"]["best_at_5_fa_per_hour"].get(w),
+                                    "{:.3g}"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_reports(res: dict, out: Path) -> None:
@@ -1101,6 +1281,9 @@ def plot(res: dict, path: Path) -> None:
     oww = (res.get("openwakeword") or {}).get("stream", {})
     for w, s in oww.items():
         ax.scatter(s["fa_per_hour"], s["recall"], marker="x", label=f"openWakeWord {w}")
+    for name, p in (res.get("peers") or {}).items():
+        if "error" not in p:
+            _plot_peer(ax, PEER_TITLES.get(name, name), p)
     ax.axvline(TARGET_FA_PER_HOUR, color="grey", lw=0.8, ls=":")
     ax.axhline(TARGET_RECALL, color="grey", lw=0.8, ls=":")
     ax.set_xscale("symlog", linthresh=1.0)
@@ -1114,3 +1297,16 @@ def plot(res: dict, path: Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120)
+
+
+def _plot_peer(ax, title: str, p: dict) -> None:
+    """A peer's sweep as one line, per threshold the median over words of false accepts per
+    hour and of recall; its documented threshold as a star."""
+    curves = list(p["threshold_sweep"]["curves"].values())
+    fa = [np.median([c[i]["fa_per_hour"] for c in curves]) for i in range(len(curves[0]))]
+    rec = [np.median([c[i]["recall"] for c in curves]) for i in range(len(curves[0]))]
+    line, = ax.plot(fa, rec, "--", lw=1.2, label=f"{title} (sweep, median over words)")
+    if p.get("stream"):
+        ax.scatter(np.median([m["fa_per_hour"] for m in p["stream"].values()]),
+                   np.median([m["recall"] for m in p["stream"].values()]), marker="*", s=90,
+                   color=line.get_color(), label=f"{title} at {p['threshold']:g}")

