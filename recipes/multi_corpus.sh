@@ -8,8 +8,9 @@
 #     clips' 7 non-task words, the v0.01 sample and the speechocean762 word corpus that
 #     `kws data words` cuts (2,499 words, 250 voices, children and accents),
 #   - the training step compiled with XLA (--jit-compile, about 2x here).
-# ~49,600 training clips an epoch (two thirds `_unknown_`); see docs/results.md section 13 for
-# what an epoch costs on 2 CPU cores. The run checkpoints every epoch and this script resumes
+# ~51,600 training clips an epoch (two thirds `_unknown_`), ~15 min an epoch on 2 CPU cores
+# (measured, docs/results.md section 13): the default 10 epochs take ~2.6 h. Its first run
+# (5 epochs) scored below the shipped model on the subset's validation split (section 13). The run checkpoints every epoch and this script resumes
 # it (a session that ends mid-run loses at most one epoch).
 # Usage: recipes/multi_corpus.sh [WORK_DIR]   (EPOCHS=N to size the run to the machine)
 set -euo pipefail
