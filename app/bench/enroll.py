@@ -602,13 +602,13 @@ def run_peers(cfg, words, audio, events, stream_s, out: Path, log=print) -> dict
     has no default), the sweep (:func:`peer_sweep`) and its wall time (references and stream);
     ``{"error": install hint}`` when it is not installed. Each peer's per-window scores go to
     ``out/peer_<name>.npz`` (``times``, ``scores``, ``words``) for sweeps of one's own."""
-    from bnnkws.app.bench.peers import INSTALL_HINTS, detections, run_peer
+    from bnnkws.app.bench.peers import INSTALL_HINTS, detections, read_takes, run_peer
 
-    take_files = {w.name: list(w.train) for w in words}
+    takes = read_takes({w.name: list(w.train) for w in words})  # once, for every peer
     res = {}
     for name in cfg.peers:
         t = time.perf_counter()
-        peer = run_peer(name, take_files, audio, seed=cfg.seed)
+        peer = run_peer(name, takes, audio, seed=cfg.seed)
         wall = time.perf_counter() - t
         if peer is None:
             res[name] = {"error": INSTALL_HINTS[name]}
@@ -678,12 +678,9 @@ def run(cfg: BenchConfig, out_dir, progress: bool = True) -> dict:
 
     cfg.gate = cfg.gate or gates.DEFAULT_GATE  # recorded as the gate actually used
     if cfg.peers:  # an unknown name fails now, not after the enrolments
-        from bnnkws.app.bench.peers import PEERS
+        from bnnkws.app.bench.peers import check_names
 
-        unknown = [p for p in cfg.peers if p not in PEERS]
-        if unknown:
-            raise ValueError(f"unknown peer(s) {', '.join(map(repr, unknown))} (known: "
-                             f"{', '.join(PEERS)})")
+        check_names(cfg.peers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()

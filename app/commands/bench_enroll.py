@@ -102,13 +102,13 @@ def run(args) -> int:
         if getattr(args, name) < 0:
             raise CLIError(f"--{name.replace('_', '-')} must be 0 or more, got "
                            f"{getattr(args, name)}")
-    from bnnkws.app.bench.peers import PEERS
+    from bnnkws.app.bench.peers import check_names
 
     peers = [w.strip() for w in args.peers.split(",") if w.strip()]
-    unknown = [name for name in peers if name not in PEERS]
-    if unknown:  # before the bundle and data are looked at: a typo fails at once
-        raise CLIError(f"--peers: unknown peer {unknown[0]!r} (choose from "
-                       f"{', '.join(PEERS)})")
+    try:  # before the bundle and data are looked at: a typo fails at once
+        check_names(peers)
+    except ValueError as e:
+        raise CLIError(f"--peers: {e}") from None
     bundle = resolve_bundle(args.bundle)
     for name in ("old_data", "fsdd", "sc_v1", "noise") + (("other_corpus",)
                                                           if args.other_corpus else ()):
