@@ -108,6 +108,31 @@ def test_batch_maker_is_reproducible_and_varies_by_epoch(synth_ds, tmp_path):
     assert sorted(seen) == sorted(a.y.tolist())
 
 
+def test_batch_maker_draws_part_of_a_pool_afresh_each_epoch(synth_ds, tmp_path):
+    """--aux-only-per-epoch: the pooled clips take part n at a time, the others every epoch."""
+    tr = synth_ds.split("train")
+    pool = np.arange(len(tr)) % 3 == 0
+    n = int(pool.sum()) // 2
+    ids = np.arange(len(tr))  # carried as the per-clip aux channel, so batches name their clips
+
+    def maker():
+        return BatchMaker(tr, augment=AugmentConfig(), seed=3, cache_dir=tmp_path,
+                          progress=False, aux=ids, pool_per_epoch=(pool, n))
+
+    a = maker()
+    assert len(a) == int((~pool).sum()) + n
+    drawn = []
+    for e in range(3):
+        seen = np.concatenate([aux for _, _, aux in a.epoch(7, epoch=e)])
+        assert len(seen) == len(set(seen)) == len(a)
+        assert set(np.flatnonzero(~pool)) <= set(seen)
+        drawn.append(frozenset(seen[pool[seen]]))
+        assert len(drawn[-1]) == n
+    assert len(set(drawn)) == 3, "each epoch draws other pool clips"
+    again = np.concatenate([aux for _, _, aux in maker().epoch(7, epoch=1)])
+    assert frozenset(again[pool[again]]) == drawn[1], "a resumed run draws the same"
+
+
 def test_train_dataset_shapes_labels_and_epochs(synth_ds, tmp_path):
     import tensorflow as tf
 

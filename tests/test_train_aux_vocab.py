@@ -293,3 +293,27 @@ def test_training_with_am_softmax_aux_heads(sc_v2, sc_v1_sample, tmp_path):
     cfg, model = load_run(run, "last")
     assert list(model.output_names) == ["exit1"]
     assert not any(layer.name.startswith("aux") for layer in model.layers)
+
+
+def test_aux_only_clips_are_drawn_per_epoch_and_rare_words_left_out(sc_v2, tmp_path):
+    """--aux-only-per-epoch: an epoch holds every task clip plus N of the --aux-only clips
+    (the optimizer's steps follow), and an --aux-only clip of a word too rare for an auxiliary
+    class is left out of training (it would train nothing)."""
+    from bnnkws.kws.data.synth import synthesize
+    from bnnkws.kws.training.train import TrainConfig, TrainError, prepare_data
+
+    synth = tmp_path / "synth"
+    synthesize(["apple", "cherry", "melon"], synth, per_word=6, seed=0, progress=False)
+    for f in sorted((synth / "melon").iterdir())[2:]:  # melon: 2 clips, below --aux-min-clips
+        f.unlink()
+    with pytest.raises(TrainError, match="--aux-only-per-epoch draws from the --aux-only"):
+        TrainConfig(data=str(sc_v2), aux_vocab=True, aux_only_per_epoch=5)
+    cache = os.environ.get("KWS_CACHE_DIR") or str(tmp_path / "cache")
+    tc = dict(data=str(sc_v2), max_train_clips=40, seed=0, aux_vocab=True,
+              aux_synth=[str(synth)], aux_min_clips=3, cache_dir=cache, verbose=0)
+    every = prepare_data(TrainConfig(**tc))
+    drawn = prepare_data(TrainConfig(**tc, aux_only_per_epoch=5))
+    assert "melon" not in every.aux_labels and {"apple", "cherry"} <= set(every.aux_labels)
+    assert len(every.train_y) == 40 + 12, "the two melon clips are left out"
+    assert any("fewer than 3 clips left out" in n for n in every.aux_info["notes"])
+    assert every.num_train == 52 and drawn.num_train == 40 + 5

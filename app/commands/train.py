@@ -139,6 +139,11 @@ def register(subparsers) -> None:
                         "train the auxiliary heads only, not as _unknown_ (hundreds of words "
                         "would swamp that class): synthetic speech (a `kws synth` folder) or a "
                         "large corpus such as mswc:PATH; repeatable")
+    g.add_argument("--aux-only-per-epoch", type=int, default=None, metavar="N",
+                   help="each epoch trains on N of the --aux-only clips, drawn afresh every "
+                        "epoch, instead of all of them: a word corpus of tens of thousands of "
+                        "clips would otherwise make most of every epoch's steps (in-memory "
+                        "pipeline; default: all of them)")
     g.add_argument("--aux-holdout", type=_comma_list(str, "words"), default=None,
                    metavar="W1,W2,...",
                    help="words that get no auxiliary class and no --aux-data clips, kept new "
@@ -303,7 +308,7 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "speed_range", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_min_clips",
            "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline",
-           "shuffle_buffer", "class_balance", "jit_compile")
+           "shuffle_buffer", "class_balance", "jit_compile", "aux_only_per_epoch")
 
 
 def config_from_args(args):

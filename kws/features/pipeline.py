@@ -77,11 +77,16 @@ class BatchMaker:
     ``aux``: optional int label per clip for the auxiliary vocabulary heads (-1 = none); the
     batches are then ``(X, y, aux)``. A clip cut to part of its word (``partial_prob``) becomes
     ``_unknown_`` with no auxiliary label.
+
+    ``pool_per_epoch=(mask, n)``: the clips where ``mask`` is true (a large auxiliary-only
+    corpus) take part ``n`` at a time, a fresh draw without replacement every epoch from the
+    same generator, so an epoch holds every other clip plus ``n`` of the pool and a pool of
+    ``N`` clips is seen ``E n / N`` times in ``E`` epochs.
     """
 
     def __init__(self, clips, cfg: FrontendConfig = DEFAULT_FRONTEND, augment=None,
                  labels=None, noise_paths=None, seed: int = 0, cache_dir=None,
-                 progress: bool = True, aux=None):
+                 progress: bool = True, aux=None, pool_per_epoch=None):
         clips, labels, noise_paths = _resolve(clips, labels, noise_paths)
         self.cfg = cfg
         self.augment = augment if augment is not None else AugmentConfig.off()
@@ -105,9 +110,21 @@ class BatchMaker:
             raise ValueError(f"partial_prob needs an _unknown_ label to give cut words; "
                              f"labels are {labels}")
         self._epochs = itertools.count()
+        self.pool_n = None
+        if pool_per_epoch is not None:
+            mask, n = pool_per_epoch
+            mask = np.asarray(mask, bool)
+            if len(mask) != len(clips):
+                raise ValueError(f"pool mask has {len(mask)} entries for {len(clips)} clips")
+            in_pool = mask[self.keep]
+            self.pool, self.rest = self.keep[in_pool], self.keep[~in_pool]
+            self.pool_n = min(int(n), len(self.pool))
 
     def __len__(self) -> int:
-        return len(self.keep)
+        """Clips per epoch."""
+        if self.pool_n is None:
+            return len(self.keep)
+        return len(self.rest) + self.pool_n
 
     def batch(self, idx, rng: np.random.Generator) -> tuple:
         a = self.augment
@@ -141,7 +158,11 @@ class BatchMaker:
         """Yield the batches of one epoch (shuffled)."""
         e = next(self._epochs) if epoch is None else epoch
         rng = np.random.default_rng([self.seed, e])
-        order = self.keep[rng.permutation(len(self.keep))]
+        keep = self.keep
+        if self.pool_n is not None:
+            keep = np.concatenate([self.rest,
+                                   rng.choice(self.pool, self.pool_n, replace=False)])
+        order = keep[rng.permutation(len(keep))]
         stop = len(order) - (len(order) % batch_size if drop_remainder else 0)
         for s in range(0, stop, batch_size):
             yield self.batch(order[s:s + batch_size], rng)

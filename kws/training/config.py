@@ -27,7 +27,8 @@ SHARDS_LACK = "the sharded pipeline has no teacher targets or speed perturbation
 def memory_only(tc) -> list[str]:
     """The options set in ``tc`` that only the in-memory pipeline applies."""
     return ((["--distill"] if tc.distill is not None else [])
-            + (["--speed-prob"] if tc.speed_prob else []))
+            + (["--speed-prob"] if tc.speed_prob else [])
+            + (["--aux-only-per-epoch"] if tc.aux_only_per_epoch else []))
 
 
 class TrainError(ValueError):
@@ -116,6 +117,9 @@ class TrainConfig:
     aux_vocab: bool = False
     aux_data: Optional[list] = None
     aux_synth: Optional[list] = None  # like aux_data, but non-task words train no task label
+    # Draw this many of the auxiliary-only clips afresh every epoch instead of all of them
+    # (a 30k-clip word corpus would otherwise be two thirds of every epoch's steps).
+    aux_only_per_epoch: Optional[int] = None
     aux_holdout: Optional[list] = None
     aux_min_clips: int = 1  # fewer training clips than this: the word gets no auxiliary class
     aux_weight: float = 0.5
@@ -260,6 +264,13 @@ class TrainConfig:
             raise TrainError(f"--shuffle-buffer must be >= 1, got {self.shuffle_buffer}")
         if self.max_train_clips is not None and self.max_train_clips < 1:
             raise TrainError(f"max train clips must be >= 1, got {self.max_train_clips}")
+        if self.aux_only_per_epoch is not None:
+            if self.aux_only_per_epoch < 1:
+                raise TrainError(f"--aux-only-per-epoch must be >= 1, got "
+                                 f"{self.aux_only_per_epoch}")
+            if not (self.aux_vocab and self.aux_synth):
+                raise TrainError("--aux-only-per-epoch draws from the --aux-only corpora: "
+                                 "give --aux-vocab and at least one --aux-only SPEC")
 
     @property
     def stage1(self) -> int:

@@ -52,7 +52,7 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "aux_min_clips", "aux_weight", "aux_margin", "aux_scale", "distill",
                     "distill_weight",
                     "band_limit_prob", "band_limit_hz", "speed_prob", "speed_range", "pipeline",
-                    "shuffle_buffer", "class_balance")
+                    "shuffle_buffer", "class_balance", "aux_only_per_epoch")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +191,13 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
             raise TrainError("--aux-vocab: the training clips name no word outside the "
                              "holdout; nothing for the auxiliary heads to learn")
         train_aux = kvocab.aux_indices(train, aux_labels)
+        # An --aux-only clip of a word too rare for an auxiliary class trains nothing.
+        idle = np.array([c.label == kvocab.AUX_ONLY for c in train]) & (train_aux < 0)
+        if idle.any():
+            notes = list(notes) + [f"{int(idle.sum())} --aux-only clips of words with fewer "
+                                   f"than {tc.aux_min_clips} clips left out (nothing to train)"]
+            train = [c for c, i in zip(train, idle) if not i]
+            train_aux = train_aux[~idle]
         val_aux = kvocab.aux_indices(val, aux_labels)
         aux_info = kvocab.describe(aux_labels, train, holdout, notes)
     if not train or not val:
@@ -230,10 +237,22 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         test_x, test_y = pipeline.eval_arrays(test, frontend, labels, cache, show)
     aug = augment_config(tc)
     augmented = None
+    train_count = None  # clips an epoch, when not every training clip takes part
     if aug.any_waveform or aug.spec_augment:
+        pool = None
+        if tc.aux_only_per_epoch:
+            from bnnkws.kws.data.vocab import AUX_ONLY
+
+            pool = (np.array([c.label == AUX_ONLY for c in train]), tc.aux_only_per_epoch)
         maker = pipeline.BatchMaker(train, frontend, aug, labels,
                                     list(ds.noise_paths) + noise_files(tc.noise_dirs),
-                                    tc.seed, cache, show, aux=train_aux)
+                                    tc.seed, cache, show, aux=train_aux, pool_per_epoch=pool)
+        if pool is not None:
+            train_count = len(maker)
+            if tc.verbose:
+                print(f"data: {int(pool[0].sum())} auxiliary-only clips, "
+                      f"{maker.pool_n} drawn afresh each epoch: {train_count} clips an epoch",
+                      file=sys.stderr)
 
         def augmented(start, end, batch_size):
             # Epoch e's draw is numpy.random.default_rng([seed, e]): a resumed run sees the
@@ -249,13 +268,16 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
             return tf.data.Dataset.from_generator(
                 gen, output_signature=(tf.TensorSpec(shape, tf.float32), *labels_sig)
             ).prefetch(2)
+    if tc.aux_only_per_epoch and augmented is None:
+        raise TrainError("--aux-only-per-epoch draws clips in the augmented pipeline; it has "
+                         "no effect with every augmentation off")
     split = split_paths(train, val, test)
     return TrainData(labels=labels, train_x=train_x, train_y=train_y, val_x=val_x,
                      val_y=val_y, test_x=test_x, test_y=test_y, split=split,
                      name=getattr(ds, "name", str(tc.data)), augmented=augmented,
                      aux_labels=aux_labels, train_aux=train_aux, val_aux=val_aux,
                      aux_info=aux_info, teacher=teacher, class_counts=counts,
-                     sources=sources)
+                     sources=sources, train_count=train_count)
 
 
 def _teacher_table(tc: TrainConfig, train, val, frontend) -> np.ndarray:
