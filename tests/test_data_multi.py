@@ -94,3 +94,22 @@ def test_training_on_two_corpora_records_sources_and_weights(sc_v2, sc_extra, tm
     split = json.loads((out / "split.json").read_text())
     assert any("speech_commands_extra" in p for p in split["validation"])
     assert any("speech_commands_v2_test" in p for p in split["testing"])
+
+
+def test_data_repeat_oversamples_one_corpus_and_counts_it_in_the_class_weights(sc_v2, sc_extra,
+                                                                               tmp_path):
+    """`--data-repeat 3,1`: the first corpus' training clips take part three times an epoch
+    (the steps and the class counts behind --class-balance follow); one number per corpus."""
+    from bnnkws.kws.training.train import TrainConfig, TrainError, prepare_data
+
+    specs = [str(sc_v2), f"sc:{sc_extra}"]
+    with pytest.raises(TrainError, match="one whole number >= 1 for each of the 2"):
+        TrainConfig(data=specs, data_repeat=[3])
+    base = dict(data=specs, max_train_clips=64, seed=0, verbose=0,
+                cache_dir=os.environ.get("KWS_CACHE_DIR") or str(tmp_path / "cache"))
+    once = prepare_data(TrainConfig(**base))
+    thrice = prepare_data(TrainConfig(**base, data_repeat=[3, 1]))
+    first = sum(p.startswith(str(sc_v2)) for p in once.split["train"])
+    assert 0 < first < 64
+    assert once.num_train == 64 and thrice.num_train == 64 + 2 * first
+    assert sum(once.class_counts) == 64 and sum(thrice.class_counts) == 64 + 2 * first

@@ -133,6 +133,23 @@ def test_batch_maker_draws_part_of_a_pool_afresh_each_epoch(synth_ds, tmp_path):
     assert frozenset(again[pool[again]]) == drawn[1], "a resumed run draws the same"
 
 
+def test_batch_maker_repeats_clips_within_an_epoch(synth_ds, tmp_path):
+    """--data-repeat: a clip with repeat k takes part k times an epoch, each augmented anew."""
+    tr = synth_ds.split("train")
+    reps = np.where(np.arange(len(tr)) < 5, 3, 1)
+    a = BatchMaker(tr, augment=AugmentConfig(), seed=3, cache_dir=tmp_path, progress=False,
+                   aux=np.arange(len(tr)), repeats=reps)
+    assert len(a) == len(tr) + 10
+    batches = list(a.epoch(len(a), epoch=0))
+    (x, _, seen), = batches
+    np.testing.assert_array_equal(np.bincount(seen, minlength=len(tr)), reps)
+    rows = np.flatnonzero(seen == 0)
+    assert not np.array_equal(x[rows[0]], x[rows[1]]), "each repeat has its own draw"
+    with pytest.raises(ValueError, match="repeats"):
+        BatchMaker(tr, augment=AugmentConfig(), cache_dir=tmp_path, progress=False,
+                   repeats=np.zeros(len(tr), int))
+
+
 def test_train_dataset_shapes_labels_and_epochs(synth_ds, tmp_path):
     import tensorflow as tf
 

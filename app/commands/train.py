@@ -67,6 +67,13 @@ def register(subparsers) -> None:
                         "Repeat it to train on several corpora together: each is split on its "
                         "own (same task and split seed), speakers one holds out never train "
                         "through another, and RUN/data_sources.json says what came from where")
+    g.add_argument("--data-repeat", type=_comma_list(int, "whole numbers"), default=None,
+                   metavar="K1,K2,...",
+                   help="with several --data corpora: each one's training clips take part K "
+                        "times in every epoch (each time augmented afresh), one number per "
+                        "--data in order, e.g. 4,1 so the small corpus that is scored is not "
+                        "drowned by a large one; the class weights count the repeats "
+                        "(in-memory pipeline; default: once each)")
     g.add_argument("--class-balance", type=float, default=d.class_balance, metavar="ALPHA",
                    help="weigh each clip's task loss by n_c^-ALPHA (n_c: training clips of its "
                         "class; mean weight 1): 0 off, 1 every class counts the same, 0.5 "
@@ -308,7 +315,7 @@ _FIELDS = ("data", "arch", "task", "width", "epochs", "batch_size", "optimizer",
            "speed_range", "offset_prob",
            "partial_prob", "aux_vocab", "aux_data", "aux_synth", "aux_holdout", "aux_min_clips",
            "aux_weight", "aux_margin", "aux_scale", "distill", "distill_weight", "pipeline",
-           "shuffle_buffer", "class_balance", "jit_compile", "aux_only_per_epoch")
+           "shuffle_buffer", "class_balance", "jit_compile", "aux_only_per_epoch", "data_repeat")
 
 
 def config_from_args(args):

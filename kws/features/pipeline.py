@@ -82,11 +82,14 @@ class BatchMaker:
     corpus) take part ``n`` at a time, a fresh draw without replacement every epoch from the
     same generator, so an epoch holds every other clip plus ``n`` of the pool and a pool of
     ``N`` clips is seen ``E n / N`` times in ``E`` epochs.
+
+    ``repeats``: optional whole number per clip, how many times it takes part in every epoch
+    (each time with its own augmentation draw), to oversample a corpus; 1 by default.
     """
 
     def __init__(self, clips, cfg: FrontendConfig = DEFAULT_FRONTEND, augment=None,
                  labels=None, noise_paths=None, seed: int = 0, cache_dir=None,
-                 progress: bool = True, aux=None, pool_per_epoch=None):
+                 progress: bool = True, aux=None, pool_per_epoch=None, repeats=None):
         clips, labels, noise_paths = _resolve(clips, labels, noise_paths)
         self.cfg = cfg
         self.augment = augment if augment is not None else AugmentConfig.off()
@@ -110,7 +113,7 @@ class BatchMaker:
             raise ValueError(f"partial_prob needs an _unknown_ label to give cut words; "
                              f"labels are {labels}")
         self._epochs = itertools.count()
-        self.pool_n = None
+        self.pool, self.pool_n, self.rest = self.keep[:0], 0, self.keep
         if pool_per_epoch is not None:
             mask, n = pool_per_epoch
             mask = np.asarray(mask, bool)
@@ -119,11 +122,15 @@ class BatchMaker:
             in_pool = mask[self.keep]
             self.pool, self.rest = self.keep[in_pool], self.keep[~in_pool]
             self.pool_n = min(int(n), len(self.pool))
+        if repeats is not None:
+            repeats = np.asarray(repeats, int)
+            if len(repeats) != len(clips) or (repeats < 1).any():
+                raise ValueError(f"repeats needs a whole number >= 1 for each of the "
+                                 f"{len(clips)} clips")
+            self.rest = np.repeat(self.rest, repeats[self.rest])
 
     def __len__(self) -> int:
         """Clips per epoch."""
-        if self.pool_n is None:
-            return len(self.keep)
         return len(self.rest) + self.pool_n
 
     def batch(self, idx, rng: np.random.Generator) -> tuple:
@@ -158,8 +165,8 @@ class BatchMaker:
         """Yield the batches of one epoch (shuffled)."""
         e = next(self._epochs) if epoch is None else epoch
         rng = np.random.default_rng([self.seed, e])
-        keep = self.keep
-        if self.pool_n is not None:
+        keep = self.rest
+        if self.pool_n:
             keep = np.concatenate([self.rest,
                                    rng.choice(self.pool, self.pool_n, replace=False)])
         order = keep[rng.permutation(len(keep))]

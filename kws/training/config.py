@@ -28,7 +28,8 @@ def memory_only(tc) -> list[str]:
     """The options set in ``tc`` that only the in-memory pipeline applies."""
     return ((["--distill"] if tc.distill is not None else [])
             + (["--speed-prob"] if tc.speed_prob else [])
-            + (["--aux-only-per-epoch"] if tc.aux_only_per_epoch else []))
+            + (["--aux-only-per-epoch"] if tc.aux_only_per_epoch else [])
+            + (["--data-repeat"] if tc.data_repeat else []))
 
 
 class TrainError(ValueError):
@@ -120,6 +121,10 @@ class TrainConfig:
     # Draw this many of the auxiliary-only clips afresh every epoch instead of all of them
     # (a 30k-clip word corpus would otherwise be two thirds of every epoch's steps).
     aux_only_per_epoch: Optional[int] = None
+    # With several --data corpora: how many times each one's training clips take part in every
+    # epoch (one whole number per corpus; None = once each), so a small corpus that is the one
+    # scored is not drowned by a large one.
+    data_repeat: Optional[list] = None
     aux_holdout: Optional[list] = None
     aux_min_clips: int = 1  # fewer training clips than this: the word gets no auxiliary class
     aux_weight: float = 0.5
@@ -264,6 +269,11 @@ class TrainConfig:
             raise TrainError(f"--shuffle-buffer must be >= 1, got {self.shuffle_buffer}")
         if self.max_train_clips is not None and self.max_train_clips < 1:
             raise TrainError(f"max train clips must be >= 1, got {self.max_train_clips}")
+        if self.data_repeat is not None:
+            n_data = len(self.data) if isinstance(self.data, list) else 1
+            if len(self.data_repeat) != n_data or any(int(k) < 1 for k in self.data_repeat):
+                raise TrainError(f"--data-repeat {','.join(map(str, self.data_repeat))}: one "
+                                 f"whole number >= 1 for each of the {n_data} --data corpora")
         if self.aux_only_per_epoch is not None:
             if self.aux_only_per_epoch < 1:
                 raise TrainError(f"--aux-only-per-epoch must be >= 1, got "

@@ -52,7 +52,7 @@ _FIXED_ON_RESUME = ("data", "arch", "task", "width", "batch_size", "optimizer", 
                     "aux_min_clips", "aux_weight", "aux_margin", "aux_scale", "distill",
                     "distill_weight",
                     "band_limit_prob", "band_limit_hz", "speed_prob", "speed_range", "pipeline",
-                    "shuffle_buffer", "class_balance", "aux_only_per_epoch")
+                    "shuffle_buffer", "class_balance", "aux_only_per_epoch", "data_repeat")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +219,14 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         train_aux = np.stack([lab, np.arange(len(train))], axis=1).astype(np.int32)
         vlab = val_aux if val_aux is not None else np.full(len(val), -1)
         val_aux = np.stack([vlab, len(train) + np.arange(len(val))], axis=1).astype(np.int32)
-    counts = [sum(1 for c in train if c.label == lab) for lab in labels]
+    repeats = None
+    if tc.data_repeat and any(int(k) > 1 for k in tc.data_repeat):
+        corpus_of = {id(c): i for i, part in enumerate(parts) for c in part.clips}
+        # Clips that only --aux-data/--aux-only bring take part once.
+        repeats = np.array([int(tc.data_repeat[corpus_of[id(c)]]) if id(c) in corpus_of else 1
+                            for c in train])
+    weight = repeats if repeats is not None else np.ones(len(train), int)
+    counts = [int(sum(w for c, w in zip(train, weight) if c.label == lab)) for lab in labels]
     if sharded:
         data = _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux,
                              aux_labels, aux_info)
@@ -246,13 +253,16 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
             pool = (np.array([c.label == AUX_ONLY for c in train]), tc.aux_only_per_epoch)
         maker = pipeline.BatchMaker(train, frontend, aug, labels,
                                     list(ds.noise_paths) + noise_files(tc.noise_dirs),
-                                    tc.seed, cache, show, aux=train_aux, pool_per_epoch=pool)
-        if pool is not None:
+                                    tc.seed, cache, show, aux=train_aux, pool_per_epoch=pool,
+                                    repeats=repeats)
+        if pool is not None or repeats is not None:
             train_count = len(maker)
             if tc.verbose:
-                print(f"data: {int(pool[0].sum())} auxiliary-only clips, "
-                      f"{maker.pool_n} drawn afresh each epoch: {train_count} clips an epoch",
-                      file=sys.stderr)
+                drawn = (f"{int(pool[0].sum())} auxiliary-only clips, {maker.pool_n} drawn "
+                         f"afresh each epoch; " if pool is not None else "")
+                repeated = (f"--data-repeat {','.join(map(str, tc.data_repeat))}; "
+                            if repeats is not None else "")
+                print(f"data: {drawn}{repeated}{train_count} clips an epoch", file=sys.stderr)
 
         def augmented(start, end, batch_size):
             # Epoch e's draw is numpy.random.default_rng([seed, e]): a resumed run sees the
@@ -268,9 +278,9 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
             return tf.data.Dataset.from_generator(
                 gen, output_signature=(tf.TensorSpec(shape, tf.float32), *labels_sig)
             ).prefetch(2)
-    if tc.aux_only_per_epoch and augmented is None:
-        raise TrainError("--aux-only-per-epoch draws clips in the augmented pipeline; it has "
-                         "no effect with every augmentation off")
+    if (tc.aux_only_per_epoch or repeats is not None) and augmented is None:
+        raise TrainError("--aux-only-per-epoch and --data-repeat shape the augmented "
+                         "pipeline's epochs; they have no effect with every augmentation off")
     split = split_paths(train, val, test)
     return TrainData(labels=labels, train_x=train_x, train_y=train_y, val_x=val_x,
                      val_y=val_y, test_x=test_x, test_y=test_y, split=split,
