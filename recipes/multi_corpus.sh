@@ -16,13 +16,15 @@
 # validation split, its `_unknown_` worst (docs/results.md section 13). Now ~22,000 clips an
 # epoch. The run checkpoints every epoch and this script resumes it (a session that ends
 # mid-run loses at most one epoch).
-# Usage: recipes/multi_corpus.sh [WORK_DIR]   (EPOCHS=N, AUX_PER_EPOCH=N to size the run)
+# Usage: recipes/multi_corpus.sh [WORK_DIR]   (EPOCHS=N, AUX_PER_EPOCH=N to size the run;
+#   DATA_REPEAT=K1,K2 repeats the subset's / the extra corpus' clips in every epoch, untried)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-runs/multi-corpus}"
 shared="${SHARED:-../shared/data}"
 epochs="${EPOCHS:-12}"
 per_epoch="${AUX_PER_EPOCH:-6000}"
+repeat=(); [ -n "${DATA_REPEAT:-}" ] && repeat=(--data-repeat "$DATA_REPEAT")
 mkdir -p "$work"
 
 # speechocean762's sentences cut into words (resumes if interrupted; ~9 CPU-minutes per core).
@@ -34,7 +36,7 @@ kws data words "$shared/speechocean762" --out "$work/so762"
 
 resume=(); [ -f "$work/run/train_config.json" ] && resume=(--resume)   # continue an interrupted run
 kws train --data "$shared/speech_commands_v2_test" --data "sc:$shared/speech_commands_extra" \
-    --class-balance 0.5 --arch quicknet --stage-filters 64,128,256,512,512 \
+    "${repeat[@]}" --class-balance 0.5 --arch quicknet --stage-filters 64,128,256,512,512 \
     --binary-bn-epsilon 1.0 --exit-weights 3,2,1,1,1 \
     --noise-dir "$shared/speech_commands_background_noise" --noise-prob 0.8 --snr-db 0 20 \
     --generated-noise-prob 0.2 --offset-prob 0.5 --partial-prob 0.1 \

@@ -34,6 +34,7 @@ def recipe_commands(script=RECIPE) -> list[list[str]]:
             continue
         body = re.sub(r'"\$\(cat [^)]*\)"', "apple,baby", m.group(1))
         body = re.sub(r'"\$\{resume\[@\]\}"', "", body)
+        body = re.sub(r'"\$\{repeat\[@\]\}"', "", body)
         for var, value in (("delta", "0.2"), ("epochs", "3"), ("per_epoch", "6000")):
             body = body.replace(f'"${var}"', value)  # numeric variables
         body = re.sub(r'\$\{?(\w+)\}?', r"PLACEHOLDER_\1", body)
