@@ -12,6 +12,7 @@ epochs are seeded the same way where the pipeline allows it).
 """
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
@@ -151,6 +152,11 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
     from bnnkws.kws.features import pipeline
 
     frontend = frontend or DEFAULT_FRONTEND
+    aug = augment_config(tc)
+    repeating = bool(tc.data_repeat) and any(int(k) > 1 for k in tc.data_repeat)
+    if (tc.aux_only_per_epoch or repeating) and not (aug.any_waveform or aug.spec_augment):
+        raise TrainError("--aux-only-per-epoch and --data-repeat shape the augmented "
+                         "pipeline's epochs; they have no effect with every augmentation off")
     specs = tc.data if isinstance(tc.data, list) else [tc.data]
     try:
         parts = [kdata.load_dataset(s, task=tc.task, seed=tc.speaker_split_seed) for s in specs]
@@ -170,6 +176,7 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         train = [train[i] for i in keep]
     val, test = list(ds.validation), list(ds.testing)
     aux_labels, train_aux, val_aux, aux_info = [], None, None, {}
+    aux_only = None  # per training clip: brought by --aux-only (trains the auxiliary heads only)
     if tc.aux_vocab:
         from bnnkws.kws.data import vocab as kvocab
 
@@ -191,13 +198,14 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
             raise TrainError("--aux-vocab: the training clips name no word outside the "
                              "holdout; nothing for the auxiliary heads to learn")
         train_aux = kvocab.aux_indices(train, aux_labels)
+        aux_only = np.array([c.label == kvocab.AUX_ONLY for c in train], bool)
         # An --aux-only clip of a word too rare for an auxiliary class trains nothing.
-        idle = np.array([c.label == kvocab.AUX_ONLY for c in train]) & (train_aux < 0)
+        idle = aux_only & (train_aux < 0)
         if idle.any():
             notes = list(notes) + [f"{int(idle.sum())} --aux-only clips of words with fewer "
                                    f"than {tc.aux_min_clips} clips left out (nothing to train)"]
             train = [c for c, i in zip(train, idle) if not i]
-            train_aux = train_aux[~idle]
+            train_aux, aux_only = train_aux[~idle], aux_only[~idle]
         val_aux = kvocab.aux_indices(val, aux_labels)
         aux_info = kvocab.describe(aux_labels, train, holdout, notes)
     if not train or not val:
@@ -220,13 +228,15 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
         vlab = val_aux if val_aux is not None else np.full(len(val), -1)
         val_aux = np.stack([vlab, len(train) + np.arange(len(val))], axis=1).astype(np.int32)
     repeats = None
-    if tc.data_repeat and any(int(k) > 1 for k in tc.data_repeat):
+    if repeating:
         corpus_of = {id(c): i for i, part in enumerate(parts) for c in part.clips}
         # Clips that only --aux-data/--aux-only bring take part once.
         repeats = np.array([int(tc.data_repeat[corpus_of[id(c)]]) if id(c) in corpus_of else 1
                             for c in train])
-    weight = repeats if repeats is not None else np.ones(len(train), int)
-    counts = [int(sum(w for c, w in zip(train, weight) if c.label == lab)) for lab in labels]
+    tally = collections.Counter()
+    for i, c in enumerate(train):
+        tally[c.label] += 1 if repeats is None else int(repeats[i])
+    counts = [tally[lab] for lab in labels]
     if sharded:
         data = _sharded_data(tc, frontend, ds, train, val, test, labels, train_aux, val_aux,
                              aux_labels, aux_info)
@@ -242,15 +252,10 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
     test_x = test_y = None
     if test:
         test_x, test_y = pipeline.eval_arrays(test, frontend, labels, cache, show)
-    aug = augment_config(tc)
     augmented = None
     train_count = None  # clips an epoch, when not every training clip takes part
     if aug.any_waveform or aug.spec_augment:
-        pool = None
-        if tc.aux_only_per_epoch:
-            from bnnkws.kws.data.vocab import AUX_ONLY
-
-            pool = (np.array([c.label == AUX_ONLY for c in train]), tc.aux_only_per_epoch)
+        pool = (aux_only, tc.aux_only_per_epoch) if tc.aux_only_per_epoch else None
         maker = pipeline.BatchMaker(train, frontend, aug, labels,
                                     list(ds.noise_paths) + noise_files(tc.noise_dirs),
                                     tc.seed, cache, show, aux=train_aux, pool_per_epoch=pool,
@@ -278,9 +283,6 @@ def prepare_data(tc: TrainConfig, frontend=None) -> TrainData:
             return tf.data.Dataset.from_generator(
                 gen, output_signature=(tf.TensorSpec(shape, tf.float32), *labels_sig)
             ).prefetch(2)
-    if (tc.aux_only_per_epoch or repeats is not None) and augmented is None:
-        raise TrainError("--aux-only-per-epoch and --data-repeat shape the augmented "
-                         "pipeline's epochs; they have no effect with every augmentation off")
     split = split_paths(train, val, test)
     return TrainData(labels=labels, train_x=train_x, train_y=train_y, val_x=val_x,
                      val_y=val_y, test_x=test_x, test_y=test_y, split=split,
