@@ -190,6 +190,35 @@ def test_run_directory_history_and_flip_ratio(straight_run, small_data):
     assert split["train"] == small_data.split["train"]
 
 
+class _Weights(tf.keras.callbacks.Callback):
+    """Keeps the model's weights as they are when training begins."""
+
+    def on_train_begin(self, logs=None):
+        self.start = [w.copy() for w in self.model.get_weights()]
+
+
+def test_init_from_starts_from_the_source_weights_and_keeps_its_input_scaling(
+        straight_run, small_data, tmp_path):
+    """A warm start (``--init-from``, e.g. a fine-tune on one corpus of a multi-corpus run)
+    begins at the source run's best weights and keeps the source's norm_mean/std: the weights
+    were learnt on that scaling, and the new data's own statistics (here shifted by +2) would
+    move every input under them."""
+    import dataclasses
+
+    shifted = dataclasses.replace(small_data, train_x=small_data.train_x + 2.0, norm=None)
+    assert shifted.norm_stats()[0] == pytest.approx(small_data.norm_stats()[0] + 2.0)
+    seen = _Weights()
+    out = train.run_training(_cfg(tmp_path, epochs=1, init_from=str(straight_run)),
+                             data=shifted, model_fn=standin_model, extra_callbacks=[seen])
+    src_cfg = ModelConfig.load(straight_run / "config.json")
+    cfg = ModelConfig.load(out / "config.json")
+    assert (cfg.norm_mean, cfg.norm_std) == (src_cfg.norm_mean, src_cfg.norm_std)
+    src = standin_model(src_cfg)
+    src.load_weights(str(straight_run / "best.h5"))
+    for a, b in zip(seen.start, src.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 class _CtrlC(tf.keras.callbacks.Callback):
     """Presses Ctrl-C (SIGINT to this process) during the first epoch's second batch."""
 

@@ -754,6 +754,11 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         cfg = ModelConfig.load(out / rundir.CONFIG)
     else:
         mean, std = data.norm_stats()
+        if tc.init_from:
+            # The warm-started weights were learnt on the source run's input scaling; this
+            # run's own data would shift it (a fine-tune on one corpus of a multi-corpus run).
+            src = rundir.load_config(tc.init_from)
+            mean, std = src.norm_mean, src.norm_std
         cfg = make_model_config(tc, data.labels, mean, std)
         if place.is_chief:
             cfg.save(out / rundir.CONFIG)
@@ -784,10 +789,11 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     with dist.model_scope(place):
         model = model_fn(cfg)
         if tc.init_from and not tc.resume:
-            _, src = rundir.load_run(tc.init_from, which="best")
+            src = model_fn(rundir.load_config(tc.init_from))
             try:
+                src.load_weights(str(rundir.weights_path(tc.init_from, "best")))
                 model.set_weights(src.get_weights())
-            except ValueError as e:
+            except (ValueError, OSError) as e:
                 raise TrainError(f"--init-from {tc.init_from}: its weights do not fit this "
                                  f"model ({e}); it must be the same arch/width/exits") from e
         # The auxiliary heads live only in the training model; `model` (the task's exits) is
