@@ -34,7 +34,10 @@ def calibration_audio(run_dir, fcfg, n: int = DEFAULT_CALIBRATION_CLIPS, seed: i
 
     split = Path(run_dir) / "split.json" if run_dir is not None else None
     if split is not None and split.is_file():
-        paths = json.loads(split.read_text()).get("train") or []
+        # Generated-noise silence clips (``noise:white``, a corpus without _background_noise_)
+        # are named by kind alone in split.json, without their seed: not audio to re-read.
+        paths = [p for p in json.loads(split.read_text()).get("train") or []
+                 if not p.startswith("noise:")]
         if paths:
             rng = np.random.default_rng(seed)
             pick = sorted(rng.choice(len(paths), min(n, len(paths)), replace=False))
