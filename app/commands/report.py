@@ -1,7 +1,7 @@
 """``kws report``: regenerate the shipped model's headline table from its benchmarks.
 
 The README's table of figures is not typed by hand: this command runs ``kws bench``, ``kws
-eval`` (test and validation split), ``kws bench-stream`` and the enrolment benchmark (``kws
+eval`` (test and validation split; for a multi-corpus run, every corpus'), ``kws bench-stream`` and the enrolment benchmark (``kws
 bench-enroll`` when it exists, else ``kws cl-eval``) on a bundle, each as its own ``kws``
 process so it is exactly the command a user would type, and writes
 
@@ -56,7 +56,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="regenerate the shipped model's headline table (README + docs/)",
         description=(
-            "Run kws bench, kws eval (test and validation split), kws bench-stream (by SNR and "
+            "Run kws bench, kws eval (test and validation split, and those of every other "
+            "corpus the bundle's run trained on), kws bench-stream (by SNR and "
             "noise-only where it can) and the enrolment benchmark (kws bench-enroll if this "
             "installation has it, else kws cl-eval) "
             "on a bundle, then write DOCS/shipped_model.json (every figure, the commands, the "
@@ -221,6 +222,14 @@ def run(args) -> int:
         full = Path(args.full_bundle)
         manifest_sha256(full)
         same_model(bundle, full)
+    more = other_corpora(manifest, args.data)
+    for spec in more:
+        from bnnkws.kws.data.spec import parse_spec
+
+        if not parse_spec(spec)[1].exists():
+            raise CLIError(f"{spec}: the bundle's run also trained on this corpus, whose held-out "
+                           "speakers the table scores, and it is not here (run kws report where "
+                           "the run's relative data paths resolve)")
     work, docs = Path(args.work), Path(args.docs)
     cmds = available_commands()
     steps = Steps(reuse=args.reuse)
@@ -260,6 +269,16 @@ def run(args) -> int:
         steps.run(["eval", bundle_arg, "--data", args.data, "--split", split, "--out", str(out),
                    "--bench", str(work / "bench" / "bench.json"), "--quiet", *thr, *clip_args])
         figures[f"eval_{split}"] = _load_json(out / "summary.json")
+
+    # 2b. a model trained on several corpora: each other corpus' own held-out speakers (their
+    #     validation clips are part of what the model was chosen on)
+    for i, spec in enumerate(more, 1):
+        for split in ("testing", "validation"):
+            out = work / f"eval_corpus{i}_{split}"
+            steps.run(["eval", bundle_arg, "--data", spec, "--split", split, "--out", str(out),
+                       "--quiet", *thr, *clip_args])
+            figures[f"eval_corpus{i}_{split}"] = {"corpus": spec,
+                                                  **_load_json(out / "summary.json")}
 
     # 3. a stream through the listener's path (and by SNR where bench-stream can mix noise)
     stream_args = ["bench-stream", bundle_arg, "--data", args.data, "--minutes",
@@ -345,6 +364,17 @@ def _read(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------------------------
+def other_corpora(manifest: dict, data: str) -> list[str]:
+    """The corpora besides ``data`` that the bundle's run trained on (its manifest's
+    ``source.split.data``, a list for a multi-corpus run), each as ``kws train`` recorded it."""
+    from bnnkws.kws.data.spec import same_dataset
+
+    recorded = ((manifest.get("source") or {}).get("split") or {}).get("data")
+    if not isinstance(recorded, (list, tuple)):
+        return []
+    return [d for d in recorded if not same_dataset(d, data)]
+
+
 def headline_rows(f: dict, delta: float, have_noise: bool) -> list[dict]:
     """[{figure, value, source}]: the README's table, values already formatted, ``source`` the
     step whose output they come from. ``f`` is :func:`compact` of the steps' outputs, which the
@@ -367,6 +397,16 @@ def headline_rows(f: dict, delta: float, have_noise: bool) -> list[dict]:
     vch = va["chosen"]
     add(f"validation split ({n_va} clips): last exit / δ = {delta:g}",
         f"{_pct(va['last_exit_accuracy'])} / {_pct(vch['accuracy'])}", "eval_validation")
+    i = 1
+    while f"eval_corpus{i}_testing" in f:
+        ot, ov = f[f"eval_corpus{i}_testing"], f[f"eval_corpus{i}_validation"]
+        name = Path(ot["corpus"].split(":", 1)[-1]).name
+        add(f"also trained on `{name}`: its test ({ot['num_clips']} clips) ; validation "
+            f"({ov['num_clips']}), last exit / δ = {delta:g}",
+            f"{_pct(ot['last_exit_accuracy'])} / {_pct(ot['chosen']['accuracy'])} ; "
+            f"{_pct(ov['last_exit_accuracy'])} / {_pct(ov['chosen']['accuracy'])}",
+            f"eval_corpus{i}_testing")
+        i += 1
 
     b = f["bench"]
     lce = [r["lce_ms"]["median"] for r in b["exits"]]
@@ -564,6 +604,8 @@ def compact(figures: dict) -> dict:
                                                "chosen_delta", "exit_macs")}
             out[name]["chosen"] = {k: v for k, v in d["chosen"].items() if k != "exit_fractions"}
             out[name]["num_clips"] = d["models"][0]["num_clips"]
+            if "corpus" in d:
+                out[name]["corpus"] = d["corpus"]
         elif name.startswith("bench"):
             # everything but the kernel-option tuning log and the sweep's rows (other changes
             # add keys, e.g. an int8 twin, that the table then shows)
