@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The shipped model's recipe, end to end: the synthetic vocabulary, training, the validation
+# The previous shipped model's recipe (2026-12-02 to 2026-12-07; the shipped one since is
+# recipes/multi_corpus.sh), on the Speech Commands subset alone, end to end: the synthetic
+# vocabulary, training, the validation
 # sweep to choose the exit threshold from, the lean export with its replay memory (the last line
 # prints the `kws report` command that measures the bundle).
 # About 45 minutes on 2 CPU cores. Usage: recipes/shipped_model.sh [WORK_DIR]

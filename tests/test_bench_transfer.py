@@ -84,19 +84,26 @@ def test_pooled_protocol_never_tests_on_a_training_speaker():
     assert r2["exits"][1]["probe"] == 1.0
 
 
-def test_a_narrow_band_channel_costs_the_embeddings(sc_v1_sample, tmp_path):
-    """--channel-rate 8000 passes the clips through 8 kHz (nothing above 4 kHz, as in FSDD):
-    the shipped model's last exit then separates the v0.01 digits, new words of its own
-    corpus' kind, much worse (measured: 85.0 -> 59.7 %, 5 draws)."""
-    digits = "zero,one,two,three,four,five,six,seven,eight,nine"
-    probe = {}
-    for rate in (None, 8000):
-        out = tmp_path / f"r{rate}"
-        args = ["bench-transfer", str(BUNDLE), "--v1", str(sc_v1_sample), "--v1-words", digits,
-                "--draws", "5", "--no-cwr", "--out", str(out)]
-        assert cli.main(args + (["--channel-rate", str(rate)] if rate else [])) == 0
-        doc = json.loads((out / "transfer.json").read_text())
-        assert doc["channel_rate"] == rate
-        probe[rate] = doc["results"][0]["exits"]["5"]["probe"]
-    assert probe[None] > 0.7 and probe[None] - probe[8000] > 0.1
-    assert "passed through 8000 Hz" in (tmp_path / "r8000" / "transfer.md").read_text()
+def test_a_narrow_band_channel_leaves_nothing_above_4_khz(sc_v1_sample, tmp_path):
+    """--channel-rate 8000 passes the clips through 8 kHz (nothing above 4 kHz, as in FSDD)
+    before the model embeds them. What that costs depends on the backbone: the model shipped
+    until 2026-12-07 separated the v0.01 digits at its last exit 85.0 -> 59.7 % (5 draws), the
+    multi-corpus one, which has heard eight/five/four and many microphones, 92.0 -> 94.2 %; so
+    the test checks the channel itself, on real clips, and that the run records it."""
+    from bnnkws.app.commands.bench_transfer import _embed
+
+    class HighBand:  # stands in for the detector: "embeds" a clip as its energy above 4 kHz
+        def embeddings(self, audio):
+            spec = np.abs(np.fft.rfft(audio)) ** 2
+            return [np.array([spec[4200:].sum() / spec.sum()])]  # bins of 1 Hz: 4.2-8 kHz
+
+    paths = sorted(str(p) for p in sc_v1_sample.glob("five/*.wav"))[:6]
+    wide = _embed(HighBand(), paths, "wide")[0][:, 0]
+    narrow = _embed(HighBand(), paths, "narrow", channel_rate=8000)[0][:, 0]
+    assert np.all(wide > 1e-5) and np.all(narrow < 1e-3 * wide), (wide, narrow)
+    out = tmp_path / "r8000"
+    assert cli.main(["bench-transfer", str(BUNDLE), "--v1", str(sc_v1_sample), "--v1-words",
+                     "zero,one,two,three", "--draws", "1", "--no-cwr", "--out", str(out),
+                     "--channel-rate", "8000"]) == 0
+    assert json.loads((out / "transfer.json").read_text())["channel_rate"] == 8000
+    assert "passed through 8000 Hz" in (out / "transfer.md").read_text()

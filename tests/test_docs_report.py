@@ -95,10 +95,11 @@ def test_readme_and_architecture_stay_short():
 
 
 def test_stream_row_names_the_snr_of_the_bed_when_bench_stream_measured_it():
-    """`kws bench-stream` now records its clean row's bed level; the README row says it (the
-    stored figures predate it and keep the plain label)."""
+    """`kws bench-stream` records its clean row's bed level; the README row says it (figures
+    from before it keep the plain label)."""
     result = json.loads((DOCS / cmd_report.JSON_NAME).read_text())
     figures = json.loads(json.dumps(result["figures"]))
+    figures["stream"].get("settings", {}).pop("bed_snr_db", None)
     plain = cmd_report.headline_rows(figures, result["bundle"]["delta"],
                                      result.get("bench_stream_has_noise", False))
     figures["stream"].setdefault("settings", {})["bed_snr_db"] = -0.5
@@ -108,3 +109,24 @@ def test_stream_row_names_the_snr_of_the_bed_when_bench_stream_measured_it():
     assert len(changed) == 1
     assert "noise bed (itself -0.5 dB SNR):" in str(changed[0][1])
     assert "itself" not in str(changed[0][0])
+
+
+def test_a_multi_corpus_bundle_is_scored_on_every_corpus_it_trained_on():
+    """The shipped model trained on the subset and the extra clips and was chosen on both
+    corpora's validation clips: the table scores the other corpus' held-out speakers too, and
+    its row follows from the stored figures."""
+    manifest = json.loads((REPO / "app" / "default_bundle" / "manifest.json").read_text())
+    data = "../shared/data/speech_commands_v2_test"
+    more = cmd_report.other_corpora(manifest, data)
+    assert more == ["sc:../shared/data/speech_commands_extra"]
+    assert cmd_report.other_corpora(manifest, "/elsewhere/shared/data/speech_commands_extra") \
+        == [data]  # the same folder seen from another clone counts as trained on
+    single = {"source": {"split": {"data": data}}}
+    assert cmd_report.other_corpora(single, data) == [] and cmd_report.other_corpora({}, data) == []
+    result = json.loads((DOCS / cmd_report.JSON_NAME).read_text())
+    f = result["figures"]
+    t, v = f["eval_corpus1_testing"], f["eval_corpus1_validation"]
+    assert t["corpus"] == v["corpus"] == more[0] and t["num_clips"] > 100 and v["num_clips"] > 1000
+    row = [r for r in result["rows"] if r["source"] == "eval_corpus1_testing"]
+    assert len(row) == 1 and "`speech_commands_extra`" in row[0]["figure"]
+    assert row[0]["value"].startswith(f"{100 * t['last_exit_accuracy']:.1f} % / ")

@@ -198,16 +198,18 @@ def _heard(bundle, feats, word):
     return (p.argmax(1) == k) & (p[:, k] > E.word_settings(bundle)[word]["threshold"])
 
 
-def test_weight_decay_hears_other_speakers_as_often_and_fires_less(app_bundle, fsdd, sc_v2,
+def test_weight_decay_hears_other_speakers_as_often_and_negatives_stay_out(app_bundle, fsdd, sc_v2,
                                                                    tmp_path):
     """Ten FSDD digits, each enrolled (under its own name) from 5 takes of one speaker, with
     weight decay 0.01 and with the previous rule (CWR* without weight decay); heard = the
     early-exit rule's label is the digit above its calibrated threshold. On 4 takes by each of
-    the 3 other speakers (120 in all) weight decay hears at least as many (measured 72 against
-    71: weight decay does not hear more, the gain is in what it does not fire on), and of the
-    other speakers' other digits plus 60 Speech Commands words (78 per digit, 780) it accepts
-    no more (6 against 10), and under 5 %. The runtime (:class:`Detector`) decides as the
-    heads do. Seeds fixed: the same enrolments every run."""
+    the 3 other speakers (120 in all) weight decay hears at least as many, and of the other
+    speakers' other digits plus 60 Speech Commands words (78 per digit, 780) both rules accept
+    under 2 %. Measured: on the model shipped until 2026-12-07, 72 heard against 71 and 6
+    negatives against 10; on the multi-corpus model shipped since, 63 against 61 and 7 against
+    6 (docs/results.md section 5: weight decay's lower false accepts do not carry over to this
+    backbone). The runtime (:class:`Detector`) decides as the heads do. Seeds fixed: the same
+    enrolments every run."""
     from bnnkws.deploy.heads import Embedder
     from bnnkws.deploy.runtime import Detector
 
@@ -252,7 +254,7 @@ def test_weight_decay_hears_other_speakers_as_often_and_fires_less(app_bundle, f
             shutil.rmtree(work)
     (old_pos, old_neg), (new_pos, new_neg) = total["old"], total["new"]
     assert new_pos >= old_pos, total
-    assert new_neg <= old_neg and new_neg <= 0.05 * n_neg, (total, n_neg)
+    assert max(new_neg, old_neg) <= 0.02 * n_neg, (total, n_neg)
     assert n_pos == 120 and n_neg == 780, (n_pos, n_neg)
 
 

@@ -1,6 +1,7 @@
-"""recipes/: the shipped model's recipe stays runnable and its synthetic vocabulary stays clean.
+"""recipes/: the shipped model's recipe (multi_corpus.sh) and the previous one (shipped_model.sh)
+stay runnable and their synthetic vocabulary stays clean.
 
-The recipe takes ~45 minutes, so the suite does not run it; it checks what rots silently: every
+The recipes take 45 minutes to 2 hours, so the suite does not run them; it checks what rots silently: every
 `kws` command in the script must parse with today's command line, and the espeak-ng word list
 must hold none of the task's words and none of the words the transfer and enrolment
 benchmarks hold out (a word the backbone was trained on would inflate those figures).
@@ -18,8 +19,8 @@ from bnnkws.kws.data import vocab
 from bnnkws.kws.data import WORDS12
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "shipped_model.sh"
-MULTI = REPO / "recipes" / "multi_corpus.sh"  # the candidate recipe on every corpus (issue 38)
+RECIPE = REPO / "recipes" / "shipped_model.sh"  # the previous shipped model (the subset alone)
+MULTI = REPO / "recipes" / "multi_corpus.sh"  # the shipped model: every corpus (issue 38)
 WORDS = REPO / "recipes" / "synth165_words.txt"
 
 
