@@ -406,8 +406,8 @@ def settings(bundle: Bundle, **given) -> dict:
     word must win its takes by (LDAM), against every label (``margin_against="all"``) or only
     ``_unknown_`` and ``_silence_`` (``"unknown"``). The default is plain CWR* (what the README's
     enrolment figures measure); weight decay 0.01 measured better on false accepts and old
-    words (docs/results.md, section 5, "Other voices") and becomes the default once ``kws
-    report`` regenerates those figures; the others are there to compare."""
+    words with the previous backbone (docs/results.md, section 5, "Other voices"), not beyond
+    a run's noise with the multi-corpus one shipped since; the others are there to compare."""
     from bnnkws.kws.continual.fewshot import parse_rule
 
     man = bundle.manifest.get(SETTINGS_KEY) or {}
