@@ -130,3 +130,20 @@ def test_a_multi_corpus_bundle_is_scored_on_every_corpus_it_trained_on():
     row = [r for r in result["rows"] if r["source"] == "eval_corpus1_testing"]
     assert len(row) == 1 and "`speech_commands_extra`" in row[0]["figure"]
     assert row[0]["value"].startswith(f"{100 * t['last_exit_accuracy']:.1f} % / ")
+
+
+def test_report_refuses_up_front_when_a_corpus_the_bundle_trained_on_is_missing(tmp_path,
+                                                                               capsys):
+    """Before minutes of benchmarks, not after: the other corpus' splits are part of the
+    table, so a machine without it gets an error that names it."""
+    from bnnkws.app import cli
+
+    bundle = tmp_path / "b"
+    shutil.copytree(SHIPPED, bundle)
+    man = json.loads((bundle / "manifest.json").read_text())
+    man["source"]["split"]["data"] = [man["source"]["split"]["data"][0], "sc:/nowhere/extra"]
+    (bundle / "manifest.json").write_text(json.dumps(man))
+    rc = cli.main(["report", str(bundle), "--readme", "", "--docs", str(tmp_path / "docs"),
+                   "--work", str(tmp_path / "work")])
+    assert rc == 2 and "sc:/nowhere/extra" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

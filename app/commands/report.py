@@ -1,9 +1,10 @@
 """``kws report``: regenerate the shipped model's headline table from its benchmarks.
 
 The README's table of figures is not typed by hand: this command runs ``kws bench``, ``kws
-eval`` (test and validation split; for a multi-corpus run, every corpus'), ``kws bench-stream`` and the enrolment benchmark (``kws
-bench-enroll`` when it exists, else ``kws cl-eval``) on a bundle, each as its own ``kws``
-process so it is exactly the command a user would type, and writes
+eval`` (test and validation split; for a multi-corpus run, every corpus'), ``kws
+bench-stream`` and the enrolment benchmark (``kws bench-enroll`` when it exists, else ``kws
+cl-eval``) on a bundle, each as its own ``kws`` process so it is exactly the command a user
+would type, and writes
 
     docs/shipped_model.json   every figure, the commands, the machine, and the SHA-256 of the
                               bundle's manifest.json (which hashes every file of the bundle)
@@ -222,10 +223,10 @@ def run(args) -> int:
         full = Path(args.full_bundle)
         manifest_sha256(full)
         same_model(bundle, full)
+    from bnnkws.kws.data.spec import parse_spec
+
     more = other_corpora(manifest, args.data)
     for spec in more:
-        from bnnkws.kws.data.spec import parse_spec
-
         if not parse_spec(spec)[1].exists():
             raise CLIError(f"{spec}: the bundle's run also trained on this corpus, whose held-out "
                            "speakers the table scores, and it is not here (run kws report where "

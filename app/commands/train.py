@@ -249,7 +249,8 @@ def register(subparsers) -> None:
                    help="label smoothing of the cross-entropy (0 = off)")
     g.add_argument("--init-from", default=None, metavar="RUN",
                    help="start from the best weights of another run of the same model, e.g. "
-                        "its --real-valued twin (warm start)")
+                        "its --real-valued twin (warm start), keeping that run's log-mel "
+                        "normalisation (its weights were learnt on it)")
     g.add_argument("--seed", type=int, default=d.seed,
                    help="seed for the weight init, shuffling and augmentation, and for the "
                         "speaker split unless --split-seed is given")

@@ -757,8 +757,8 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
         if tc.init_from:
             # The warm-started weights were learnt on the source run's input scaling; this
             # run's own data would shift it (a fine-tune on one corpus of a multi-corpus run).
-            src = rundir.load_config(tc.init_from)
-            mean, std = src.norm_mean, src.norm_std
+            source = rundir.load_config(tc.init_from)
+            mean, std = source.norm_mean, source.norm_std
         cfg = make_model_config(tc, data.labels, mean, std)
         if place.is_chief:
             cfg.save(out / rundir.CONFIG)
