@@ -750,15 +750,14 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
 
     tf.keras.utils.set_random_seed(tc.seed)
 
+    source_cfg = rundir.load_config(tc.init_from) if tc.init_from else None
     if tc.resume and (out / rundir.CONFIG).is_file():
         cfg = ModelConfig.load(out / rundir.CONFIG)
     else:
-        mean, std = data.norm_stats()
-        if tc.init_from:
-            # The warm-started weights were learnt on the source run's input scaling; this
-            # run's own data would shift it (a fine-tune on one corpus of a multi-corpus run).
-            source = rundir.load_config(tc.init_from)
-            mean, std = source.norm_mean, source.norm_std
+        # A warm start keeps the source run's input scaling, which its weights were learnt on;
+        # this run's own data would shift it (a fine-tune on one corpus of a multi-corpus run).
+        mean, std = ((source_cfg.norm_mean, source_cfg.norm_std) if source_cfg is not None
+                     else data.norm_stats())
         cfg = make_model_config(tc, data.labels, mean, std)
         if place.is_chief:
             cfg.save(out / rundir.CONFIG)
@@ -789,7 +788,7 @@ def run_training(tc: TrainConfig, *, data: Optional[TrainData] = None,
     with dist.model_scope(place):
         model = model_fn(cfg)
         if tc.init_from and not tc.resume:
-            src = model_fn(rundir.load_config(tc.init_from))
+            src = model_fn(source_cfg)
             try:
                 src.load_weights(str(rundir.weights_path(tc.init_from, "best")))
                 model.set_weights(src.get_weights())
