@@ -41,6 +41,16 @@ class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
+def delta_arg(text: str):
+    """argparse type of every ``--delta``: one number, or one per exit (``0.05,0.2,0.6,0.65,0``)."""
+    from bnnkws.kws.policy import parse_delta
+
+    try:
+        return parse_delta(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kws",

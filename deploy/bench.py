@@ -209,7 +209,7 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
     stage times up to its exit (a mean, so a busy machine's preemptions show up in it);
     ``mean_ms_est``: mean over clips of the benchmark's median cumulative latency at the clip's
     exit (``exit_medians``), robust to load."""
-    from bnnkws.kws.policy import decide_batch
+    from bnnkws.kws.policy import decide_batch, delta_value, same_delta
 
     from .runtime import Detector
 
@@ -238,13 +238,16 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
     cum = np.cumsum(times, axis=1)
     rows = []
     if deltas is None:
-        deltas = sorted(set(DEFAULT_DELTAS) | {round(b.delta, 6)})
+        deltas = sorted(set(DEFAULT_DELTAS) | ({round(b.delta, 6)} if np.ndim(b.delta) == 0
+                                               else set()))
+        if np.ndim(b.delta) > 0:  # one delta per exit: its own row, after the global ones
+            deltas.append(b.delta)
     for d in deltas:
         exits, pred, _ = decide_batch(logits, det.make_policy(d))
         # decide_batch numbers exits 1..E in the order of the logits = the bundle's exits
         ex_num = np.asarray(b.exits)[exits - 1]
         lat = cum[np.arange(len(y)), [exit_stage[e] for e in ex_num]]
-        row = {"delta": float(d), "accuracy": float(np.mean(pred == y)),
+        row = {"delta": delta_value(d), "accuracy": float(np.mean(pred == y)),
                "mean_ms": float(lat.mean()), "mean_exit": float(ex_num.mean())}
         if exit_medians:
             row["mean_ms_est"] = float(np.mean([exit_medians[e] for e in ex_num]))
@@ -255,11 +258,11 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
     last = cum[:, -1].mean()
     per_exit_acc = [float(np.mean(logits[:, j].argmax(1) == y)) for j in range(logits.shape[1])]
     last_acc = per_exit_acc[-1]
-    ok = [r for r in rows if r["accuracy"] >= last_acc - 0.01]
+    ok = [r for r in rows if r["accuracy"] >= last_acc - 0.01 and np.ndim(r["delta"]) == 0]
     key = "mean_ms_est" if exit_medians else "mean_ms"
     last_ref = exit_medians[b.exits[-1]] if exit_medians else float(last)
     pick = min(ok, key=lambda r: r[key]) if ok else None
-    at_bundle = next((r for r in rows if abs(r["delta"] - b.delta) < 1e-9), None)
+    at_bundle = next((r for r in rows if same_delta(r["delta"], b.delta)), None)
     return {"data": name, "split": split, "split_seed": split_seed, "clips": int(len(y)),
             "rows": rows,
             "per_exit_accuracy": per_exit_acc, "last_exit_mean_ms": float(last),
@@ -279,6 +282,8 @@ LEAN_NOTE = ("No float-32 twin to compare with: this is a lean bundle (`kws expo
 
 
 def to_markdown(res: dict) -> str:
+    from bnnkws.kws.policy import format_delta
+
     L = []
     L.append(f"# Benchmark: {res['bundle']}\n")
     L.append(f"Measured on this machine: {res['platform']} ({res['machine']}), "
@@ -347,16 +352,18 @@ def to_markdown(res: dict) -> str:
                  "| mean ms/clip (measured per clip) |")
         L.append("|---:|---:|---:|---:|---:|")
         for r in sw["rows"]:
-            L.append(f"| {r['delta']:.2f} | {r['accuracy']:.3f} | {r['mean_exit']:.2f} | "
+            L.append(f"| {format_delta(r['delta'])} | {r['accuracy']:.3f} | {r['mean_exit']:.2f} | "
                      f"{r.get('mean_ms_est', float('nan')):.3f} | {r['mean_ms']:.3f} |")
         w = sw.get("within_1pt")
         if w:
             L.append(f"\nCheapest delta within 1 point of the last exit's accuracy: "
-                     f"{w['delta']:.2f} ({w['accuracy']:.3f}), {w[sw['latency_key']]:.3f} ms/clip "
+                     f"{format_delta(w['delta'])} ({w['accuracy']:.3f}), "
+                     f"{w[sw['latency_key']]:.3f} ms/clip "
                      f"= {100 * w['latency_vs_last']:.0f}% of the last exit's.")
         w = sw.get("bundle_delta")
         if w:
-            L.append(f"\nAt the bundle's own delta {w['delta']:.2f}: accuracy {w['accuracy']:.3f}, "
+            L.append(f"\nAt the bundle's own delta {format_delta(w['delta'])}: accuracy "
+                     f"{w['accuracy']:.3f}, "
                      f"{w[sw['latency_key']]:.3f} ms/clip = {100 * w['latency_vs_last']:.0f}% of "
                      f"the last exit's.")
             if "int8_mean_ms_est" in w and w.get("mean_ms_est"):

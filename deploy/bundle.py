@@ -236,8 +236,10 @@ class Bundle:
         return [float(t) for t in self.manifest["temperatures"]]
 
     @property
-    def delta(self) -> float:
-        return float(self.manifest["delta"])
+    def delta(self):
+        """The exit threshold: a number, or a list with one per exit (``kws eval --per-exit``)."""
+        d = self.manifest["delta"]
+        return [float(x) for x in d] if isinstance(d, list) else float(d)
 
     @property
     def split_seed(self) -> int:

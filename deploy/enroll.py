@@ -309,10 +309,10 @@ def label_min_exits(bundle: Bundle, labels: Optional[list] = None) -> np.ndarray
 
 
 def _policy(bundle: Bundle, delta=None):
-    from bnnkws.kws.policy import ExitPolicy
+    from bnnkws.kws.policy import ExitPolicy, delta_value
 
     pol = bundle.policy_settings
-    return ExitPolicy(float(bundle.delta if delta is None else delta),
+    return ExitPolicy(delta_value(bundle.delta if delta is None else delta),
                       criterion=pol.get("criterion", "entropy"),
                       normalized=pol.get("normalized", True), min_exit=pol.get("min_exit", 1),
                       temperatures=bundle.temperatures)

@@ -29,6 +29,7 @@ import numpy as np
 
 import bnnkws.frontend  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from bnnkws.kws.fileio import DIR_MODE
+from bnnkws.kws.policy import delta_value
 
 from .bundle import (FORMAT_VERSION, HEADS, Bundle, atomic_write_bytes, heads_to_bytes, now_iso,
                      sha256_file, write_manifest)
@@ -179,7 +180,7 @@ def training_split(run_dir) -> dict | None:
 # ------------------------------------------------------------------------------------------------
 # export
 # ------------------------------------------------------------------------------------------------
-def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = None,
+def export_bundle(out, run_dir=None, which: str = "best", delta=None,
                   cfg=None, model=None, overwrite: bool = False, progress: bool = True,
                   check: bool = True, include_full: bool = True, twins: bool = True,
                   int8: bool | None = None, int8_clips: int | None = None) -> Path:
@@ -194,6 +195,7 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
     ``int8`` (default: with ``include_full`` and ``twins``, i.e. a full ``kws export``) adds the
     int8 twin ``int8/stage*.tflite``: the float twin after full-integer post-training
     quantization, calibrated on ``int8_clips`` training clips (see :mod:`bnnkws.deploy.int8`).
+    ``delta``: the bundle's exit threshold, a number or one per exit (default: the run's).
     """
     import larq_compute_engine as lce
     from tqdm import tqdm
@@ -215,6 +217,8 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
 
         tf_keras.backend.clear_session()
         cfg, model = load_run(run_dir, which)
+    if delta is not None:
+        cfg = cfg.replace(delta=delta_value(delta))  # checked there: >= 0, one per exit
     fcfg = cfg.frontend
     from bnnkws.kws.models.dead_channels import fold_dead_channels
 
@@ -315,7 +319,7 @@ def export_bundle(out, run_dir=None, which: str = "best", delta: float | None = 
             "model_config": cfg.to_dict(),
             "exits": sorted(active),
             "temperatures": list(cfg.temperatures),
-            "delta": float(cfg.delta if delta is None else delta),
+            "delta": delta_value(cfg.delta),
             "policy": {"criterion": "entropy", "normalized": bool(cfg.entropy_normalized),
                        "min_exit": int(cfg.min_exit)},
             "heads": "numpy",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnnkws.kws.policy import ExitPolicy
+from bnnkws.kws.policy import ExitPolicy, delta_value
 
 from .bundle import Bundle, BundleError, head_logits
 from .interpreters import open_file, resolve_backend
@@ -68,7 +68,7 @@ class Detector:
         self._rest = [runner(s.file, s.portable) for s in self.stages[1:]]
         self.kernel_options = getattr(self._stage1_audio, "options", {})
         pol = b.policy_settings
-        self.delta = float(b.delta if delta is None else delta)
+        self.delta = delta_value(b.delta if delta is None else delta)
         self._policy_kw = dict(criterion=pol.get("criterion", "entropy"),
                                normalized=pol.get("normalized", True),
                                min_exit=pol.get("min_exit", 1), temperatures=b.temperatures)
@@ -79,9 +79,10 @@ class Detector:
         self.min_exits = np.array([int((words.get(lab) or {}).get("min_exit", 1))
                                    for lab in b.labels], np.int64)
 
-    def make_policy(self, delta: float) -> ExitPolicy:
-        """The bundle's exit rule (criterion, normalisation, temperatures) at threshold delta."""
-        return ExitPolicy(float(delta), **self._policy_kw)
+    def make_policy(self, delta) -> ExitPolicy:
+        """The bundle's exit rule (criterion, normalisation, temperatures) at threshold delta
+        (a number, or one per exit)."""
+        return ExitPolicy(delta_value(delta), **self._policy_kw)
 
     # -- basic facts ----------------------------------------------------------------------------
     @property

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from bnnkws.frontend.config import DEFAULT_FRONTEND, FrontendConfig
 from bnnkws.kws.fileio import atomic_write_text
@@ -87,7 +87,7 @@ class ModelConfig:
     single_exit: Optional[int] = None
     binary: bool = True
     temperatures: Optional[list] = None  # None -> [1.0] * num_exits
-    delta: float = 0.3  # exit threshold on the (normalised) entropy
+    delta: Any = 0.3  # exit threshold on the (normalised) entropy; or one per exit (a list)
     entropy_normalized: bool = True
     min_exit: int = 1
     norm_mean: float = 0.0  # log-mel normalisation applied inside stage 1: (x - mean) / std
@@ -174,8 +174,12 @@ class ModelConfig:
             raise ConfigError(f"min_exit must be in 1..{self.num_exits}, got {self.min_exit}")
         if not self.norm_std > 0:
             raise ConfigError(f"norm_std must be > 0, got {self.norm_std}")
-        if self.delta < 0:
-            raise ConfigError(f"delta must be >= 0, got {self.delta}")
+        ds = self.delta if isinstance(self.delta, (list, tuple)) else [self.delta]
+        if not ds or any(not isinstance(d, (int, float)) or not d >= 0 for d in ds):
+            raise ConfigError(f"delta must be a number >= 0 or a list of them, got {self.delta!r}")
+        if len(ds) > 1 and len(ds) != self.num_exits:
+            raise ConfigError(f"per-exit delta has {len(ds)} entries, the model {self.num_exits} "
+                              f"exits")
 
     # -- derived ------------------------------------------------------------------------------
     @property

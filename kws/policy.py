@@ -356,6 +356,136 @@ def delta_for_budget(logits, target_avg_exit: Optional[float] = None, *,
     return float(cands[hi])
 
 
+# A 0.05 grid over the normalised entropy: 21^4 = 194,481 settings for five exits, searched in
+# a few seconds; finer grids fit the validation clips' noise, not the exits.
+EXIT_DELTA_GRID = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+def exit_deltas_for_budget(logits, labels, target_avg_exit: Optional[float] = None, *,
+                           target_latency=None, latencies: Optional[Sequence[float]] = None,
+                           normalized: bool = True, min_exit: int = 1,
+                           temperatures: Optional[Sequence[float]] = None,
+                           grid: Sequence[float] = EXIT_DELTA_GRID) -> list:
+    """One entropy threshold per exit: the most accurate setting whose cost meets a budget.
+
+    A global delta asks every exit for the same certainty, but an exit's entropy means
+    something else at each depth: early heads are rarely sure and right about the same clips
+    as late ones. With ``delta_k`` per exit the rule leaves at the first ``k`` with
+    ``H_k < delta_k``; over the grid ``G`` of thresholds for each exit from ``min_exit`` to the
+    second-to-last (``|G|^(E - min_exit)`` settings), this returns the one maximising
+    ``acc(delta) = mean_i [argmax z_{i, k_i(delta)} = y_i]`` subject to
+    ``mean_i cost[k_i(delta)] <= target`` (``cost`` = ``latencies``, cumulative per exit, or
+    the exit number for ``target_avg_exit``); among equally accurate settings, the cheapest.
+    The last exit's entry is 0 (it always accepts); exits before ``min_exit`` get 0 too.
+
+    Give labelled *validation* logits (N, E, C): the setting is fitted to them, and the
+    accuracy it reaches there is optimistic by the selection among many settings. Entropy
+    criterion only (the bundles' rule); the grid is in normalised units unless
+    ``normalized=False``, when it is scaled to ``[0, log C]``.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    if z.ndim != 3:
+        raise PolicyError(f"expected logits of shape (clips, exits, classes), got {z.shape}")
+    n, e, c = z.shape
+    if y.shape != (n,):
+        raise PolicyError(f"labels shape {y.shape} does not match {n} clips")
+    if (target_avg_exit is None) == (target_latency is None):
+        raise PolicyError("give exactly one of target_avg_exit and target_latency")
+    if target_latency is not None:
+        if latencies is None or len(latencies) != e:
+            raise PolicyError(f"target_latency needs {e} cumulative latencies (one per exit), "
+                              f"got {latencies!r}")
+        cost = np.asarray(latencies, dtype=np.float64)
+        if np.any(np.diff(cost) < 0):
+            raise PolicyError(f"latencies must be cumulative (non-decreasing), got {latencies!r}")
+        target, what = float(target_latency), "mean latency"
+    else:
+        cost = np.arange(1, e + 1, dtype=np.float64)
+        target, what = float(target_avg_exit), "average exit"
+    g = np.asarray(sorted(set(float(x) for x in grid)), dtype=np.float64)
+    if g.size == 0 or np.any(g < 0):
+        raise PolicyError(f"grid must hold thresholds >= 0, got {grid!r}")
+    if not normalized:
+        g = g * math.log(c)
+    probe = ExitPolicy(0.0, normalized=normalized, min_exit=min_exit, temperatures=temperatures)
+    probs, h, _ = _stats(z, probe)
+    right = (np.argmax(probs, axis=-1) == y[:, None]).astype(np.float64)  # (N, E)
+    free = list(range(min(max(min_exit, 1), e) - 1, e - 1))  # 0-based exits with a threshold
+    if not free:
+        return [0.0] * e
+    cheapest = float(np.mean(cost[free[0]] if free else cost[-1]))
+    if cheapest > target + 1e-12:
+        raise PolicyError(f"budget {what} {target:g} is below the cheapest reachable "
+                          f"({cheapest:.4g}, every clip at exit {free[0] + 1})")
+    accept = [h[:, k][None, :] < g[:, None] for k in free]  # (G, N) per free exit
+    best = [-1.0, np.inf, None]  # correct clips, total cost, setting
+
+    def search(j, left, n_right, n_cost, chosen):
+        k = free[j]
+        go = accept[j] & left[None, :]  # (G, N): leave at exit k
+        r = n_right + go @ right[:, k]
+        s = n_cost + go.sum(axis=1) * cost[k]
+        if j == len(free) - 1:  # the rest leave at the last exit
+            rest = left[None, :] & ~go
+            r = r + rest @ right[:, -1]
+            s = s + rest.sum(axis=1) * cost[-1]
+            ok = s <= target * n + 1e-9
+            if ok.any():
+                cand = np.flatnonzero(ok)
+                i = cand[np.lexsort((s[cand], -r[cand]))[0]]
+                if r[i] > best[0] + 1e-9 or (abs(r[i] - best[0]) <= 1e-9 and s[i] < best[1]):
+                    best[:] = [r[i], s[i], chosen + [g[i]]]
+            return
+        for i in range(g.size):
+            search(j + 1, left & ~go[i], r[i], s[i], chosen + [g[i]])
+
+    search(0, np.ones(n, dtype=bool), 0.0, 0.0, [])
+    if best[2] is None:  # unreachable: the cheapest setting was checked above
+        raise PolicyError(f"no per-exit setting meets the budget {what} {target:g}")
+    out = [0.0] * e
+    for k, d in zip(free, best[2]):
+        out[k] = float(d)
+    return out
+
+
+def format_delta(delta) -> str:
+    """A delta for people: ``0.25``, or per exit ``0.05/0.2/0.6/0.65/0``."""
+    d = np.atleast_1d(np.asarray(delta, dtype=np.float64))
+    if np.ndim(delta) == 0 or d.size == 1:
+        return f"{float(d[0]):.3g}"
+    return "/".join(f"{float(x):.3g}" for x in d)
+
+
+def parse_delta(text: str):
+    """``"0.25"`` -> 0.25; ``"0.05,0.2,0.6,0.65,0"`` (or ``/``-separated) -> a per-exit list."""
+    parts = [p for p in str(text).replace("/", ",").split(",") if p.strip()]
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise PolicyError(f"delta {text!r}: a number or a comma list of numbers (one per exit)")
+    if not vals or any(v < 0 or v != v for v in vals):
+        raise PolicyError(f"delta {text!r}: thresholds must be numbers >= 0")
+    return vals[0] if len(vals) == 1 else vals
+
+
+def same_delta(a, b) -> bool:
+    """Whether two deltas (numbers or per-exit lists) are the same setting."""
+    if a is None or b is None:
+        return a is b
+    x, y = np.atleast_1d(np.asarray(a, np.float64)), np.atleast_1d(np.asarray(b, np.float64))
+    if x.size == 1 and y.size == 1:
+        return bool(abs(x[0] - y[0]) < 1e-9)
+    return x.shape == y.shape and bool(np.all(np.abs(x - y) < 1e-9))
+
+
+def delta_value(delta):
+    """A delta as JSON stores it: a float, or a list of floats (one per exit)."""
+    if np.ndim(delta) == 0:
+        return float(delta)
+    return [float(x) for x in delta]
+
+
 # -- the keyword-mass rule (issue 19) ---------------------------------------------------------
 def keyword_mass(probs, ignored) -> np.ndarray:
     """Probability of the keywords: ``1 - sum(probs[ignored])`` along the last axis.

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from bnnkws.kws.policy import (ExitPolicy, PolicyError, decide_batch, delta_for_budget,
-                               entropy, softmax)
+from bnnkws.kws.policy import (EXIT_DELTA_GRID, ExitPolicy, PolicyError, decide_batch,
+                               delta_for_budget, entropy, exit_deltas_for_budget, format_delta,
+                               parse_delta, same_delta, softmax)
 
 LOG = np.log
 
@@ -183,6 +184,75 @@ def test_delta_for_budget_with_latency_and_score():
     assert decide_batch(z, ExitPolicy(s, criterion="score"))[0].mean() <= 2.0
     with pytest.raises(ValueError, match="cumulative"):
         delta_for_budget(z, target_latency=3.0, latencies=[1, 3, 2, 4])
+
+
+def _early_exit_logits(seed, n=500, e=4, c=6):
+    """Clips whose exits grow surer with depth, each exit right on its own random share of the
+    clips (as trained early exits are), labels drawn at random."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    z = rng.normal(0, 1, size=(n, e, c))
+    for k in range(e):
+        right = rng.random(n) < 0.45 + 0.12 * k
+        z[right, k, y[right]] += rng.gamma(2.0, 1.0 + k, size=right.sum())
+    return z, y
+
+
+def test_exit_deltas_for_budget_is_the_most_accurate_setting_within_the_budget():
+    from itertools import product
+
+    z, y = _early_exit_logits(3, e=3)
+    lat = [1.0, 2.0, 4.0]
+    grid = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    for target in (1.6, 2.2, 3.0):
+        d = exit_deltas_for_budget(z, y, target_latency=target, latencies=lat, grid=grid)
+        assert len(d) == 3 and d[-1] == 0.0
+        exits, pred, _ = decide_batch(z, ExitPolicy(d))
+        assert np.mean(np.take(lat, exits - 1)) <= target + 1e-9
+        acc = np.mean(pred == y)
+        best = 0.0  # brute force over the same grid
+        for combo in product(grid, repeat=2):
+            ex, pr, _ = decide_batch(z, ExitPolicy(list(combo) + [0.0]))
+            if np.mean(np.take(lat, ex - 1)) <= target + 1e-9:
+                best = max(best, np.mean(pr == y))
+        assert acc == pytest.approx(best)
+
+
+def test_exit_deltas_beat_or_equal_every_global_delta_of_the_grid_under_the_same_budget():
+    z, y = _early_exit_logits(4)
+    for target in (1.8, 2.5, 3.2):  # average exit
+        d = exit_deltas_for_budget(z, y, target)
+        exits, pred, _ = decide_batch(z, ExitPolicy(d))
+        assert exits.mean() <= target + 1e-9
+        fits = [np.mean(decide_batch(z, ExitPolicy(g))[1] == y) for g in EXIT_DELTA_GRID
+                if decide_batch(z, ExitPolicy(g))[0].mean() <= target + 1e-9]
+        assert np.mean(pred == y) >= max(fits) - 1e-12
+
+
+def test_exit_deltas_for_budget_respects_min_exit_and_refuses_the_unreachable():
+    z, y = _early_exit_logits(5)
+    d = exit_deltas_for_budget(z, y, 3.0, min_exit=2)
+    assert d[0] == 0.0 and decide_batch(z, ExitPolicy(d, min_exit=2))[0].min() >= 2
+    with pytest.raises(PolicyError, match="below the cheapest"):
+        exit_deltas_for_budget(z, y, 1.5, min_exit=2)
+    with pytest.raises(PolicyError, match="labels shape"):
+        exit_deltas_for_budget(z, y[:-1], 3.0)
+    # nats: the grid is scaled to [0, log C], so the same setting is found as normalised
+    dn = exit_deltas_for_budget(z, y, 2.5, normalized=False)
+    assert np.allclose(np.array(dn) / np.log(z.shape[-1]), exit_deltas_for_budget(z, y, 2.5))
+
+
+def test_delta_text_round_trips():
+    assert parse_delta("0.25") == 0.25
+    assert parse_delta("0.05,0.2,0.6,0.65,0") == [0.05, 0.2, 0.6, 0.65, 0.0]
+    assert parse_delta("0.05/0.2/0.6") == [0.05, 0.2, 0.6]
+    assert format_delta(0.25) == "0.25" and format_delta([0.05, 0.2, 0.0]) == "0.05/0.2/0"
+    assert parse_delta(format_delta([0.05, 0.2, 0.0])) == [0.05, 0.2, 0.0]
+    for bad in ("", "a", "0.1,-0.2", "nan"):
+        with pytest.raises(PolicyError):
+            parse_delta(bad)
+    assert same_delta(0.25, 0.25) and not same_delta(0.25, [0.25, 0.25])
+    assert same_delta([0.1, 0.0], [0.1, 0.0]) and not same_delta([0.1, 0.0], [0.1, 0.05])
 
 
 def test_policy_imports_without_tensorflow_or_scipy():

@@ -7,10 +7,11 @@ the device's. Both feed the same report (:mod:`bnnkws.kws.evaluation.report`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-from bnnkws.app.cli import CLIError
+from bnnkws.app.cli import CLIError, delta_arg
 
 SPLIT_CHOICES = ("testing", "validation", "train", "all")
 
@@ -47,9 +48,9 @@ def register(subparsers) -> None:
                    help="split seed; default: the training seed of the run, or of the bundle's "
                         "model (recorded at export), so its test split is the one it never "
                         "trained on; 0 when unknown")
-    p.add_argument("--delta", type=float, default=None,
-                   help="operating threshold for the confusion matrix and per-class exits; "
-                        "default: the model's stored delta")
+    p.add_argument("--delta", type=delta_arg, default=None,
+                   help="operating threshold for the confusion matrix and per-class exits, one "
+                        "number or one per exit; default: the model's stored delta")
     p.add_argument("--criterion", default="entropy", choices=("entropy", "score"),
                    help="exit rule: normalised entropy < delta, or max softmax score >= delta")
     p.add_argument("--min-exit", type=int, default=None,
@@ -63,6 +64,22 @@ def register(subparsers) -> None:
     p.add_argument("--budget-ms", type=float, default=None, metavar="MS",
                    help="choose delta on the validation split so that the mean latency is <= MS; "
                         "needs --bench or --stage-ms")
+    p.add_argument("--budget-share", type=float, default=None, metavar="F",
+                   help="choose delta on the validation split so that the mean latency is <= F "
+                        "times the last exit's (0.45: under half the full network's time); needs "
+                        "--bench or --stage-ms")
+    p.add_argument("--per-exit", action="store_true",
+                   help="with a budget: choose one delta per exit (the most accurate setting on "
+                        "a 0.05 grid that meets the budget) instead of one for all exits; early "
+                        "heads are sure of different clips than late ones, so at the same "
+                        "latency this is usually more accurate")
+    p.add_argument("--validation-data", action="append", default=None, metavar="SPEC",
+                   help="score the budget and --calibrate on the validation split of this "
+                        "dataset instead of --data's; repeat it for a model trained on several "
+                        "corpora (their validation clips together)")
+    p.add_argument("--store-delta", action="store_true",
+                   help="write the delta a budget chose into the run's config.json (exported "
+                        "with it) or the bundle's manifest.json (used from then on)")
     p.add_argument("--bench", default=None, metavar="BENCH_JSON",
                    help="bench.json written by `kws bench` for this model: its per-exit "
                         "cumulative median LCE latency is the cost of each exit (mean latency "
@@ -255,14 +272,25 @@ def run(args) -> int:
     from bnnkws.kws import policy
     from bnnkws.kws.evaluation import report
 
-    if args.budget_exit is not None and args.budget_ms is not None:
-        raise CLIError("give --budget-exit or --budget-ms, not both")
-    if args.budget_ms is not None and not (args.stage_ms or args.bench):
-        raise CLIError("--budget-ms needs --bench BENCH_JSON (from `kws bench`) or --stage-ms")
+    budgets = [b for b in ("budget_exit", "budget_ms", "budget_share")
+               if getattr(args, b) is not None]
+    if len(budgets) > 1:
+        raise CLIError("give one of --budget-exit, --budget-ms and --budget-share")
+    for b in ("budget_ms", "budget_share"):
+        if getattr(args, b) is not None and not (args.stage_ms or args.bench):
+            raise CLIError(f"--{b.replace('_', '-')} needs --bench BENCH_JSON (from `kws bench`) "
+                           f"or --stage-ms")
+    if args.budget_share is not None and not 0 < args.budget_share <= 1:
+        raise CLIError(f"--budget-share {args.budget_share:g}: a fraction in (0, 1]")
     if args.stage_ms and args.bench:
         raise CLIError("give --bench or --stage-ms, not both")
-    if args.delta is not None and (args.budget_exit is not None or args.budget_ms is not None):
+    if args.delta is not None and budgets:
         raise CLIError("--delta and a budget both choose delta; give one")
+    if (args.per_exit or args.store_delta) and not budgets:
+        raise CLIError("--per-exit and --store-delta go with a budget (--budget-exit, "
+                       "--budget-ms or --budget-share)")
+    if args.per_exit and args.criterion != "entropy":
+        raise CLIError("--per-exit chooses entropy thresholds; it needs --criterion entropy")
     cum_ms = None  # cumulative latency of leaving at exit 1..E
     if args.stage_ms:
         try:
@@ -306,7 +334,30 @@ def run(args) -> int:
                            f"(task {task}, seed {seed}); try --split all")
         return ds, clips
 
-    need_val = args.calibrate or args.budget_exit is not None or args.budget_ms is not None
+    def validation(t, cfg):
+        """The clips the budget and the temperatures are fitted on: --data's validation split,
+        or that of every --validation-data corpus together (scored by label name)."""
+        if not args.validation_data:
+            _, vclips = split_clips(t, "validation")
+            return t.evaluate(_subset(vclips, args.max_clips, t.seed), "validation", args, cfg)
+        parts = []
+        for spec in args.validation_data:
+            try:
+                vds = kdata.load_dataset(spec, task=t.task, seed=t.seed)
+            except (FileNotFoundError, ValueError) as e:
+                raise CLIError(f"--validation-data {spec}: {e}") from e
+            vclips = _subset(list(vds.split("validation")), args.max_clips, t.seed)
+            if not vclips:
+                raise CLIError(f"--validation-data {spec}: its validation split is empty "
+                               f"(task {t.task}, seed {t.seed})")
+            parts.append(t.evaluate(vclips, "validation", args, cfg))
+        return dataclasses.replace(
+            parts[0], logits=np.concatenate([v.logits for v in parts]),
+            labels=np.concatenate([v.labels for v in parts]),
+            paths=[p for v in parts for p in v.paths])
+
+    budgets = [args.budget_exit, args.budget_ms, args.budget_share]
+    need_val = args.calibrate or any(b is not None for b in budgets)
     results, calib, deltas, notes = [], {}, {}, []
     data_info = {}
     for t in targets:
@@ -320,9 +371,7 @@ def run(args) -> int:
         cfg = t.cfg
         val = None
         if need_val:
-            _, vclips = split_clips(t, "validation")
-            vclips = _subset(vclips, args.max_clips, t.seed)
-            val = t.evaluate(vclips, "validation", args, cfg)
+            val = validation(t, cfg)
         if args.calibrate:
             temps = cal.fit_temperatures(val.logits, val.labels)
             lo, hi = (float(np.exp(b)) for b in cal.LOG_T_BOUNDS)
@@ -355,20 +404,37 @@ def run(args) -> int:
                                f"{t.name} has {cfg.num_exits} exits")
             lat = [cum_ms[k - 1] for k in cfg.active_exits]
             res.latency_ms = lat
-        if (args.budget_exit is not None or args.budget_ms is not None) and res.is_multi_exit:
+        if any(b is not None for b in budgets) and res.is_multi_exit:
+            target_ms = args.budget_ms
+            if args.budget_share is not None:
+                target_ms = args.budget_share * lat[-1]
+            temps = [cfg.temperatures[k - 1] for k in cfg.active_exits]
+            me = args.min_exit or cfg.min_exit
             try:
-                d = policy.delta_for_budget(
-                    val.logits, args.budget_exit, target_latency=args.budget_ms,
-                    latencies=lat, criterion=args.criterion, normalized=cfg.entropy_normalized,
-                    min_exit=args.min_exit or cfg.min_exit,
-                    temperatures=[cfg.temperatures[k - 1] for k in cfg.active_exits])
+                if args.per_exit:
+                    if len(cfg.active_exits) != cfg.num_exits:
+                        raise CLIError(f"{t.name}: --per-exit needs every exit active "
+                                       f"(active: {cfg.active_exits})")
+                    d = policy.exit_deltas_for_budget(
+                        val.logits, val.labels, args.budget_exit, target_latency=target_ms,
+                        latencies=lat, normalized=cfg.entropy_normalized, min_exit=me,
+                        temperatures=temps)
+                else:
+                    d = policy.delta_for_budget(
+                        val.logits, args.budget_exit, target_latency=target_ms,
+                        latencies=lat, criterion=args.criterion,
+                        normalized=cfg.entropy_normalized, min_exit=me, temperatures=temps)
             except ValueError as e:
                 raise CLIError(f"{t.name}: {e}") from e
             deltas[t.name] = d
             what = (f"average exit <= {args.budget_exit:g}" if args.budget_exit is not None
-                    else f"mean latency <= {args.budget_ms:g} ms")
-            notes.append(f"{t.name}: delta {d:.4g} chosen on {len(val.labels)} validation clips "
-                         f"for {what}")
+                    else f"mean latency <= {target_ms:.4g} ms" + (
+                        f" ({args.budget_share:g} of the last exit's {lat[-1]:.4g} ms)"
+                        if args.budget_share is not None else ""))
+            notes.append(f"{t.name}: delta {policy.format_delta(d)} chosen on "
+                         f"{len(val.labels)} validation clips for {what}")
+            if args.store_delta:
+                notes.append(_store_delta(t, d))
         elif args.delta is not None:
             deltas[t.name] = args.delta
         results.append(res)
@@ -387,7 +453,28 @@ def run(args) -> int:
     return 0
 
 
+def _store_delta(t, delta) -> str:
+    """Write a chosen delta where the model keeps it (a run's config.json, which `kws export`
+    carries into the bundle, or a bundle's manifest.json); say where."""
+    from bnnkws.kws.policy import delta_value, format_delta
+
+    if t.kind == "run":
+        from bnnkws.kws.config import ModelConfig
+
+        f = t.path / "config.json"
+        ModelConfig.load(f).replace(delta=delta_value(delta)).save(f)
+        return f"{t.name}: delta {format_delta(delta)} stored in {f} (`kws export` takes it)"
+    from bnnkws.deploy.bundle import write_manifest
+
+    m = t.detector.bundle.manifest
+    m["delta"] = delta_value(delta)
+    write_manifest(t.path, m)
+    return f"{t.name}: delta {format_delta(delta)} stored in {t.path / 'manifest.json'}"
+
+
 def _print_summary(s, primary, out):
+    from bnnkws.kws.policy import format_delta
+
     print(f"{s['model']} on {s['data'].get('name', '?')} ({s['split']}, "
           f"{len(primary.labels)} clips scored)")
     if s["data"].get("split_reason"):
@@ -405,7 +492,7 @@ def _print_summary(s, primary, out):
                 print(f"  {r['delta']:<6g}  {100 * r['accuracy']:7.2f}%  {r['avg_exit']:8.2f}  "
                       f"{saved:>10}")
         c = s["chosen"]
-        print(f"  chosen delta {s['chosen_delta']:.4g}: {100 * c['accuracy']:.2f}%, "
+        print(f"  chosen delta {format_delta(s['chosen_delta'])}: {100 * c['accuracy']:.2f}%, "
               f"average exit {c['avg_exit']:.2f}")
         w = s["delta_within_1pt"]
         if w:

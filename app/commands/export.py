@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bnnkws.app.cli import CLIError
+from bnnkws.app.cli import CLIError, delta_arg
 
 
 def register(subparsers) -> None:
@@ -22,8 +22,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to create")
     p.add_argument("--which", default="best", choices=("best", "last"),
                    help="weights to export: best validation accuracy, or the last epoch")
-    p.add_argument("--delta", type=float, default=None,
-                   help="default exit threshold stored in the bundle (default: the run's delta)")
+    p.add_argument("--delta", type=delta_arg, default=None,
+                   help="exit threshold stored in the bundle: a number, or one per exit "
+                        "(0.05,0.2,0.6,0.65,0; `kws eval --per-exit` chooses them) (default: the "
+                        "run's delta)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     p.add_argument("--lean", action="store_true",
                    help="LCE stages and heads only: no portable/ or float32/ twins and no "
@@ -51,6 +53,7 @@ def run(args) -> int:
         raise CLIError(f"{out} exists; pass --overwrite to replace it")
     from bnnkws.deploy.bundle import Bundle, BundleError
     from bnnkws.deploy.export import ExportError, export_bundle
+    from bnnkws.kws.policy import format_delta
 
     try:
         path = export_bundle(out, run_dir=run_dir, which=args.which, delta=args.delta,
@@ -63,7 +66,7 @@ def run(args) -> int:
     m = b.manifest
     print(f"bundle written: {path}")
     print(f"  labels ({len(b.labels)}): {', '.join(b.labels)}")
-    print(f"  exits: {b.exits}, delta {b.delta}, temperatures {b.temperatures}")
+    print(f"  exits: {b.exits}, delta {format_delta(b.delta)}, temperatures {b.temperatures}")
     for name, info in m["files"].items():
         print(f"  {name:36s} {info['bytes'] / 1024:10.1f} KiB")
     for k, v in m.get("checks", {}).items():

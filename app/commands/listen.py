@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bnnkws.app.cli import CLIError
+from bnnkws.app.cli import CLIError, delta_arg
 
 DEFAULT_BUNDLE_DIRNAME = "default_bundle"
 # The command users typed: the Pi runner (deploy's run_pi.py) reuses this module under its own name.
@@ -70,9 +70,9 @@ def add_detection_args(p) -> None:
     from bnnkws.app.listener.listen import DEFAULT_HOP_MS
 
     det = p.add_argument_group("detection")
-    det.add_argument("--delta", type=float, default=None,
-                     help="exit threshold on the normalised entropy (default: the bundle's); "
-                          "lower = later, more accurate exits")
+    det.add_argument("--delta", type=delta_arg, default=None,
+                     help="exit threshold on the normalised entropy, one number or one per exit "
+                          "(default: the bundle's); lower = later, more accurate exits")
     det.add_argument("--hop-ms", type=float, default=DEFAULT_HOP_MS,
                      help="classify the last second every this many ms, a multiple of 10 "
                           "(default: %(default)s)")
@@ -162,6 +162,7 @@ def run(args) -> int:
 
     from bnnkws.app.listener.listen import run_stream
     from bnnkws.app.listener.view import TerminalView, make_view
+    from bnnkws.kws.policy import format_delta
 
     try:
         source = open_source(args.input, device=args.device, fast=args.fast,
@@ -182,7 +183,8 @@ def run(args) -> int:
             title = f"kws listen - {source.describe()}"
             info = [
                 f"bundle {bundle_path} ({len(streamer.labels)} labels, backend "
-                f"{getattr(detector, 'backend', '?')}, delta {_delta(detector, args):.3g}, "
+                f"{getattr(detector, 'backend', '?')}, "
+                f"delta {format_delta(_delta(detector, args))}, "
                 f"gate {args.gate})",
                 f"hop {args.hop_ms:g} ms, average {args.average_window_ms:g} ms, threshold "
                 f"{args.threshold:g}, min count {args.min_count}, suppression "
@@ -214,15 +216,15 @@ def _announce_audio(source, view):
         yield block
 
 
-def _delta(detector, args) -> float:
+def _delta(detector, args):
+    """The delta in force: the option's, else the detector's (a number or one per exit)."""
     if args.delta is not None:
         return args.delta
-    for attr in ("delta",):
-        v = getattr(detector, attr, None)
-        if isinstance(v, (int, float)):
-            return float(v)
+    v = getattr(detector, "delta", None)
+    if isinstance(v, (int, float, list)):
+        return v
     policy = getattr(detector, "policy", None)
-    return float(getattr(policy, "delta", float("nan")))
+    return getattr(policy, "delta", float("nan"))
 
 
 def build_streamer(bundle_path, args):

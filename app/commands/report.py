@@ -376,10 +376,13 @@ def other_corpora(manifest: dict, data: str) -> list[str]:
     return [d for d in recorded if not same_dataset(d, data)]
 
 
-def headline_rows(f: dict, delta: float, have_noise: bool) -> list[dict]:
+def headline_rows(f: dict, delta, have_noise: bool) -> list[dict]:
     """[{figure, value, source}]: the README's table, values already formatted, ``source`` the
     step whose output they come from. ``f`` is :func:`compact` of the steps' outputs, which the
-    JSON stores, so a test can check that the rows follow from the stored figures."""
+    JSON stores, so a test can check that the rows follow from the stored figures. ``delta``:
+    the bundle's, a number or one per exit."""
+    from bnnkws.kws.policy import format_delta, same_delta
+
     rows = []
 
     def add(figure, value, source):
@@ -393,17 +396,17 @@ def headline_rows(f: dict, delta: float, have_noise: bool) -> list[dict]:
         _slash(acc, lambda x: f"{100 * x:.1f}") + " %", "eval_testing")
     ch = te["chosen"]
     saved = f", {_pct(ch['macs_saved'])} fewer MACs" if ch.get("macs_saved") is not None else ""
-    add(f"early exit at the bundle's δ = {delta:g}, test split",
+    add(f"early exit at the bundle's δ = {format_delta(delta)}, test split",
         f"{_pct(ch['accuracy'])}, average exit {ch['avg_exit']:.2f}{saved}", "eval_testing")
     vch = va["chosen"]
-    add(f"validation split ({n_va} clips): last exit / δ = {delta:g}",
+    add(f"validation split ({n_va} clips): last exit / δ = {format_delta(delta)}",
         f"{_pct(va['last_exit_accuracy'])} / {_pct(vch['accuracy'])}", "eval_validation")
     i = 1
     while f"eval_corpus{i}_testing" in f:
         ot, ov = f[f"eval_corpus{i}_testing"], f[f"eval_corpus{i}_validation"]
         name = Path(ot["corpus"].split(":", 1)[-1]).name
         add(f"also trained on `{name}`: its test ({ot['num_clips']} clips) ; validation "
-            f"({ov['num_clips']}), last exit / δ = {delta:g}",
+            f"({ov['num_clips']}), last exit / δ = {format_delta(delta)}",
             f"{_pct(ot['last_exit_accuracy'])} / {_pct(ot['chosen']['accuracy'])} ; "
             f"{_pct(ov['last_exit_accuracy'])} / {_pct(ov['chosen']['accuracy'])}",
             f"eval_corpus{i}_testing")
@@ -415,9 +418,9 @@ def headline_rows(f: dict, delta: float, have_noise: bool) -> list[dict]:
         "bench")
     bd = (b.get("sweep") or {}).get("bundle_delta")
     w = (b.get("sweep") or {}).get("within_1pt")
-    same = bool(bd and w and abs(w["delta"] - bd["delta"]) < 1e-9)
+    same = bool(bd and w and same_delta(w["delta"], bd["delta"]))
     if bd:
-        add(f"latency at δ = {delta:g} against the last exit",
+        add(f"latency at δ = {format_delta(delta)} against the last exit",
             f"{100 * bd['latency_vs_last']:.0f} % ({_ms(bd, b['sweep'])})"
             + ("; also the cheapest δ within 1 point of the last exit" if same else ""), "bench")
     if w and not same:

@@ -39,6 +39,7 @@ from bnnkws.app.serve import auth, changes
 from bnnkws.app.serve.events import HISTORY_S, Hub, sse
 from bnnkws.app.serve.live import Listener
 from bnnkws.app.serve.takes import Upload
+from bnnkws.kws.policy import delta_value
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -105,7 +106,7 @@ class Console:
         d, a = self.listener.detector, self.args
         return {"bundle": str(self.bundle), "source": self.listener.describe(),
                 "backend": getattr(d, "backend", "?"),
-                "delta": float(a.delta if a.delta is not None else getattr(d, "delta", 0.0)),
+                "delta": delta_value(a.delta if a.delta is not None else getattr(d, "delta", 0.0)),
                 "exits": len(getattr(d, "exits", []) or []), "labels": list(d.labels),
                 "gate": a.gate, "hop_ms": a.hop_ms, "threshold": a.threshold,
                 "average_window_ms": a.average_window_ms, "history_s": HISTORY_S,

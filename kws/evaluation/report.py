@@ -29,7 +29,8 @@ import numpy as np
 
 from bnnkws.kws.fileio import atomic_write_bytes
 from bnnkws.kws.evaluation.calibration import expected_calibration_error, reliability
-from bnnkws.kws.policy import ExitPolicy, decide_batch, softmax
+from bnnkws.kws.policy import (ExitPolicy, decide_batch, delta_value, format_delta, same_delta,
+                               softmax)
 
 COARSE_DELTAS = (0.1, 0.25, 0.5, 0.75, 1.0)
 FINE_STEPS = 40  # fine sweep: 0, 1/40, ..., 1 of the criterion's range
@@ -59,7 +60,7 @@ def sweep_point(ml, delta, criterion: str = "entropy", min_exit: Optional[int] =
     nums = np.asarray(ml.exit_numbers)[pos - 1]
     n = len(labels)
     row = {
-        "delta": float(delta),
+        "delta": delta_value(delta),
         "accuracy": float(np.mean(labels == ml.labels)),
         "avg_exit": float(np.mean(nums)),
         "mean_macs": None, "mean_binary_macs": None, "mean_real_macs": None,
@@ -264,6 +265,11 @@ def plot_accuracy_vs_delta(s, path, criterion):
     w = s["delta_within_1pt"]
     if w is not None:
         ax.axvline(w["delta"], color="C2", lw=1, label=f"within 1 pt up to delta={w['delta']:.3g}")
+    ch = s.get("chosen")
+    if ch is not None and np.ndim(ch["delta"]) > 0:  # one delta per exit: off this axis
+        ax.axhline(100 * ch["accuracy"], ls="-.", color="C3", lw=1,
+                   label=f"per-exit delta {format_delta(ch['delta'])} "
+                         f"({100 * ch['accuracy']:.1f}%, average exit {ch['avg_exit']:.2f})")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{s['name']}: accuracy and compute versus delta")
     ax.legend(fontsize=7, loc="lower left")
@@ -292,8 +298,11 @@ def plot_accuracy_vs_delta(s, path, criterion):
 def plot_exit_fractions(s, path, chosen_delta):
     plt = _plt()
     rows = [r for r in s["sweep"] if r["coarse"]]
-    if not any(abs(r["delta"] - chosen_delta) < 1e-9 for r in rows):
-        rows = sorted(rows + [s["chosen"]], key=lambda r: r["delta"])
+    if not any(same_delta(r["delta"], chosen_delta) for r in rows):
+        if np.ndim(chosen_delta) == 0:
+            rows = sorted(rows + [s["chosen"]], key=lambda r: r["delta"])
+        else:  # one delta per exit: not on the sweep's axis, shown after it
+            rows = rows + [s["chosen"]]
     exits = s["exits"]
     fr = np.array([[r["exit_fractions"][e] for e in exits] for r in rows]) * 100
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -309,8 +318,9 @@ def plot_exit_fractions(s, path, chosen_delta):
                         color="white" if i < len(exits) / 2 else "black")
         bottom += fr[:, i]
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{r['delta']:g}" + (" *" if abs(r["delta"] - chosen_delta) < 1e-9
-                                             else "") for r in rows])
+    ax.set_xticklabels([format_delta(r["delta"]).replace("/", "/\n")
+                        + (" *" if same_delta(r["delta"], chosen_delta) else "") for r in rows],
+                       fontsize=7 if np.ndim(chosen_delta) else None)
     ax.set_xlabel("delta (* = chosen)")
     ax.set_ylabel("clips leaving at each exit (%)")
     ax.set_ylim(0, 100)
@@ -338,7 +348,7 @@ def plot_class_exit_fractions(s, frac, labels, path, delta):
     ax.set_xlim(0, 100)
     ax.set_xlabel("clips of the class leaving at each exit (%)")
     ax.set_ylabel("true class")
-    ax.set_title(f"{s['name']}: exit per class at delta={delta:.3g}")
+    ax.set_title(f"{s['name']}: exit per class at delta={format_delta(delta)}")
     ax.legend(title="exit", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     return _savefig(fig, path)
 
@@ -385,6 +395,11 @@ def plot_accuracy_vs_compute(summaries, path):
                   else [int(e[4:]) for e in s["exits"]])
             ax.plot(xs, [100 * a for a in per], "s", color=color, mfc="none",
                     label=f"{s['name']}: forced exit k")
+            ch = s.get("chosen")
+            if ch is not None and np.ndim(ch["delta"]) > 0:
+                ax.plot([ch["mean_macs"] / scale if use_macs else ch["avg_exit"]],
+                        [100 * ch["accuracy"]], "D", color=color,
+                        label=f"{s['name']}: per-exit delta {format_delta(ch['delta'])}")
         else:
             x = (s["exit_macs"]["total"][0] / scale if use_macs else int(s["exits"][0][4:]))
             ax.plot([x], [100 * s["last_exit_accuracy"]], "*", ms=12, color=color,
@@ -447,10 +462,10 @@ def write_report(models: Sequence, out_dir, *, delta: Optional[float] = None,
     out.mkdir(parents=True, exist_ok=True)
     primary = next((m for m in models if m.is_multi_exit), models[0])
 
-    def delta_of(m) -> float:  # a number for every model, a {name: delta} dict, or stored
+    def delta_of(m):  # a number (or one per exit) for every model, a {name: delta} dict, or stored
         if isinstance(delta, dict):
-            return float(delta.get(m.name, m.delta))
-        return float(m.delta if delta is None else delta)
+            return delta_value(delta.get(m.name, m.delta))
+        return delta_value(m.delta if delta is None else delta)
 
     chosen = delta_of(primary)
     sums = [model_summary(m, delta_of(m), criterion, min_exit) for m in models]
@@ -517,7 +532,7 @@ def write_report(models: Sequence, out_dir, *, delta: Optional[float] = None,
             ps, frac, primary.model_labels, out / "class_exit_fractions.png", chosen)
     figs["confusion"] = plot_confusion(
         cm, primary.model_labels, out / "confusion.png",
-        f"{primary.name}: confusion at delta={chosen:.3g} "
+        f"{primary.name}: confusion at delta={format_delta(chosen)} "
         f"(accuracy {100 * ps['chosen']['accuracy']:.1f}%)")
     figs["accuracy_vs_compute"] = plot_accuracy_vs_compute(sums, out / "accuracy_vs_compute.png")
     figs["reliability"] = plot_reliability(primary, out / "reliability.png")
@@ -576,7 +591,7 @@ def markdown(summary, sums, primary, figs, calibration) -> str:
              + (" (normalised entropy < delta)" if summary["criterion"] == "entropy"
                 and ps["entropy_normalized"] else " (entropy in nats < delta)"
                 if summary["criterion"] == "entropy" else " (max softmax >= delta)")
-             + f"; chosen delta = {summary['chosen_delta']:g}.")
+             + f"; chosen delta = {format_delta(summary['chosen_delta'])}.")
     L.append("")
     if ps["unknown_labels"]:
         n = sum(ps["unknown_labels"].values())
@@ -591,7 +606,8 @@ def markdown(summary, sums, primary, figs, calibration) -> str:
     L += ["## Headline", "",
           f"- Last exit only: **{_pct(ps['last_exit_accuracy'])}**"
           + (f" at {_macs_str(ps['exit_macs']['total'][-1])} MACs" if ps["exit_macs"] else ""),
-          f"- Early exit at delta={summary['chosen_delta']:g}: **{_pct(ch['accuracy'])}**, "
+          f"- Early exit at delta={format_delta(summary['chosen_delta'])}: "
+          f"**{_pct(ch['accuracy'])}**, "
           f"average exit {ch['avg_exit']:.2f}"
           + (f", mean {_macs_str(ch['mean_macs'])} MACs ({_pct(ch['macs_saved'])} saved)"
              if ch["mean_macs"] is not None else "")
@@ -633,15 +649,15 @@ def markdown(summary, sums, primary, figs, calibration) -> str:
               "| delta | accuracy | vs last exit | average exit | mean MACs | MACs saved | "
               + ("mean latency | " if lat else "") + " | ".join(ps["exits"]) + " |",
               "|" + "---|" * (6 + lat + len(ps["exits"]))]
-        for r in ps["sweep"]:
-            if r["coarse"]:
-                L.append(f"| {r['delta']:g} | {_pct(r['accuracy'])} | "
-                         f"{100 * (r['accuracy'] - ps['last_exit_accuracy']):+.2f} | "
-                         f"{r['avg_exit']:.2f} | {_macs_str(r['mean_macs'])} | "
-                         f"{_pct(r['macs_saved'])} | "
-                         + (f"{r['mean_latency_ms']:.3f} ms | " if lat else "")
-                         + " | ".join(f"{100 * r['exit_fractions'][e]:.0f}%"
-                                      for e in ps["exits"]) + " |")
+        chosen_row = [ps["chosen"]] if np.ndim(ps["chosen"]["delta"]) > 0 else []
+        for r in [r for r in ps["sweep"] if r["coarse"]] + chosen_row:
+            L.append(f"| {format_delta(r['delta'])} | {_pct(r['accuracy'])} | "
+                     f"{100 * (r['accuracy'] - ps['last_exit_accuracy']):+.2f} | "
+                     f"{r['avg_exit']:.2f} | {_macs_str(r['mean_macs'])} | "
+                     f"{_pct(r['macs_saved'])} | "
+                     + (f"{r['mean_latency_ms']:.3f} ms | " if lat else "")
+                     + " | ".join(f"{100 * r['exit_fractions'][e]:.0f}%"
+                                  for e in ps["exits"]) + " |")
         L += ["", "The fine sweep (every 1/40 of the range) is in `sweep.csv` and "
               "`summary.json`.", ""]
 

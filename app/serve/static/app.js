@@ -66,7 +66,7 @@ function applyInfo(info) {
   const i = state.info;
   if (!i.bundle) return;
   $("#info").textContent = `bundle ${i.bundle} · ${i.source} · backend ${i.backend} · ` +
-    `δ ${i.delta} · gate ${i.gate} · hop ${i.hop_ms} ms · average ${i.average_window_ms} ms · ` +
+    `δ ${Array.isArray(i.delta) ? i.delta.join("/") : i.delta} · gate ${i.gate} · hop ${i.hop_ms} ms · average ${i.average_window_ms} ms · ` +
     `threshold ${i.threshold} (enrolled words: their own)`;
   const legend = [];
   for (let k = 1; k <= (i.exits || 0); k++) legend.push(`<span><i style="background:${exitColor(k)}"></i>exit ${k}</span>`);
