@@ -283,6 +283,26 @@ def decide_batch_probs(logits, policy: ExitPolicy):
 
 
 # -- budget mode ------------------------------------------------------------------------------
+def _budget(e: int, target_avg_exit, target_latency, latencies):
+    """(cost of leaving at each of the ``e`` exits, target mean cost, what it is called)."""
+    if (target_avg_exit is None) == (target_latency is None):
+        raise PolicyError("give exactly one of target_avg_exit and target_latency")
+    if target_latency is not None:
+        if latencies is None or len(latencies) != e:
+            raise PolicyError(f"target_latency needs {e} cumulative latencies (one per exit), "
+                              f"got {latencies!r}")
+        cost = np.asarray(latencies, dtype=np.float64)
+        if np.any(np.diff(cost) < 0):
+            raise PolicyError(f"latencies must be cumulative (non-decreasing), got {latencies!r}")
+        target, what = float(target_latency), "mean latency"
+    else:
+        cost = np.arange(1, e + 1, dtype=np.float64)
+        target, what = float(target_avg_exit), "average exit"
+    if not np.isfinite(target):
+        raise PolicyError(f"budget target must be finite, got {target}")
+    return cost, target, what
+
+
 def delta_for_budget(logits, target_avg_exit: Optional[float] = None, *,
                      target_latency=None, latencies: Optional[Sequence[float]] = None,
                      criterion: str = "entropy", normalized: bool = True, min_exit: int = 1,
@@ -303,23 +323,7 @@ def delta_for_budget(logits, target_avg_exit: Optional[float] = None, *,
     if z.ndim != 3:
         raise PolicyError(f"expected logits of shape (clips, exits, classes), got {z.shape}")
     n, e, _ = z.shape
-    if (target_avg_exit is None) == (target_latency is None):
-        raise PolicyError("give exactly one of target_avg_exit and target_latency")
-    if target_latency is not None:
-        if latencies is None or len(latencies) != e:
-            raise PolicyError(f"target_latency needs {e} cumulative latencies (one per exit), "
-                              f"got {latencies!r}")
-        cost = np.asarray(latencies, dtype=np.float64)
-        if np.any(np.diff(cost) < 0):
-            raise PolicyError(f"latencies must be cumulative (non-decreasing), got {latencies!r}")
-        target = float(target_latency)
-        what = "mean latency"
-    else:
-        cost = np.arange(1, e + 1, dtype=np.float64)
-        target = float(target_avg_exit)
-        what = "average exit"
-    if not np.isfinite(target):
-        raise PolicyError(f"budget target must be finite, got {target}")
+    cost, target, what = _budget(e, target_avg_exit, target_latency, latencies)
 
     probe = ExitPolicy(0.0, criterion=criterion, normalized=normalized, min_exit=min_exit,
                        temperatures=temperatures)
@@ -390,19 +394,7 @@ def exit_deltas_for_budget(logits, labels, target_avg_exit: Optional[float] = No
     n, e, c = z.shape
     if y.shape != (n,):
         raise PolicyError(f"labels shape {y.shape} does not match {n} clips")
-    if (target_avg_exit is None) == (target_latency is None):
-        raise PolicyError("give exactly one of target_avg_exit and target_latency")
-    if target_latency is not None:
-        if latencies is None or len(latencies) != e:
-            raise PolicyError(f"target_latency needs {e} cumulative latencies (one per exit), "
-                              f"got {latencies!r}")
-        cost = np.asarray(latencies, dtype=np.float64)
-        if np.any(np.diff(cost) < 0):
-            raise PolicyError(f"latencies must be cumulative (non-decreasing), got {latencies!r}")
-        target, what = float(target_latency), "mean latency"
-    else:
-        cost = np.arange(1, e + 1, dtype=np.float64)
-        target, what = float(target_avg_exit), "average exit"
+    cost, target, what = _budget(e, target_avg_exit, target_latency, latencies)
     g = np.asarray(sorted(set(float(x) for x in grid)), dtype=np.float64)
     if g.size == 0 or np.any(g < 0):
         raise PolicyError(f"grid must hold thresholds >= 0, got {grid!r}")
@@ -414,7 +406,7 @@ def exit_deltas_for_budget(logits, labels, target_avg_exit: Optional[float] = No
     free = list(range(min(max(min_exit, 1), e) - 1, e - 1))  # 0-based exits with a threshold
     if not free:
         return [0.0] * e
-    cheapest = float(np.mean(cost[free[0]] if free else cost[-1]))
+    cheapest = float(cost[free[0]])
     if cheapest > target + 1e-12:
         raise PolicyError(f"budget {what} {target:g} is below the cheapest reachable "
                           f"({cheapest:.4g}, every clip at exit {free[0] + 1})")
@@ -441,8 +433,9 @@ def exit_deltas_for_budget(logits, labels, target_avg_exit: Optional[float] = No
             search(j + 1, left & ~go[i], r[i], s[i], chosen + [g[i]])
 
     search(0, np.ones(n, dtype=bool), 0.0, 0.0, [])
-    if best[2] is None:  # unreachable: the cheapest setting was checked above
-        raise PolicyError(f"no per-exit setting meets the budget {what} {target:g}")
+    if best[2] is None:  # the grid's largest threshold still keeps some clips too long
+        raise PolicyError(f"no setting of the grid meets the budget {what} {target:g}; "
+                          f"raise the budget or extend the grid")
     out = [0.0] * e
     for k, d in zip(free, best[2]):
         out[k] = float(d)

@@ -111,6 +111,20 @@ def test_stream_row_names_the_snr_of_the_bed_when_bench_stream_measured_it():
     assert "itself" not in str(changed[0][0])
 
 
+def test_rows_name_a_per_exit_delta_and_compare_it_with_the_sweep():
+    """A bundle whose δ is one per exit (`kws eval --per-exit --store-delta`) gets the same
+    table, the setting written out where a number was."""
+    result = json.loads((DOCS / cmd_report.JSON_NAME).read_text())
+    figures = json.loads(json.dumps(result["figures"]))
+    per_exit = [0.05, 0.2, 0.6, 0.65, 0.0]
+    sweep = figures["bench"]["sweep"]
+    sweep["bundle_delta"] = {**sweep["bundle_delta"], "delta": per_exit}
+    rows = cmd_report.headline_rows(figures, per_exit, result.get("bench_stream_has_noise", False))
+    text = " ".join(r["figure"] + " " + r["value"] for r in rows)
+    assert "δ = 0.05/0.2/0.6/0.65/0" in text and "δ = 0.25" not in text
+    assert any(r["figure"].startswith("cheapest δ within 1 point") for r in rows)  # not "same"
+
+
 def test_a_multi_corpus_bundle_is_scored_on_every_corpus_it_trained_on():
     """The shipped model trained on the subset and the extra clips and was chosen on both
     corpora's validation clips: the table scores the other corpus' held-out speakers too, and
