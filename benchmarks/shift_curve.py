@@ -6,7 +6,9 @@ keyword is seen at the clip's own position and at +-100, +-200 ms around it. Thi
 the test split's keywords (not `_silence_`/`_unknown_`) with the window moved by each shift,
 both ways (the clip sits in a longer stretch of zeros, or of the stream's noise at ``--snr``
 relative to the keywords' mean RMS, as in ``kws bench-stream``), through the deployed runtime
-at the bundle's delta:
+at the bundle's delta; in brackets, the accuracy over the keywords whose word (its energy extent,
+as ``kws train --offset-prob`` measures it) is still whole inside the moved window, which
+separates a model that needs the word where its clip had it from words that were cut:
 
     .venv/bin/python benchmarks/shift_curve.py app/default_bundle \\
         --data ../shared/data/speech_commands_v2_test --shifts 0,100,200,300 --snr 10
@@ -32,6 +34,7 @@ def main(argv=None) -> int:
 
     from bnnkws.app.bench.stream import default_noise_dir, load_noise, noise_track
     from bnnkws.deploy.runtime import Detector
+    from bnnkws.kws.features.augment import speech_extent
     from bnnkws.frontend.audio import load_audio
     from bnnkws.kws.data import load_dataset
     from bnnkws.kws.evaluation.evaluate import match_labels
@@ -45,6 +48,7 @@ def main(argv=None) -> int:
     x = np.stack([load_audio(c.path, sr=sr, length=n) for c in clips])
     shifts = [int(s) for s in args.shifts.split(",") if s.strip()]
     pad = int(max(shifts) * sr / 1000) + 1
+    ext = speech_extent(x)  # (clips, 2): the word's first and last sample in its clip
     rms = float(np.mean(np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=1))))
     noise = noise_track(load_noise(default_noise_dir(ds.root), sr), len(x) * (n + 2 * pad),
                         seed=0).reshape(len(x), -1)
@@ -59,10 +63,13 @@ def main(argv=None) -> int:
         for s in shifts:
             accs = []
             for sign in (-1, 1) if s else (1,):
-                start = pad + sign * int(s * sr / 1000)
-                z = np.stack([det.exit_logits(audio=w[start:start + n]) for w in bed])
-                accs.append(100 * np.mean(decide_batch(z, det.policy)[1] == y))
-            cells.append(f"{s} ms " + " / ".join(f"{a:.1f}" for a in accs))
+                d = sign * int(s * sr / 1000)
+                z = np.stack([det.exit_logits(audio=w[pad + d:pad + d + n]) for w in bed])
+                ok = decide_batch(z, det.policy)[1] == y
+                whole = (ext[:, 0] - d >= 0) & (ext[:, 1] - d <= n)
+                accs.append(f"{100 * np.mean(ok):.1f} ({100 * np.mean(ok[whole]):.1f} of "
+                            f"{int(whole.sum())})")
+            cells.append(f"{s} ms " + " / ".join(accs))
         print(("zeros around" if snr is None else f"{snr:g} dB noise") + ": " + "; ".join(cells),
               flush=True)
     return 0
