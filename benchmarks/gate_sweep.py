@@ -109,20 +109,48 @@ def run_rule(rec, smoother, stream_name, stream, gate, stop, hop_ms, skip=None):
     return row
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def build_streams(det, args):
+    """``(keyword stream, [(name, stream)])``: the clean stream of ``args.split``'s clips, the
+    same keywords at each ``args.snr`` and the noise-only stream, as ``kws bench-stream`` builds
+    them (``args`` from :func:`stream_parser`)."""
+    from bnnkws.app.bench import stream as stream_bench
+    from bnnkws.kws.data import load_dataset
+
+    cfg = det.bundle.frontend
+    ds = load_dataset(args.data, seed=det.bundle.split_seed if args.split_seed is None
+                      else args.split_seed)
+    base = stream_bench.build_stream(ds.split(args.split), minutes=args.minutes, seed=args.seed,
+                                     sample_rate=cfg.sample_rate, clip_samples=cfg.clip_samples)
+    noises = stream_bench.load_noise(stream_bench.default_noise_dir(ds.root), cfg.sample_rate)
+    snrs = [float(x) for x in args.snr.split(",") if x.strip()]
+    streams = [("clean", base)] + stream_bench.noisy_streams(
+        base, noises, snrs, noise_only_minutes=args.noise_only_minutes, seed=args.seed)
+    print(f"{args.split}: {len(base.keywords)} keywords, {len(streams)} streams", flush=True)
+    return base, streams
+
+
+def stream_parser(doc: str, minutes: float) -> argparse.ArgumentParser:
+    """The options every replay sweep shares: the bundle and the streams :func:`build_streams`
+    makes (``minutes`` long by default)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", help="bundle directory from `kws export`")
     ap.add_argument("--data", required=True, help="dataset the bundle was trained on (its splits)")
     ap.add_argument("--split", default="validation", choices=["validation", "testing"],
                     help="clips for the streams; tune on validation (default), confirm on testing")
-    ap.add_argument("--minutes", type=float, default=5.0, help="keyword stream length (default 5)")
+    ap.add_argument("--minutes", type=float, default=minutes,
+                    help=f"keyword stream length (default {minutes:g})")
     ap.add_argument("--snr", default="20,10,5,0", help="SNR rows in dB (default 20,10,5,0)")
     ap.add_argument("--noise-only-minutes", type=float, default=10.0,
                     help="noise-only stream at the 10 dB level, for false accepts (default 10)")
     ap.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
     ap.add_argument("--split-seed", type=int, default=None,
                     help="speaker-split seed of --data (default: the bundle's training seed)")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = stream_parser(__doc__, 5.0)
     ap.add_argument("--margins", default="6,9,12", help="energy-gate margins in dB to try")
     ap.add_argument("--mass", default="0,0.05,0.1,0.2,0.3,0.5",
                     help="keyword-mass thresholds to try (0 = no mass rule)")
@@ -135,24 +163,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from bnnkws.app.listener import gates
-    from bnnkws.app.bench import stream as stream_bench
     from bnnkws.app.listener.smoothing import RecognizeCommands
     from bnnkws.deploy.runtime import Detector
-    from bnnkws.kws.data import load_dataset
     from bnnkws.kws.policy import KeywordMassRule
 
     det = Detector(args.bundle, num_threads=1)
     cfg = det.bundle.frontend
-    ds = load_dataset(args.data, seed=det.bundle.split_seed if args.split_seed is None
-                      else args.split_seed)
-    clips = ds.split(args.split)
-    base = stream_bench.build_stream(clips, minutes=args.minutes, seed=args.seed,
-                                     sample_rate=cfg.sample_rate, clip_samples=cfg.clip_samples)
-    noises = stream_bench.load_noise(stream_bench.default_noise_dir(ds.root), cfg.sample_rate)
-    snrs = [float(x) for x in args.snr.split(",") if x.strip()]
-    streams = [("clean", base)] + stream_bench.noisy_streams(
-        base, noises, snrs, noise_only_minutes=args.noise_only_minutes, seed=args.seed)
-    print(f"{args.split}: {len(base.keywords)} keywords, {len(streams)} streams", flush=True)
+    _, streams = build_streams(det, args)
 
     rec = RecordingDetector(det)
     smoother = RecognizeCommands(det.labels)

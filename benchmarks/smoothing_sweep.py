@@ -15,7 +15,6 @@ split with ``kws bench-stream``:
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
@@ -24,21 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gate_sweep import RecordingDetector, run_rule  # noqa: E402
+from gate_sweep import RecordingDetector, build_streams, run_rule, stream_parser  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", help="bundle directory from `kws export`")
-    ap.add_argument("--data", required=True, help="dataset the bundle was trained on (its splits)")
-    ap.add_argument("--split", default="validation", choices=["validation", "testing"],
-                    help="clips for the streams; tune on validation (default), confirm on testing")
-    ap.add_argument("--minutes", type=float, default=15.0, help="keyword stream length (default 15)")
-    ap.add_argument("--snr", default="20,10,5,0", help="SNR rows in dB (default 20,10,5,0)")
-    ap.add_argument("--noise-only-minutes", type=float, default=10.0,
-                    help="noise-only stream at the 10 dB level, for false accepts (default 10)")
-    ap.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
+    ap = stream_parser(__doc__, 15.0)
     ap.add_argument("--windows", default="300,500,750,1000",
                     help="averaging windows in ms to try")
     ap.add_argument("--thresholds", default="0.4,0.45,0.5,0.55,0.6,0.7",
@@ -50,22 +39,12 @@ def main(argv=None) -> int:
 
     from types import SimpleNamespace
 
-    from bnnkws.app.bench import stream as stream_bench
     from bnnkws.app.commands.listen import gate_parts
     from bnnkws.app.listener import smoothing
     from bnnkws.deploy.runtime import Detector
-    from bnnkws.kws.data import load_dataset
 
     det = Detector(args.bundle, num_threads=1)
-    cfg = det.bundle.frontend
-    ds = load_dataset(args.data, seed=det.bundle.split_seed)
-    base = stream_bench.build_stream(ds.split(args.split), minutes=args.minutes, seed=args.seed,
-                                     sample_rate=cfg.sample_rate, clip_samples=cfg.clip_samples)
-    noises = stream_bench.load_noise(stream_bench.default_noise_dir(ds.root), cfg.sample_rate)
-    snrs = [float(x) for x in args.snr.split(",") if x.strip()]
-    streams = [("clean", base)] + stream_bench.noisy_streams(
-        base, noises, snrs, noise_only_minutes=args.noise_only_minutes, seed=args.seed)
-    print(f"{args.split}: {len(base.keywords)} keywords, {len(streams)} streams", flush=True)
+    base, streams = build_streams(det, args)
 
     rec = RecordingDetector(det)
 

@@ -238,10 +238,10 @@ def delta_sweep(b: Bundle, data, split="testing", limit=300, deltas=None, thread
     cum = np.cumsum(times, axis=1)
     rows = []
     if deltas is None:
-        deltas = sorted(set(DEFAULT_DELTAS) | ({round(b.delta, 6)} if np.ndim(b.delta) == 0
-                                               else set()))
-        if np.ndim(b.delta) > 0:  # one delta per exit: its own row, after the global ones
-            deltas.append(b.delta)
+        if np.ndim(b.delta) == 0:
+            deltas = sorted(set(DEFAULT_DELTAS) | {round(b.delta, 6)})
+        else:  # one delta per exit: its own row, after the global ones
+            deltas = sorted(DEFAULT_DELTAS) + [b.delta]
     for d in deltas:
         exits, pred, _ = decide_batch(logits, det.make_policy(d))
         # decide_batch numbers exits 1..E in the order of the logits = the bundle's exits

@@ -273,7 +273,7 @@ def run(args) -> int:
     from bnnkws.kws.evaluation import report
 
     budgets = [b for b in ("budget_exit", "budget_ms", "budget_share")
-               if getattr(args, b) is not None]
+               if getattr(args, b) is not None]  # the budget options given
     if len(budgets) > 1:
         raise CLIError("give one of --budget-exit, --budget-ms and --budget-share")
     for b in ("budget_ms", "budget_share"):
@@ -356,8 +356,7 @@ def run(args) -> int:
             labels=np.concatenate([v.labels for v in parts]),
             paths=[p for v in parts for p in v.paths])
 
-    budgets = [args.budget_exit, args.budget_ms, args.budget_share]
-    need_val = args.calibrate or any(b is not None for b in budgets)
+    need_val = args.calibrate or bool(budgets)
     results, calib, deltas, notes = [], {}, {}, []
     data_info = {}
     for t in targets:
@@ -404,7 +403,7 @@ def run(args) -> int:
                                f"{t.name} has {cfg.num_exits} exits")
             lat = [cum_ms[k - 1] for k in cfg.active_exits]
             res.latency_ms = lat
-        if any(b is not None for b in budgets) and res.is_multi_exit:
+        if budgets and res.is_multi_exit:
             target_ms = args.budget_ms
             if args.budget_share is not None:
                 target_ms = args.budget_share * lat[-1]
