@@ -108,3 +108,21 @@ def test_cli_bench_stream_reports(app_bundle, sc_v2, tmp_path):
     assert rep["settings"]["split_seed"] == Bundle.load(app_bundle).split_seed
     assert (out / "stream.wav").is_file() and (out / "labels.txt").read_text().count("\n") == \
         rep["keywords"] + rep["distractors"]
+    # "As clips": each keyword's own second cut from the stream the user can replay, classified by
+    # the runtime at the bundle's delta. Recomputed here from stream.wav and labels.txt (16-bit,
+    # so one borderline clip may flip); a cut off its place would score far lower.
+    import soundfile as sf
+
+    from bnnkws.deploy.runtime import Detector
+
+    audio, sr = sf.read(out / "stream.wav", dtype="float32")
+    detector = Detector(Bundle.load(app_bundle), num_threads=1)
+    truth = [(lab, float(ms) / 1000.0) for lab, ms in
+             (line.split(", ") for line in (out / "labels.txt").read_text().splitlines())]
+    keywords = [(lab, end) for lab, end in truth if lab != "_unknown_"]
+    right = sum(detector.classify(audio=audio[int(round(end * sr)) - sr:int(round(end * sr))]).label
+                == lab for lab, end in keywords)
+    assert len(keywords) == rep["keywords"]
+    assert abs(rep["clips_correct_pct"] - 100.0 * right / len(keywords)) <= 100.0 / len(keywords)
+    assert rep["clips_correct_pct"] > 20.0, (rep["clips_correct_pct"], right)  # chance: 1 in 10
+    assert "cut out of the stream as one-second clips" in (out / "bench_stream.md").read_text()
