@@ -18,7 +18,9 @@
 # Usage: recipes/multi_corpus.sh [WORK_DIR]   (EPOCHS=N, AUX_PER_EPOCH=N to size the run;
 #   DATA_REPEAT=K1,K2 repeats the subset's / the extra corpus' clips in every epoch:
 #   DATA_REPEAT=4,1 EPOCHS=8 scored half a point higher on the 12 words' validation clips but
-#   enrolled words fired up to twice as often, so it is not the default; docs §13)
+#   enrolled words fired up to twice as often, so it is not the default; docs §13;
+#   SEED=N another weight init, shuffling and augmentation on the same speakers' split, to tell
+#   a recipe's effect from an init's luck)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-runs/multi-corpus}"
@@ -26,6 +28,7 @@ shared="${SHARED:-../shared/data}"
 epochs="${EPOCHS:-12}"
 per_epoch="${AUX_PER_EPOCH:-6000}"
 repeat=(); [ -n "${DATA_REPEAT:-}" ] && repeat=(--data-repeat "$DATA_REPEAT")
+seed=(); [ -n "${SEED:-}" ] && seed=(--seed "$SEED" --split-seed 0)
 mkdir -p "$work"
 
 # speechocean762's sentences cut into words (resumes if interrupted; ~9 CPU-minutes per core).
@@ -37,7 +40,7 @@ kws data words "$shared/speechocean762" --out "$work/so762"
 
 resume=(); [ -f "$work/run/train_config.json" ] && resume=(--resume)   # continue an interrupted run
 kws train --data "$shared/speech_commands_v2_test" --data "sc:$shared/speech_commands_extra" \
-    "${repeat[@]}" --class-balance 0.5 --arch quicknet --stage-filters 64,128,256,512,512 \
+    "${repeat[@]}" "${seed[@]}" --class-balance 0.5 --arch quicknet --stage-filters 64,128,256,512,512 \
     --binary-bn-epsilon 1.0 --exit-weights 3,2,1,1,1 \
     --noise-dir "$shared/speech_commands_background_noise" --noise-prob 0.8 --snr-db 0 20 \
     --generated-noise-prob 0.2 --offset-prob 0.5 --partial-prob 0.1 \
