@@ -34,8 +34,7 @@ def recipe_commands(script=RECIPE) -> list[list[str]]:
         if not m or line.strip().startswith("#"):
             continue
         body = re.sub(r'"\$\(cat [^)]*\)"', "apple,baby", m.group(1))
-        body = re.sub(r'"\$\{resume\[@\]\}"', "", body)
-        body = re.sub(r'"\$\{repeat\[@\]\}"', "", body)
+        body = re.sub(r'"\$\{\w+\[@\]\}"', "", body)  # optional options (resume, seed...), unset
         for var, value in (("delta", "0.2"), ("epochs", "3"), ("per_epoch", "6000")):
             body = body.replace(f'"${var}"', value)  # numeric variables
         body = re.sub(r'\$\{?(\w+)\}?', r"PLACEHOLDER_\1", body)
@@ -78,3 +77,8 @@ def test_multi_corpus_recipe_parses_and_trains_on_every_corpus():
     # `_unknown_` comes from Speech Commands words, as in the scored split.
     assert any("so762" in d for d in train.aux_synth) and train.aux_only_per_epoch > 0
     assert not any("so762" in d for d in train.aux_data)
+    # SEED=N: another init on the same speakers' split (what a replicate must keep fixed)
+    text = MULTI.read_text()
+    assert 'seed=(--seed "$SEED" --split-seed 0)' in text and '"${seed[@]}"' in text
+    seeded = parser.parse_args(cmds[2] + ["--seed", "1", "--split-seed", "0"])
+    assert (seeded.seed, seeded.split_seed) == (1, 0)
