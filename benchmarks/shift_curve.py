@@ -5,7 +5,7 @@ The listener classifies the last second every 100 ms and averages about five res
 keyword is seen at the clip's own position and at +-100, +-200 ms around it. This script scores
 the test split's keywords (not `_silence_`/`_unknown_`) with the window moved by each shift,
 both ways (the clip sits in a longer stretch of zeros, or of the stream's noise at ``--snr``
-relative to the keywords' mean RMS, as in ``kws bench-stream``), through the deployed runtime
+relative to the RMS over all keyword samples, as in ``kws bench-stream``), through the deployed runtime
 at the bundle's delta; in brackets, the accuracy over the keywords whose word (its energy extent,
 as ``kws train --offset-prob`` measures it) is still whole inside the moved window, which
 separates a model that needs the word where its clip had it from words that were cut:

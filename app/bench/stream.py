@@ -310,12 +310,11 @@ def clip_accuracy(detector, stream: Stream, delta=None) -> Optional[float]:
     if not kws:
         return None
     sr = stream.sample_rate
-    right = 0
-    for e in kws:
-        start = int(round(e.start_s * sr))
-        end = start + int(round((e.end_s - e.start_s) * sr))
-        r = detector.classify(audio=stream.audio[start:end], delta=delta)
-        right += r.label == e.label
+    n = int(round((kws[0].end_s - kws[0].start_s) * sr))  # every clip is one clip_samples long
+    starts = [int(round(e.start_s * sr)) for e in kws]
+    results = detector.classify_batch(audio=np.stack([stream.audio[s:s + n] for s in starts]),
+                                      delta=delta)
+    right = sum(r.label == e.label for r, e in zip(results, kws))
     return _round(100.0 * right / len(kws), 2)
 
 
