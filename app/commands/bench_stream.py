@@ -21,7 +21,9 @@ def register(subparsers) -> None:
             "through the same detection path as `kws listen` and score the detections against "
             "the ground truth like TensorFlow's test_streaming_accuracy: matched, correct, wrong, "
             "missed and false-detection rates, false accepts per hour, real-time factor and mean "
-            "per-hop latency. Writes bench_stream.json and bench_stream.md."
+            "per-hop latency; beside each row, the same keywords cut out of that stream as "
+            "one-second clips and classified alone ('as clips': the model without the hop grid "
+            "and the smoother). Writes bench_stream.json and bench_stream.md."
         ),
     )
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory from `kws export`")
